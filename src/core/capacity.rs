@@ -1,0 +1,164 @@
+//! HPA-style target tracking: `ceil(demand × (1 + headroom) / (capacity × target))` per
+//! demand signal, with a tolerance band around the current replicas, and the maximum over
+//! the signals. The arithmetic lives here, apart from the loop, as in HPA's
+//! replica_calculator.go.
+
+use super::observation::Quality;
+use super::reason::Reason;
+use super::tier::Qualities;
+use crate::policy::Capacity;
+
+/// What target tracking recommends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recommendation {
+    /// Max over the demand signals that have good data; `None` when none has.
+    pub replicas: Option<u32>,
+    /// Some demand signal had bad data: its vote is unknown, so scale-down is unsafe.
+    pub demand_unknown: bool,
+}
+
+pub fn recommend(
+    cap: &Capacity,
+    q: &Qualities,
+    current: u32,
+    headroom: f64,
+    reasons: &mut Vec<Reason>,
+) -> Recommendation {
+    let mut best: Option<u32> = None;
+    let mut unknown = false;
+    for &(signal, per_replica) in &cap.per_replica {
+        let Some(Quality::Good { value: demand }) = q[signal.index()] else {
+            unknown = true;
+            continue;
+        };
+        let demand = demand.max(0.0) * (1.0 + headroom);
+        let per = per_replica * cap.target_utilization;
+        let ratio = if current == 0 {
+            f64::INFINITY
+        } else {
+            demand / (current as f64 * per)
+        };
+        let replicas = if current > 0 && (ratio - 1.0).abs() <= cap.tolerance {
+            reasons.push(Reason::WithinTolerance {
+                signal,
+                ratio,
+                tolerance: cap.tolerance,
+            });
+            current
+        } else {
+            let r = (demand / per).ceil();
+            let r = if r >= u32::MAX as f64 {
+                u32::MAX
+            } else {
+                r as u32
+            };
+            reasons.push(Reason::Capacity {
+                signal,
+                demand,
+                per_replica,
+                target: cap.target_utilization,
+                replicas: r,
+            });
+            r
+        };
+        best = Some(best.map_or(replicas, |b| b.max(replicas)));
+    }
+    Recommendation {
+        replicas: best,
+        demand_unknown: unknown,
+    }
+}
+
+/// Demand over the capacity of `ready` replicas at target, max over the good signals.
+/// Panic mode compares this with its threshold.
+pub fn load_ratio(cap: &Capacity, q: &Qualities, ready: u32) -> Option<f64> {
+    cap.per_replica
+        .iter()
+        .filter_map(|&(signal, per_replica)| {
+            let demand = q[signal.index()]?.value()?;
+            let capacity = ready as f64 * per_replica * cap.target_utilization;
+            Some(if capacity > 0.0 {
+                demand / capacity
+            } else if demand > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            })
+        })
+        .reduce(f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::SignalKind;
+
+    fn cap() -> Capacity {
+        Capacity {
+            per_replica: vec![
+                (SignalKind::Connections, 40.0),
+                (SignalKind::Throughput, 625.0),
+            ],
+            target_utilization: 0.8,
+            tolerance: 0.1,
+        }
+    }
+
+    fn q(conns: Option<f64>, tput: Option<f64>) -> Qualities {
+        let mut q: Qualities = [None; 7];
+        q[SignalKind::Connections.index()] =
+            Some(conns.map_or(Quality::Missing, |v| Quality::Good { value: v }));
+        q[SignalKind::Throughput.index()] =
+            Some(tput.map_or(Quality::Missing, |v| Quality::Good { value: v }));
+        q
+    }
+
+    #[test]
+    fn takes_the_max_over_demand_signals() {
+        let mut r = vec![];
+        // 320 connections / 32 = 10; 2000 msg/s / 500 = 4.
+        let rec = recommend(&cap(), &q(Some(320.0), Some(2000.0)), 4, 0.0, &mut r);
+        assert_eq!(rec.replicas, Some(10));
+        assert!(!rec.demand_unknown);
+    }
+
+    #[test]
+    fn tolerance_band_keeps_current() {
+        let mut r = vec![];
+        // 10 replicas × 32 = 320; 340 is 6% above: within 10%.
+        let rec = recommend(&cap(), &q(Some(340.0), Some(0.0)), 10, 0.0, &mut r);
+        assert_eq!(rec.replicas, Some(10));
+        assert!(r
+            .iter()
+            .any(|x| matches!(x, Reason::WithinTolerance { .. })));
+    }
+
+    #[test]
+    fn headroom_adds_capacity() {
+        let mut r = vec![];
+        let rec = recommend(&cap(), &q(Some(320.0), None), 1, 0.5, &mut r);
+        assert_eq!(rec.replicas, Some(15));
+        assert!(
+            rec.demand_unknown,
+            "a missing demand signal is unknown, not zero"
+        );
+    }
+
+    #[test]
+    fn missing_demand_is_not_zero() {
+        let mut r = vec![];
+        let rec = recommend(&cap(), &q(None, None), 10, 0.0, &mut r);
+        assert_eq!(rec.replicas, None);
+        assert!(rec.demand_unknown);
+    }
+
+    #[test]
+    fn load_ratio_against_ready_capacity() {
+        let ratio = load_ratio(&cap(), &q(Some(640.0), Some(1000.0)), 10).unwrap();
+        assert!((ratio - 2.0).abs() < 1e-9);
+        assert_eq!(
+            load_ratio(&cap(), &q(Some(1.0), None), 0),
+            Some(f64::INFINITY)
+        );
+    }
+}

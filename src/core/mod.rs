@@ -1,0 +1,270 @@
+//! The decision core: `(policy, observations, replicas, state, now) -> (decision, state)`.
+//!
+//! Pure: no I/O, no clock, no async. The live controller and the simulator call the same
+//! function, with a real or a virtual `now`. The order of the rules, each in its module:
+//!
+//! 1. Jidoka classifies readings; after N failed reads in a row the line stops and holds.
+//! 2. Tiers (tier.rs) move like Prometheus alerts, with hysteresis and cool-down.
+//! 3. Target tracking (capacity.rs) recommends replicas, with the tier's headroom.
+//! 4. Stabilisation windows, bad-data hold, step limits (smoothing.rs, jidoka.rs).
+//! 5. The tier's floor, panic mode, the flap guard, and the min/max bounds, last.
+
+pub mod capacity;
+pub mod jidoka;
+pub mod observation;
+pub mod reason;
+pub mod smoothing;
+pub mod state;
+pub mod tier;
+
+pub use observation::{Observations, Quality, Reading, Replicas};
+pub use reason::Reason;
+pub use state::CoreState;
+
+use crate::policy::{Floor, OnBadData, Policy, ServiceSpec, SignalKind, StoppedShed, Tier};
+use serde::Serialize;
+use state::ScaleEvent;
+
+/// What the core decided for one service in one tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub tier: Tier,
+    /// Replicas to run; always within [min, max].
+    pub desired: u32,
+    /// Shedding: admit at most this fraction of each replica's capacity; `None` = all.
+    pub shed_admit: Option<f64>,
+    /// Jidoka stopped the line: replicas held until the data is good again.
+    pub stopped: bool,
+    pub panic: bool,
+    /// Each signal's reading quality, as the core saw it.
+    pub signals: Vec<(SignalKind, Quality)>,
+    pub reasons: Vec<Reason>,
+}
+
+impl Decision {
+    /// One line for logs and timelines: the last reason first, which is the outcome.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.reasons.iter().rev().map(|r| r.to_string()).collect();
+        parts.dedup();
+        parts.join("; ")
+    }
+}
+
+/// Decides one tick, returning the decision and the new state.
+pub fn decide(
+    policy: &Policy,
+    service: &ServiceSpec,
+    obs: &Observations,
+    replicas: Replicas,
+    state: &CoreState,
+    now_ms: u64,
+) -> (Decision, CoreState) {
+    let mut next = state.clone();
+    let d = decide_in_place(policy, service, obs, replicas, &mut next, now_ms);
+    (d, next)
+}
+
+/// As [`decide`], updating `state` in place (the simulator's hot path).
+pub fn decide_in_place(
+    policy: &Policy,
+    service: &ServiceSpec,
+    obs: &Observations,
+    replicas: Replicas,
+    state: &mut CoreState,
+    now_ms: u64,
+) -> Decision {
+    let mut reasons = Vec::new();
+    let current = replicas.current;
+    let (min, max) = (service.min_replicas, service.max_replicas);
+    let q = jidoka::classify(policy, obs, now_ms);
+    let signals: Vec<(SignalKind, Quality)> = policy
+        .signals
+        .iter()
+        .filter_map(|s| q[s.kind.index()].map(|x| (s.kind, x)))
+        .collect();
+    let mut any_bad = false;
+    for (kind, quality) in &signals {
+        if !matches!(quality, Quality::Good { .. }) {
+            any_bad = true;
+            reasons.push(Reason::BadData {
+                signal: *kind,
+                quality: quality.label(),
+            });
+        }
+    }
+
+    if jidoka::track_failures(&policy.jidoka, state, obs, &q, &mut reasons) {
+        // Stopped: hold everything as it is. The tier is not re-evaluated on no data.
+        let tier = current_tier(policy, state);
+        let shed_admit = match policy.jidoka.when_stopped {
+            StoppedShed::Keep => policy.action(tier).shed_admit,
+            StoppedShed::None => None,
+            StoppedShed::Admit(a) => Some(a),
+        };
+        let desired = current.clamp(min, max);
+        finish(state, policy, current, desired, now_ms, &mut reasons);
+        return Decision {
+            tier,
+            desired,
+            shed_admit,
+            stopped: true,
+            panic: false,
+            signals,
+            reasons,
+        };
+    }
+
+    let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
+    let action = policy.action(tier);
+
+    if replicas.updating {
+        reasons.push(Reason::RollingUpdate);
+        finish(state, policy, current, current, now_ms, &mut reasons);
+        return Decision {
+            tier,
+            desired: current,
+            shed_admit: action.shed_admit,
+            stopped: false,
+            panic: false,
+            signals,
+            reasons,
+        };
+    }
+
+    let rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
+    let mut desired = match rec.replicas {
+        Some(r) => {
+            let r = r.clamp(min, max);
+            smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut reasons)
+        }
+        None => current,
+    };
+
+    // Jidoka: bad data never causes a scale-down; with `freeze` it causes no change at all.
+    let freeze = any_bad && policy.jidoka.on_bad_data == OnBadData::Freeze;
+    if (any_bad || rec.demand_unknown) && desired < current || freeze && desired != current {
+        reasons.push(Reason::HeldForBadData { wanted: desired });
+        desired = current;
+    }
+
+    desired = smoothing::limit_step(
+        &state.events,
+        &policy.behavior,
+        current,
+        desired,
+        now_ms,
+        &mut reasons,
+    );
+
+    let floor = match action.floor {
+        Floor::None => 0,
+        Floor::Replicas(n) => n,
+        Floor::Max => max,
+        Floor::Factor(f) => {
+            let entry = state.tiers[tier.level() as usize - 1].entry_replicas;
+            (entry as f64 * f).ceil().min(u32::MAX as f64) as u32
+        }
+    }
+    .min(max);
+    if desired < floor && !freeze {
+        reasons.push(Reason::TierFloor { tier, floor });
+        desired = floor;
+    }
+
+    let mut panicking = false;
+    if let Some(p) = &policy.behavior.panic {
+        let ratio = capacity::load_ratio(&policy.capacity, &q, replicas.ready);
+        if let Some(ps) = smoothing::panic(state, p, ratio, replicas.ready, now_ms, &mut reasons) {
+            panicking = true;
+            if let Some(w) = ps.want.filter(|_| !freeze) {
+                desired = desired.max(w);
+            }
+            desired = desired.max(current);
+        }
+    }
+
+    // Emergency scale-ups pass the flap guard: being safe beats being smooth.
+    let emergency_up = tier == Tier::Emergency && desired > current;
+    if !emergency_up {
+        if let Some(r) = jidoka::flap_guard_blocks(&policy.jidoka, state, current, desired, now_ms)
+        {
+            reasons.push(r);
+            desired = current;
+        }
+    }
+
+    let bounded = desired.clamp(min, max);
+    if bounded != desired {
+        reasons.push(Reason::Bounded {
+            wanted: desired,
+            bound: bounded,
+        });
+        desired = bounded;
+    }
+
+    finish(state, policy, current, desired, now_ms, &mut reasons);
+    Decision {
+        tier,
+        desired,
+        shed_admit: action.shed_admit,
+        stopped: false,
+        panic: panicking,
+        signals,
+        reasons,
+    }
+}
+
+/// The highest active tier in the state.
+pub fn current_tier(policy: &Policy, state: &CoreState) -> Tier {
+    policy
+        .tiers
+        .iter()
+        .zip(state.tiers.iter())
+        .filter(|(_, t)| t.active)
+        .map(|(spec, _)| spec.tier)
+        .max()
+        .unwrap_or(Tier::Green)
+}
+
+/// Records the change (for step limits and the flap guard), prunes old history, and
+/// states the outcome as the last reason.
+fn finish(
+    state: &mut CoreState,
+    policy: &Policy,
+    current: u32,
+    desired: u32,
+    now_ms: u64,
+    reasons: &mut Vec<Reason>,
+) {
+    if desired != current {
+        let dir: i8 = if desired > current { 1 } else { -1 };
+        if state.last_direction != 0 && state.last_direction != dir {
+            state.reversals_ms.push(now_ms);
+        }
+        state.last_direction = dir;
+        state.events.push(ScaleEvent {
+            at_ms: now_ms,
+            from: current,
+            to: desired,
+        });
+        reasons.push(Reason::Scale {
+            from: current,
+            to: desired,
+        });
+    } else {
+        reasons.push(Reason::Hold { replicas: current });
+    }
+    let b = &policy.behavior;
+    let keep = b
+        .scale_up
+        .max_step
+        .period
+        .max(b.scale_down.max_step.period)
+        .as_millis() as u64;
+    state.events.retain(|e| e.at_ms + keep > now_ms);
+    let flap = policy.jidoka.flap_guard.window.as_millis() as u64;
+    state.reversals_ms.retain(|t| t + flap > now_ms);
+}
+
+#[cfg(test)]
+mod tests;

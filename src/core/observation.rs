@@ -1,0 +1,104 @@
+//! What the core is told each tick: one reading per signal and the service's replicas.
+
+use crate::policy::SignalKind;
+use serde::{Deserialize, Serialize};
+
+/// One signal's latest reading as the source returned it. The core classifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Reading {
+    /// A sample: its value (canonical unit) and when it was taken (ms since the epoch, or
+    /// virtual ms in the simulator).
+    Value { value: f64, at_ms: u64 },
+    /// The query ran but returned no series (KEDA's "empty result read as 0" bug lives here).
+    Missing,
+    /// The query failed.
+    Error { message: String },
+}
+
+/// The quality of a reading at decision time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "quality")]
+pub enum Quality {
+    Good { value: f64 },
+    Missing,
+    Stale { age_s: f64 },
+    NotFinite,
+    Error,
+}
+
+impl Quality {
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Quality::Good { value } => Some(value),
+            _ => None,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Quality::Good { .. } => "good",
+            Quality::Missing => "missing",
+            Quality::Stale { .. } => "stale",
+            Quality::NotFinite => "NaN/Inf",
+            Quality::Error => "error",
+        }
+    }
+}
+
+/// Everything observed for one service in one tick.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Observations {
+    /// Readings by signal; a signal of the policy that is absent here counts as missing.
+    pub readings: Vec<(SignalKind, Reading)>,
+    /// Set when the metrics source as a whole failed this tick (e.g. Prometheus unreachable).
+    pub source_error: Option<String>,
+}
+
+impl Observations {
+    pub fn get(&self, kind: SignalKind) -> Option<&Reading> {
+        self.readings
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| r)
+    }
+
+    /// Good readings of all given signals, taken now.
+    pub fn values(now_ms: u64, values: &[(SignalKind, f64)]) -> Self {
+        Observations {
+            readings: values
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        *k,
+                        Reading::Value {
+                            value: *v,
+                            at_ms: now_ms,
+                        },
+                    )
+                })
+                .collect(),
+            source_error: None,
+        }
+    }
+}
+
+/// The Swarm service as the core needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicas {
+    /// Replicas the service spec asks for.
+    pub current: u32,
+    /// Tasks running and ready.
+    pub ready: u32,
+    /// A rolling update is in progress: replicas are not changed then.
+    pub updating: bool,
+}
+
+impl Replicas {
+    pub fn steady(n: u32) -> Self {
+        Replicas {
+            current: n,
+            ready: n,
+            updating: false,
+        }
+    }
+}

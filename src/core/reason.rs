@@ -1,0 +1,346 @@
+//! Why the core decided what it did, modelled on HPA's conditions (AbleToScale,
+//! ScalingActive, ScalingLimited): which signal, which threshold, which window.
+
+use crate::policy::{SignalKind, Tier};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "code")]
+pub enum Reason {
+    /// A tier's entry condition has held long enough.
+    TierEntered {
+        tier: Tier,
+        signal: SignalKind,
+        value: f64,
+        threshold: f64,
+        for_s: f64,
+    },
+    /// A signal is above a tier's threshold, but not yet for long enough.
+    TierPending {
+        tier: Tier,
+        signal: SignalKind,
+        value: f64,
+        threshold: f64,
+        held_s: f64,
+        for_s: f64,
+    },
+    /// The tier is held: some signal is still above its exit level, or the cool-down runs.
+    TierHeld {
+        tier: Tier,
+        cause: HoldCause,
+    },
+    /// The tier was left after every signal stayed below its exit level for the cool-down.
+    TierLeft {
+        tier: Tier,
+        cooldown_s: f64,
+    },
+    /// Target tracking on a demand signal.
+    Capacity {
+        signal: SignalKind,
+        demand: f64,
+        per_replica: f64,
+        target: f64,
+        replicas: u32,
+    },
+    /// Demand is within the tolerance band of the current replicas.
+    WithinTolerance {
+        signal: SignalKind,
+        ratio: f64,
+        tolerance: f64,
+    },
+    /// A stabilisation window held the recommendation back.
+    Stabilized {
+        direction: Dir,
+        window_s: f64,
+        recommended: u32,
+        stabilized: u32,
+    },
+    /// A step limit capped the change.
+    StepLimited {
+        direction: Dir,
+        wanted: u32,
+        limit: u32,
+        period_s: f64,
+    },
+    /// The tier's floor raised the replicas.
+    TierFloor {
+        tier: Tier,
+        floor: u32,
+    },
+    /// Panic mode: demand far above the ready capacity; jump at once, no scale-down.
+    Panic {
+        ratio: f64,
+        threshold: f64,
+        replicas: u32,
+    },
+    /// Panic is over only after the stable window passes without a panic reading.
+    PanicHold {
+        remaining_s: f64,
+    },
+    /// Min/max bounds applied.
+    Bounded {
+        wanted: u32,
+        bound: u32,
+    },
+    /// Jidoka: a reading is missing, stale, NaN/Inf or errored; it may not scale down.
+    BadData {
+        signal: SignalKind,
+        quality: &'static str,
+    },
+    /// Jidoka: scale-down blocked (or all change, with on_bad_data: freeze) by bad data.
+    HeldForBadData {
+        wanted: u32,
+    },
+    /// Jidoka: the line is stopped after consecutive source failures.
+    Stopped {
+        failures: u32,
+        error: String,
+    },
+    /// The data came back; control resumes.
+    Resumed {
+        after_failures: u32,
+    },
+    /// The flap guard held a change of direction.
+    FlapGuard {
+        reversals: u32,
+        window_s: f64,
+    },
+    /// A rolling update is in progress.
+    RollingUpdate,
+    /// The result of this tick.
+    Scale {
+        from: u32,
+        to: u32,
+    },
+    Hold {
+        replicas: u32,
+    },
+}
+
+/// What keeps an active tier from cooling down.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum HoldCause {
+    AboveEntry {
+        signal: SignalKind,
+        value: f64,
+        threshold: f64,
+    },
+    AboveExit {
+        signal: SignalKind,
+        value: f64,
+        level: f64,
+    },
+    BadData {
+        signal: SignalKind,
+        quality: &'static str,
+    },
+    Cooldown {
+        calm_s: f64,
+        cooldown_s: f64,
+    },
+}
+
+impl fmt::Display for HoldCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldCause::AboveEntry {
+                signal,
+                value,
+                threshold,
+            } => {
+                write!(
+                    f,
+                    "{signal} {} > entry {}",
+                    signal.format(*value),
+                    signal.format(*threshold)
+                )
+            }
+            HoldCause::AboveExit {
+                signal,
+                value,
+                level,
+            } => {
+                write!(
+                    f,
+                    "{signal} {} > exit level {}",
+                    signal.format(*value),
+                    signal.format(*level)
+                )
+            }
+            HoldCause::BadData { signal, quality } => {
+                write!(f, "{signal} is {quality} (bad data never relaxes a tier)")
+            }
+            HoldCause::Cooldown { calm_s, cooldown_s } => {
+                write!(f, "cool-down {calm_s:.0}s of {cooldown_s:.0}s")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    Up,
+    Down,
+}
+
+impl fmt::Display for Dir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dir::Up => "scale-up",
+            Dir::Down => "scale-down",
+        })
+    }
+}
+
+impl Reason {
+    /// The stable machine name, as in the JSON `code` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::TierEntered { .. } => "tier_entered",
+            Reason::TierPending { .. } => "tier_pending",
+            Reason::TierHeld { .. } => "tier_held",
+            Reason::TierLeft { .. } => "tier_left",
+            Reason::Capacity { .. } => "capacity",
+            Reason::WithinTolerance { .. } => "within_tolerance",
+            Reason::Stabilized { .. } => "stabilized",
+            Reason::StepLimited { .. } => "step_limited",
+            Reason::TierFloor { .. } => "tier_floor",
+            Reason::Panic { .. } => "panic",
+            Reason::PanicHold { .. } => "panic_hold",
+            Reason::Bounded { .. } => "bounded",
+            Reason::BadData { .. } => "bad_data",
+            Reason::HeldForBadData { .. } => "held_for_bad_data",
+            Reason::Stopped { .. } => "stopped",
+            Reason::Resumed { .. } => "resumed",
+            Reason::FlapGuard { .. } => "flap_guard",
+            Reason::RollingUpdate => "rolling_update",
+            Reason::Scale { .. } => "scale",
+            Reason::Hold { .. } => "hold",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::TierEntered {
+                tier,
+                signal,
+                value,
+                threshold,
+                for_s,
+            } => write!(
+                f,
+                "{tier}: {signal} {} > {} for {for_s:.0}s",
+                signal.format(*value),
+                signal.format(*threshold)
+            ),
+            Reason::TierPending {
+                tier,
+                signal,
+                value,
+                threshold,
+                held_s,
+                for_s,
+            } => write!(
+                f,
+                "{tier} pending: {signal} {} > {} for {held_s:.0}s of {for_s:.0}s",
+                signal.format(*value),
+                signal.format(*threshold)
+            ),
+            Reason::TierHeld { tier, cause } => write!(f, "{tier} held: {cause}"),
+            Reason::TierLeft { tier, cooldown_s } => {
+                write!(
+                    f,
+                    "left {tier}: every signal below its exit level for {cooldown_s:.0}s"
+                )
+            }
+            Reason::Capacity {
+                signal,
+                demand,
+                per_replica,
+                target,
+                replicas,
+            } => write!(
+                f,
+                "{signal} {} / ({} per replica × {target}) → {replicas} replicas",
+                signal.format(*demand),
+                signal.format(*per_replica)
+            ),
+            Reason::WithinTolerance {
+                signal,
+                ratio,
+                tolerance,
+            } => write!(
+                f,
+                "{signal} at {:.0}% of target, within ±{:.0}%: no change",
+                ratio * 100.0,
+                tolerance * 100.0
+            ),
+            Reason::Stabilized {
+                direction,
+                window_s,
+                recommended,
+                stabilized,
+            } => write!(
+                f,
+                "{direction} window {window_s:.0}s holds {stabilized} (recommended {recommended})"
+            ),
+            Reason::StepLimited {
+                direction,
+                wanted,
+                limit,
+                period_s,
+            } => {
+                write!(
+                    f,
+                    "{direction} step limit: {wanted} capped to {limit} per {period_s:.0}s"
+                )
+            }
+            Reason::TierFloor { tier, floor } => {
+                write!(f, "{tier} floor: at least {floor} replicas")
+            }
+            Reason::Panic {
+                ratio,
+                threshold,
+                replicas,
+            } => write!(
+                f,
+                "panic: demand at {:.0}% of ready capacity (≥ {:.0}%) → {replicas} at once",
+                ratio * 100.0,
+                threshold * 100.0
+            ),
+            Reason::PanicHold { remaining_s } => {
+                write!(f, "panic mode: no scale-down for another {remaining_s:.0}s")
+            }
+            Reason::Bounded { wanted, bound } => write!(f, "bounded: {wanted} → {bound}"),
+            Reason::BadData { signal, quality } => write!(f, "jidoka: {signal} is {quality}"),
+            Reason::HeldForBadData { wanted } => {
+                write!(f, "jidoka: bad data, not scaling down to {wanted}")
+            }
+            Reason::Stopped { failures, error } => write!(
+                f,
+                "jidoka: line stopped after {failures} failed reads ({error}); holding replicas"
+            ),
+            Reason::Resumed { after_failures } => {
+                write!(
+                    f,
+                    "jidoka: data is good again after {after_failures} failed reads; resuming"
+                )
+            }
+            Reason::FlapGuard {
+                reversals,
+                window_s,
+            } => write!(
+                f,
+                "flap guard: {reversals} direction changes in {window_s:.0}s already; holding"
+            ),
+            Reason::RollingUpdate => write!(f, "rolling update in progress: not scaling"),
+            Reason::Scale { from, to } => write!(f, "scale {from} → {to}"),
+            Reason::Hold { replicas } => write!(f, "hold at {replicas}"),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! What the core remembers between ticks. Serialisable, so the live controller can keep
+//! it in a service label and a restarted controller carries on as if it never stopped.
+//! Every list is pruned to its window, so the state stays a few hundred bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// Per raised tier (yellow, red, emergency): the Prometheus-alert-like state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierTrack {
+    /// Since when the entry condition holds (an alert's "pending").
+    pub pending_since_ms: Option<u64>,
+    /// The tier is active (an alert's "firing").
+    pub active: bool,
+    /// Replicas held when the tier became active, for `floor: 1.5x`.
+    pub entry_replicas: u32,
+    /// Since when every signal is at or below its exit level (cool-down running).
+    pub calm_since_ms: Option<u64>,
+}
+
+/// One sample kept in a window: when, and the value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub value: f64,
+}
+
+/// One change of replicas the core asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleEvent {
+    pub at_ms: u64,
+    pub from: u32,
+    pub to: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoreState {
+    /// Yellow, red, emergency.
+    pub tiers: [TierTrack; 3],
+    /// Scale-up window: a monotonic deque whose front is the window's minimum.
+    pub up_window: Vec<Sample>,
+    /// Scale-down window: a monotonic deque whose front is the window's maximum.
+    pub down_window: Vec<Sample>,
+    /// Demand-to-capacity ratios within the panic window.
+    pub panic_samples: Vec<Sample>,
+    /// Last time the panic condition held.
+    pub last_panic_ms: Option<u64>,
+    /// Changes within the longest step period and the flap-guard window.
+    pub events: Vec<ScaleEvent>,
+    /// Times of direction reversals within the flap-guard window.
+    pub reversals_ms: Vec<u64>,
+    /// Direction of the last change, +1 or -1, however old.
+    pub last_direction: i8,
+    /// Consecutive ticks with a failed source.
+    pub failures: u32,
+    pub stopped: bool,
+}

@@ -1,0 +1,550 @@
+//! Unit tests, one or more per rule, and property tests for the invariants.
+
+use super::*;
+use crate::policy::{validate, Policy, SignalKind::*};
+use proptest::prelude::*;
+
+const POLICY: &str = r#"
+services: [{name: svc, min_replicas: 2, max_replicas: 20}]
+signals:
+  p95_latency: {query: 'p95{service="$service"}', unit: seconds}
+  error_rate: {query: 'err{service="$service"}', unit: ratio}
+  connections: {query: 'conns{service="$service"}', unit: count}
+capacity: {per_replica: {connections: 10}, target_utilization: 1.0, tolerance: 0.1}
+tiers:
+  yellow: {enter: {p95_latency: 150ms}, for: 30s, cooldown: 60s}
+  red: {enter: {p95_latency: 250ms}, for: 10s, cooldown: 60s, action: {floor: 1.5x}}
+  emergency: {enter: {p95_latency: 500ms}, for: 0s, cooldown: 60s, action: {floor: max, shed: {admit: 0.8}}}
+behavior:
+  scale_up: {stabilization: 0s, max_step: {replicas: 4, percent: 100, period: 15s}}
+  scale_down: {stabilization: 5m, max_step: {replicas: 2, period: 1m}}
+  panic: {window: 6s, threshold: 2.0, stable_window: 60s}
+jidoka:
+  stale_after: 30s
+  stop_after_failures: 3
+  flap_guard: {max_reversals: 2, window: 10m}
+"#;
+
+fn policy() -> Policy {
+    validate::from_str("test.yaml", POLICY).expect("test policy is valid")
+}
+
+fn policy_without_panic() -> Policy {
+    let mut p = policy();
+    p.behavior.panic = None;
+    p
+}
+
+const S: u64 = 1000;
+
+/// Drives the core like a controller: each tick the replicas become what it decided.
+struct Run {
+    policy: Policy,
+    state: CoreState,
+    replicas: u32,
+    now: u64,
+}
+
+impl Run {
+    fn new(policy: Policy, replicas: u32) -> Self {
+        Run {
+            policy,
+            state: CoreState::default(),
+            replicas,
+            now: 0,
+        }
+    }
+    fn tick(&mut self, obs: &Observations) -> Decision {
+        let svc = self.policy.services[0].clone();
+        let d = decide_in_place(
+            &self.policy,
+            &svc,
+            obs,
+            Replicas::steady(self.replicas),
+            &mut self.state,
+            self.now,
+        );
+        self.replicas = d.desired;
+        self.now += S;
+        d
+    }
+    fn good(&self, p95_s: f64, conns: f64) -> Observations {
+        Observations::values(
+            self.now,
+            &[(P95Latency, p95_s), (ErrorRate, 0.0), (Connections, conns)],
+        )
+    }
+    fn ticks(&mut self, n: usize, p95_s: f64, conns: f64) -> Decision {
+        let mut last = None;
+        for _ in 0..n {
+            let o = self.good(p95_s, conns);
+            last = Some(self.tick(&o));
+        }
+        last.expect("n > 0")
+    }
+}
+
+fn has(d: &Decision, code: &str) -> bool {
+    d.reasons.iter().any(|r| r.code() == code)
+}
+
+#[test]
+fn tier_enters_only_after_for() {
+    let mut r = Run::new(policy(), 4);
+    let d = r.ticks(30, 0.2, 40.0); // t = 0..29 s above yellow
+    assert_eq!(d.tier, Tier::Green);
+    assert!(has(&d, "tier_pending"), "{}", d.summary());
+    let d = r.ticks(1, 0.2, 40.0); // t = 30 s
+    assert_eq!(d.tier, Tier::Yellow, "{}", d.summary());
+    assert!(has(&d, "tier_entered"));
+}
+
+#[test]
+fn a_dip_below_the_threshold_restarts_the_for_timer() {
+    let mut r = Run::new(policy(), 4);
+    r.ticks(20, 0.2, 40.0);
+    r.ticks(1, 0.1, 40.0);
+    let d = r.ticks(20, 0.2, 40.0);
+    assert_eq!(d.tier, Tier::Green, "pending restarted at the dip");
+}
+
+#[test]
+fn leaving_a_tier_needs_exit_level_for_the_cooldown() {
+    let mut r = Run::new(policy(), 4);
+    assert_eq!(r.ticks(31, 0.2, 40.0).tier, Tier::Yellow);
+    // 130 ms: below entry (150) but above the exit level (0.8 × 150 = 120): held.
+    let d = r.ticks(200, 0.13, 40.0);
+    assert_eq!(d.tier, Tier::Yellow, "hysteresis holds the tier");
+    assert!(has(&d, "tier_held"));
+    // Below exit: the cool-down of 60 s runs, then the tier is left.
+    assert_eq!(r.ticks(60, 0.1, 40.0).tier, Tier::Yellow);
+    let d = r.ticks(1, 0.1, 40.0);
+    assert_eq!(d.tier, Tier::Green, "{}", d.summary());
+    assert!(has(&d, "tier_left"));
+}
+
+#[test]
+fn bad_data_never_relaxes_a_tier() {
+    let mut r = Run::new(policy(), 4);
+    assert_eq!(r.ticks(31, 0.2, 40.0).tier, Tier::Yellow);
+    for _ in 0..300 {
+        let obs = Observations::values(r.now, &[(ErrorRate, 0.0), (Connections, 40.0)]);
+        let d = r.tick(&obs);
+        assert_eq!(d.tier, Tier::Yellow, "{}", d.summary());
+    }
+}
+
+#[test]
+fn highest_tier_wins_and_emergency_goes_to_max() {
+    let mut r = Run::new(policy(), 4);
+    let d = r.ticks(1, 0.9, 40.0); // emergency has for: 0s
+    assert_eq!(d.tier, Tier::Emergency);
+    assert_eq!(
+        d.desired,
+        20,
+        "floor: max, past the step limit: {}",
+        d.summary()
+    );
+    assert_eq!(d.shed_admit, Some(0.8));
+    assert!(has(&d, "tier_floor"));
+}
+
+#[test]
+fn red_floor_is_relative_to_the_entry_replicas_and_does_not_compound() {
+    let mut r = Run::new(policy_without_panic(), 8);
+    // 300 ms: yellow pending (30 s), red pending (10 s); 80 connections keep capacity at 8.
+    let d = r.ticks(11, 0.3, 80.0);
+    assert_eq!(d.tier, Tier::Red);
+    assert_eq!(d.desired, 12, "1.5 × 8: {}", d.summary());
+    let d = r.ticks(60, 0.3, 80.0);
+    assert_eq!(
+        d.desired,
+        12,
+        "does not grow by 1.5× per tick: {}",
+        d.summary()
+    );
+}
+
+#[test]
+fn scale_up_is_immediate_but_step_limited() {
+    let mut r = Run::new(policy_without_panic(), 4);
+    let d = r.ticks(1, 0.05, 150.0); // needs 15
+    assert_eq!(d.desired, 8, "4 + max(4, 100%) = 8: {}", d.summary());
+    assert!(has(&d, "step_limited"));
+    let d = r.ticks(14, 0.05, 150.0);
+    assert_eq!(d.desired, 8, "still within the 15 s period");
+    let d = r.ticks(1, 0.05, 150.0);
+    assert_eq!(d.desired, 15);
+}
+
+#[test]
+fn scale_down_waits_for_the_window_then_steps() {
+    let mut r = Run::new(policy_without_panic(), 10);
+    r.ticks(10, 0.05, 100.0);
+    let d = r.ticks(299, 0.05, 30.0); // wants 3
+    assert_eq!(
+        d.desired,
+        10,
+        "held by the 5-minute window: {}",
+        d.summary()
+    );
+    assert!(has(&d, "stabilized"));
+    // t = 309..313: the 10 recommended at t = 9 leaves the window at t = 310.
+    let d = r.ticks(5, 0.05, 30.0);
+    assert_eq!(d.desired, 8, "then at most 2 per minute: {}", d.summary());
+    let d = r.ticks(56, 0.05, 30.0); // up to t = 369
+    assert_eq!(d.desired, 8);
+    assert_eq!(r.ticks(2, 0.05, 30.0).desired, 6);
+}
+
+#[test]
+fn tolerance_band_prevents_small_changes() {
+    let mut r = Run::new(policy_without_panic(), 10);
+    let d = r.ticks(400, 0.05, 108.0); // 8% over capacity: within 10%
+    assert_eq!(d.desired, 10);
+    assert!(has(&d, "within_tolerance"));
+}
+
+#[test]
+fn missing_data_never_scales_down() {
+    // KEDA's worst bug: an empty result read as 0 scaled everything to min at peak.
+    let mut r = Run::new(policy_without_panic(), 10);
+    r.ticks(10, 0.05, 100.0);
+    for i in 0..700 {
+        let obs = Observations {
+            readings: vec![
+                (
+                    P95Latency,
+                    Reading::Value {
+                        value: 0.05,
+                        at_ms: r.now,
+                    },
+                ),
+                (Connections, Reading::Missing),
+            ],
+            source_error: None,
+        };
+        let d = r.tick(&obs);
+        assert_eq!(d.desired, 10, "tick {i}: {}", d.summary());
+        assert!(has(&d, "bad_data"));
+    }
+}
+
+#[test]
+fn stale_and_nan_readings_are_bad_data() {
+    let p = policy();
+    let obs = Observations {
+        readings: vec![
+            (
+                P95Latency,
+                Reading::Value {
+                    value: f64::NAN,
+                    at_ms: 100_000,
+                },
+            ),
+            (
+                Connections,
+                Reading::Value {
+                    value: 1.0,
+                    at_ms: 0,
+                },
+            ),
+            (
+                ErrorRate,
+                Reading::Value {
+                    value: f64::INFINITY,
+                    at_ms: 100_000,
+                },
+            ),
+        ],
+        source_error: None,
+    };
+    let q = jidoka::classify(&p, &obs, 100_000);
+    assert_eq!(q[P95Latency.index()], Some(Quality::NotFinite));
+    assert_eq!(q[ErrorRate.index()], Some(Quality::NotFinite));
+    assert!(matches!(
+        q[Connections.index()],
+        Some(Quality::Stale { .. })
+    ));
+    let mut st = CoreState::default();
+    let d = decide_in_place(
+        &p,
+        &p.services[0],
+        &obs,
+        Replicas::steady(10),
+        &mut st,
+        100_000,
+    );
+    assert_eq!(
+        d.desired,
+        10,
+        "1 connection but stale: no scale-down. {}",
+        d.summary()
+    );
+}
+
+#[test]
+fn consecutive_failures_stop_the_line_and_good_data_resumes_it() {
+    let mut r = Run::new(policy_without_panic(), 10);
+    r.ticks(5, 0.3, 100.0);
+    let down = Observations {
+        readings: vec![],
+        source_error: Some("connection refused".into()),
+    };
+    assert!(!r.tick(&down).stopped);
+    assert!(!r.tick(&down).stopped);
+    let d = r.tick(&down);
+    assert!(d.stopped, "third failure stops the line");
+    assert!(has(&d, "stopped"));
+    assert_eq!(d.desired, 10);
+    for _ in 0..100 {
+        let d = r.tick(&down);
+        assert!(d.stopped && d.desired == 10);
+    }
+    let d = r.ticks(1, 0.05, 100.0);
+    assert!(!d.stopped);
+    assert!(has(&d, "resumed"), "{}", d.summary());
+}
+
+#[test]
+fn stopped_line_keeps_the_tier_shedding() {
+    let mut r = Run::new(policy(), 10);
+    assert_eq!(r.ticks(1, 0.9, 100.0).shed_admit, Some(0.8));
+    let down = Observations {
+        readings: vec![],
+        source_error: Some("timeout".into()),
+    };
+    for _ in 0..5 {
+        r.tick(&down);
+    }
+    let d = r.tick(&down);
+    assert!(d.stopped);
+    assert_eq!(d.tier, Tier::Emergency);
+    assert_eq!(d.shed_admit, Some(0.8), "when_stopped: keep (the default)");
+}
+
+#[test]
+fn flap_guard_caps_direction_changes() {
+    let mut p = policy_without_panic();
+    p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
+    p.behavior.scale_down.max_step.replicas = Some(100);
+    let mut r = Run::new(p, 10);
+    let mut changes = 0;
+    let mut prev = 10;
+    // Demand alternates between 5 and 15 replicas' worth each minute.
+    for m in 0..10 {
+        let conns = if m % 2 == 0 { 50.0 } else { 150.0 };
+        let d = r.ticks(60, 0.05, conns);
+        if d.desired != prev {
+            changes += 1;
+        }
+        prev = d.desired;
+    }
+    assert!(
+        r.state.reversals_ms.len() <= 2,
+        "{:?}",
+        r.state.reversals_ms
+    );
+    assert!(changes < 10, "the guard held some changes");
+}
+
+#[test]
+fn panic_jumps_at_once_and_blocks_scale_down() {
+    let mut r = Run::new(policy(), 4);
+    // 4 ready replicas × 10 = 40; 200 connections is 5× capacity.
+    let d = r.ticks(1, 0.05, 200.0);
+    assert!(d.panic, "{}", d.summary());
+    assert_eq!(d.desired, 20, "past the step limit of 8, to 4 × 5 = 20");
+    // Demand collapses: no scale-down until the stable window (60 s) passes.
+    let d = r.ticks(59, 0.05, 10.0);
+    assert!(d.panic && d.desired == 20, "{}", d.summary());
+    assert!(has(&d, "panic_hold"));
+    let d = r.ticks(2, 0.05, 10.0);
+    assert!(!d.panic, "{}", d.summary());
+}
+
+#[test]
+fn rolling_update_holds_replicas() {
+    let p = policy();
+    let mut st = CoreState::default();
+    let obs = Observations::values(0, &[(P95Latency, 0.05), (Connections, 150.0)]);
+    let reps = Replicas {
+        current: 4,
+        ready: 4,
+        updating: true,
+    };
+    let d = decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
+    assert_eq!(d.desired, 4);
+    assert!(has(&d, "rolling_update"));
+}
+
+#[test]
+fn bounds_clamp_an_out_of_range_service() {
+    let mut r = Run::new(policy_without_panic(), 30);
+    let d = r.ticks(1, 0.05, 300.0);
+    assert_eq!(d.desired, 20, "{}", d.summary());
+    let mut r = Run::new(policy_without_panic(), 0);
+    assert_eq!(r.ticks(1, 0.05, 0.0).desired, 2);
+}
+
+#[test]
+fn state_survives_a_restart_through_json() {
+    // Two controllers: one runs straight through; the other is serialised and restored
+    // mid-way (as after a SIGKILL with state in a service label). They must agree.
+    let mut a = Run::new(policy_without_panic(), 10);
+    let mut b = Run::new(policy_without_panic(), 10);
+    let load = |t: usize| if t < 100 { 100.0 } else { 30.0 };
+    for t in 0..400 {
+        if t == 150 {
+            let json = serde_json::to_string(&b.state).unwrap();
+            assert!(json.len() < 2048, "state stays small: {} bytes", json.len());
+            b.state = serde_json::from_str(&json).unwrap();
+        }
+        let (oa, ob) = (a.good(0.05, load(t)), b.good(0.05, load(t)));
+        assert_eq!(a.tick(&oa).desired, b.tick(&ob).desired, "tick {t}");
+    }
+}
+
+// ---- properties ----
+
+#[derive(Debug, Clone)]
+enum Obs {
+    Good(f64, f64),
+    Missing,
+    Nan,
+    Down,
+}
+
+fn obs_strategy() -> impl Strategy<Value = Obs> {
+    prop_oneof![
+        6 => (0.0f64..1.0, 0.0f64..400.0).prop_map(|(p, c)| Obs::Good(p, c)),
+        1 => Just(Obs::Missing),
+        1 => Just(Obs::Nan),
+        1 => Just(Obs::Down),
+    ]
+}
+
+fn to_observations(o: &Obs, now: u64) -> Observations {
+    match o {
+        Obs::Good(p, c) => Observations::values(
+            now,
+            &[(P95Latency, *p), (ErrorRate, 0.0), (Connections, *c)],
+        ),
+        Obs::Missing => Observations {
+            readings: vec![
+                (P95Latency, Reading::Missing),
+                (Connections, Reading::Missing),
+            ],
+            source_error: None,
+        },
+        Obs::Nan => Observations::values(
+            now,
+            &[
+                (P95Latency, f64::NAN),
+                (ErrorRate, 0.0),
+                (Connections, f64::NAN),
+            ],
+        ),
+        Obs::Down => Observations {
+            readings: vec![],
+            source_error: Some("down".into()),
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn desired_always_within_bounds(seq in prop::collection::vec(obs_strategy(), 1..200), start in 0u32..40) {
+        let mut r = Run::new(policy(), start);
+        for o in &seq {
+            let obs = to_observations(o, r.now);
+            let d = r.tick(&obs);
+            prop_assert!((2..=20).contains(&d.desired), "{} out of [2, 20]", d.desired);
+        }
+    }
+
+    #[test]
+    fn no_scale_down_on_bad_data(seq in prop::collection::vec(obs_strategy(), 1..200), start in 2u32..=20) {
+        let mut r = Run::new(policy(), start);
+        for o in &seq {
+            let before = r.replicas;
+            let obs = to_observations(o, r.now);
+            let d = r.tick(&obs);
+            if !matches!(o, Obs::Good(..)) {
+                prop_assert!(d.desired >= before, "{:?}: {} → {}: {}", o, before, d.desired, d.summary());
+            }
+        }
+    }
+
+    #[test]
+    fn step_limits_hold(seq in prop::collection::vec((0.0f64..0.2, 0.0f64..400.0), 1..300), start in 2u32..=20) {
+        // Below every tier threshold and without panic, only windows and steps shape the
+        // path: within any 15 s at most max(+4, +100%) up; within any 60 s at most -2 down.
+        let mut r = Run::new(policy_without_panic(), start);
+        let mut path = vec![(0u64, start)];
+        for (p95, c) in &seq {
+            let obs = r.good(*p95, *c);
+            let now = r.now;
+            let d = r.tick(&obs);
+            path.push((now, d.desired));
+        }
+        for (i, &(t0, r0)) in path.iter().enumerate() {
+            for &(t1, r1) in &path[i + 1..] {
+                if t1 - t0 < 15 * S {
+                    prop_assert!(r1 <= (r0 + 4).max(r0 * 2), "{r0} → {r1} within 15 s");
+                }
+                if t1 - t0 < 60 * S {
+                    prop_assert!(r1 + 2 >= r0, "{r0} → {r1} within 60 s");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn noise_within_tolerance_stays_within_the_flap_guard(noise in prop::collection::vec(-0.09f64..0.09, 1..1200)) {
+        // Demand for exactly 10 replicas, with noise inside the 10% band.
+        let mut r = Run::new(policy_without_panic(), 10);
+        let mut dirs: Vec<(u64, i8)> = vec![];
+        let mut prev = 10u32;
+        for n in &noise {
+            let obs = r.good(0.05, 100.0 * (1.0 + n));
+            let now = r.now;
+            let d = r.tick(&obs);
+            if d.desired != prev {
+                dirs.push((now, if d.desired > prev { 1 } else { -1 }));
+            }
+            prev = d.desired;
+        }
+        prop_assert!(dirs.is_empty(), "noise within tolerance caused changes: {:?}", dirs);
+    }
+
+    #[test]
+    fn direction_changes_stay_within_the_flap_guard(seq in prop::collection::vec(0.0f64..300.0, 1..900)) {
+        // Any demand, 0 s windows: the guard alone must cap reversals per 10 minutes.
+        let mut p = policy_without_panic();
+        p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
+        let mut r = Run::new(p, 10);
+        let mut reversals: Vec<u64> = vec![];
+        let mut last_dir = 0i8;
+        let mut prev = 10u32;
+        for c in &seq {
+            let obs = r.good(0.05, *c);
+            let now = r.now;
+            let d = r.tick(&obs);
+            if d.desired != prev {
+                let dir = if d.desired > prev { 1 } else { -1 };
+                if last_dir != 0 && dir != last_dir {
+                    reversals.push(now);
+                }
+                last_dir = dir;
+            }
+            prev = d.desired;
+        }
+        for (i, t) in reversals.iter().enumerate() {
+            let in_window = reversals[i..].iter().filter(|u| **u < t + 600 * S).count();
+            prop_assert!(in_window <= 2, "{} reversals within 10 min from {}", in_window, t);
+        }
+    }
+}

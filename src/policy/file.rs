@@ -1,0 +1,205 @@
+//! The policy file exactly as written: serde types that mirror the YAML. Nothing here is
+//! checked beyond its YAML type; `validate.rs` turns it into a [`super::Policy`].
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub version: Option<u32>,
+    pub services: Vec<ServiceFile>,
+    pub signals: SignalsFile,
+    pub capacity: CapacityFile,
+    pub tiers: TiersFile,
+    #[serde(default)]
+    pub behavior: BehaviorFile,
+    #[serde(default)]
+    pub jidoka: JidokaFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub name: String,
+    pub min_replicas: i64,
+    pub max_replicas: i64,
+}
+
+/// The signals andon understands. Each is optional in the file, but a policy needs at
+/// least one (checked in validation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsFile {
+    pub error_rate: Option<SignalFile>,
+    pub p95_latency: Option<SignalFile>,
+    pub cpu: Option<SignalFile>,
+    pub memory: Option<SignalFile>,
+    pub connections: Option<SignalFile>,
+    pub throughput: Option<SignalFile>,
+    pub queue_depth: Option<SignalFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalFile {
+    pub query: String,
+    pub unit: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityFile {
+    /// Per-replica capacity for demand signals, by signal name.
+    pub per_replica: BTreeMap<String, f64>,
+    pub target_utilization: f64,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersFile {
+    pub yellow: TierFile,
+    pub red: TierFile,
+    pub emergency: TierFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    /// Entry threshold per signal name.
+    pub enter: BTreeMap<String, Quantity>,
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// Explicit exit levels per signal; signals not named here exit at `enter × exit_ratio`.
+    #[serde(default)]
+    pub exit: BTreeMap<String, Quantity>,
+    #[serde(default = "default_exit_ratio")]
+    pub exit_ratio: f64,
+    pub cooldown: String,
+    #[serde(default)]
+    pub action: ActionFile,
+}
+
+fn default_exit_ratio() -> f64 {
+    0.8
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionFile {
+    #[serde(default)]
+    pub headroom: f64,
+    pub floor: Option<Quantity>,
+    pub shed: Option<ShedFile>,
+}
+
+/// `none`, or `{admit: FRACTION}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ShedFile {
+    Word(String),
+    Admit(AdmitFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmitFile {
+    pub admit: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorFile {
+    #[serde(default)]
+    pub scale_up: Option<DirectionFile>,
+    #[serde(default)]
+    pub scale_down: Option<DirectionFile>,
+    #[serde(default)]
+    pub panic: Option<PanicFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionFile {
+    pub stabilization: String,
+    pub max_step: StepFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    pub replicas: Option<i64>,
+    pub percent: Option<f64>,
+    pub period: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanicFile {
+    pub window: String,
+    pub threshold: f64,
+    pub stable_window: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JidokaFile {
+    pub stale_after: Option<String>,
+    pub on_bad_data: Option<String>,
+    pub stop_after_failures: Option<i64>,
+    pub when_stopped: Option<WhenStoppedFile>,
+    pub flap_guard: Option<FlapGuardFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenStoppedFile {
+    pub shed: ShedFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapGuardFile {
+    pub max_reversals: i64,
+    pub window: String,
+}
+
+/// A number, or a string with a unit (`150ms`, `300MB`, `0.5%`, `1.5x`, `max`) that
+/// validation resolves against the field it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Quantity {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Quantity;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string with a unit (e.g. 150ms, 300MB, 0.5%)")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Quantity, E> {
+                Ok(Quantity::Number(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Quantity, E> {
+                Ok(Quantity::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

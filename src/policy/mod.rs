@@ -1,0 +1,351 @@
+//! The policy: which services andon governs, the signals it reads, the Andon tiers and
+//! what each does, the Heijunka behaviour and the Jidoka rules.
+//!
+//! `file.rs` mirrors the YAML, `validate.rs` checks it and builds the types below, which
+//! are what the rest of andon uses. `rules.rs` renders Prometheus alerting rules from them.
+
+pub mod file;
+pub mod rules;
+pub mod units;
+pub mod validate;
+pub mod yaml;
+
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+pub use validate::load;
+pub use yaml::{FileError, FileErrors};
+
+/// The placeholder a signal's PromQL uses for the Swarm service name.
+pub const SERVICE_PLACEHOLDER: &str = "$service";
+
+/// The signals andon knows. The order is the order of reasons and tables.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    ErrorRate,
+    P95Latency,
+    Cpu,
+    Memory,
+    Connections,
+    Throughput,
+    QueueDepth,
+}
+
+impl SignalKind {
+    pub const ALL: [SignalKind; 7] = [
+        SignalKind::ErrorRate,
+        SignalKind::P95Latency,
+        SignalKind::Cpu,
+        SignalKind::Memory,
+        SignalKind::Connections,
+        SignalKind::Throughput,
+        SignalKind::QueueDepth,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalKind::ErrorRate => "error_rate",
+            SignalKind::P95Latency => "p95_latency",
+            SignalKind::Cpu => "cpu",
+            SignalKind::Memory => "memory",
+            SignalKind::Connections => "connections",
+            SignalKind::Throughput => "throughput",
+            SignalKind::QueueDepth => "queue_depth",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SignalKind> {
+        SignalKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The unit andon works in for this signal; thresholds and readings are converted to it.
+    pub fn canonical_unit(self) -> units::Unit {
+        use units::Unit;
+        match self {
+            SignalKind::ErrorRate | SignalKind::Cpu => Unit::Ratio,
+            SignalKind::P95Latency => Unit::Seconds,
+            SignalKind::Memory => Unit::Bytes,
+            SignalKind::Connections | SignalKind::QueueDepth => Unit::Count,
+            SignalKind::Throughput => Unit::PerSecond,
+        }
+    }
+
+    /// Formats a value of this signal in its canonical unit for people.
+    pub fn format(self, v: f64) -> String {
+        self.canonical_unit().format(v)
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The Andon tiers, ordered: green < yellow < red < emergency.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    #[default]
+    Green,
+    Yellow,
+    Red,
+    Emergency,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::Green, Tier::Yellow, Tier::Red, Tier::Emergency];
+    /// The tiers that have entry thresholds.
+    pub const RAISED: [Tier; 3] = [Tier::Yellow, Tier::Red, Tier::Emergency];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Green => "green",
+            Tier::Yellow => "yellow",
+            Tier::Red => "red",
+            Tier::Emergency => "emergency",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Signal {
+    pub kind: SignalKind,
+    /// PromQL with [`SERVICE_PLACEHOLDER`] standing for the service name.
+    pub query: String,
+    /// The unit the query returns.
+    pub unit: units::Unit,
+}
+
+impl Signal {
+    /// The query for one service.
+    pub fn query_for(&self, service: &str) -> String {
+        self.query.replace(SERVICE_PLACEHOLDER, service)
+    }
+}
+
+/// HPA-style target tracking over the demand signals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capacity {
+    /// Capacity of one replica per demand signal, in the signal's canonical unit.
+    pub per_replica: Vec<(SignalKind, f64)>,
+    /// The utilisation of that capacity to aim for, in (0, 1].
+    pub target_utilization: f64,
+    /// No change while demand / (replicas × capacity × target) is within 1 ± tolerance.
+    pub tolerance: f64,
+}
+
+/// A tier's minimum replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Floor {
+    /// No floor.
+    None,
+    /// At least the replicas held when the tier was entered, times this factor.
+    Factor(f64),
+    /// At least this many replicas.
+    Replicas(u32),
+    /// The service's max_replicas.
+    Max,
+}
+
+/// What a tier does while it is the current tier.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TierAction {
+    /// Extra capacity on top of the target-tracking recommendation (0.2 = +20%).
+    pub headroom: f64,
+    pub floor: Floor,
+    /// Shedding: admit at most this fraction of each replica's capacity; `None` = admit all.
+    pub shed_admit: Option<f64>,
+}
+
+impl TierAction {
+    pub const NOMINAL: TierAction = TierAction {
+        headroom: 0.0,
+        floor: Floor::None,
+        shed_admit: None,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierSpec {
+    pub tier: Tier,
+    /// Entry threshold per signal (canonical units): the tier is entered when a signal is
+    /// above its threshold continuously for `for_`.
+    pub enter: Vec<(SignalKind, f64)>,
+    /// Exit level per signal: the tier is left when every signal is at or below its exit
+    /// level continuously for `cooldown`.
+    pub exit: Vec<(SignalKind, f64)>,
+    #[serde(with = "humantime_serde_compat")]
+    pub for_: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub cooldown: Duration,
+    pub action: TierAction,
+}
+
+impl TierSpec {
+    pub fn enter_threshold(&self, kind: SignalKind) -> Option<f64> {
+        self.enter.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+    }
+    pub fn exit_level(&self, kind: SignalKind) -> Option<f64> {
+        self.exit.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+    }
+}
+
+/// A step limit: at most max(replicas, percent × replicas at period start) per period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepLimit {
+    pub replicas: Option<u32>,
+    pub percent: Option<f64>,
+    #[serde(with = "humantime_serde_compat")]
+    pub period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Direction {
+    #[serde(with = "humantime_serde_compat")]
+    pub stabilization: Duration,
+    pub max_step: StepLimit,
+}
+
+/// Knative-style panic mode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Panic {
+    /// Demand is averaged over this short window.
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    /// Panic when averaged demand ≥ threshold × the capacity of the ready replicas.
+    pub threshold: f64,
+    /// Panic ends (and scale-down may resume) after this long without a panic reading.
+    #[serde(with = "humantime_serde_compat")]
+    pub stable_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Behavior {
+    pub scale_up: Direction,
+    pub scale_down: Direction,
+    pub panic: Option<Panic>,
+}
+
+/// What a missing, stale, NaN or errored reading does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadData {
+    /// Block scale-down; good signals may still scale up (HPA's rule).
+    HoldDown,
+    /// Block every replica change until the data is good again.
+    Freeze,
+}
+
+/// Shedding while the line is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoppedShed {
+    /// Keep the shedding of the tier held when the line stopped.
+    Keep,
+    /// Stop shedding.
+    None,
+    /// Admit this fraction of capacity.
+    Admit(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FlapGuard {
+    pub max_reversals: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Jidoka {
+    #[serde(with = "humantime_serde_compat")]
+    pub stale_after: Duration,
+    pub on_bad_data: OnBadData,
+    /// Consecutive ticks with a failed source before the line stops.
+    pub stop_after_failures: u32,
+    pub when_stopped: StoppedShed,
+    pub flap_guard: FlapGuard,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// Where it was loaded from, for messages.
+    pub source: String,
+    pub services: Vec<ServiceSpec>,
+    pub signals: Vec<Signal>,
+    pub capacity: Capacity,
+    /// Yellow, red, emergency, in that order.
+    pub tiers: Vec<TierSpec>,
+    pub behavior: Behavior,
+    pub jidoka: Jidoka,
+}
+
+impl Policy {
+    pub fn tier(&self, tier: Tier) -> Option<&TierSpec> {
+        self.tiers.iter().find(|t| t.tier == tier)
+    }
+
+    /// What the given tier does; green is nominal.
+    pub fn action(&self, tier: Tier) -> TierAction {
+        self.tier(tier)
+            .map(|t| t.action)
+            .unwrap_or(TierAction::NOMINAL)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn signal(&self, kind: SignalKind) -> Option<&Signal> {
+        self.signals.iter().find(|s| s.kind == kind)
+    }
+
+    pub fn capacity_of(&self, kind: SignalKind) -> Option<f64> {
+        self.capacity
+            .per_replica
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Serialises durations as humantime strings (`30s`) in JSON output.
+mod humantime_serde_compat {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}

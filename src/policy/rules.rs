@@ -1,0 +1,1 @@
+//! Prometheus alerting rules from the policy (written in a later step).

@@ -1,0 +1,684 @@
+//! Checks a policy file and builds the [`Policy`]. Every problem is reported, each with
+//! its position, field, what is wrong and what is allowed.
+
+use super::file::*;
+use super::units::{self, parse_duration, Unit};
+use super::yaml::{self, FileError, FileErrors, PositionIndex};
+use super::*;
+use std::time::Duration;
+
+/// Reads and checks a policy file.
+pub fn load(path: &str) -> Result<Policy, FileErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        FileErrors(vec![FileError {
+            file: path.to_string(),
+            pos: yaml::Pos { line: 1, col: 1 },
+            field: String::new(),
+            message: format!("cannot read the policy file: {e}"),
+        }])
+    })?;
+    from_str(path, &text)
+}
+
+/// Checks policy text; `file` names it in messages.
+pub fn from_str(file: &str, text: &str) -> Result<Policy, FileErrors> {
+    let raw: PolicyFile = yaml::parse(file, text).map_err(|e| FileErrors(vec![e]))?;
+    let mut c = Checker {
+        file,
+        index: PositionIndex::build(text),
+        errors: Vec::new(),
+    };
+    let policy = c.policy(raw);
+    c.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
+    if c.errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(FileErrors(c.errors))
+    }
+}
+
+/// Collects errors while building; values that fail a check are replaced by a harmless
+/// default so that checking goes on and every problem is reported at once.
+pub(crate) struct Checker<'a> {
+    pub file: &'a str,
+    pub index: PositionIndex,
+    pub errors: Vec<FileError>,
+}
+
+impl Checker<'_> {
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(FileError {
+            file: self.file.to_string(),
+            pos: self.index.find(path),
+            field: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub fn duration(&mut self, path: &str, text: &str) -> Duration {
+        match parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(path, e);
+                Duration::ZERO
+            }
+        }
+    }
+
+    pub fn positive_duration(&mut self, path: &str, text: &str) -> Duration {
+        let d = self.duration(path, text);
+        if d.is_zero() && parse_duration(text).is_ok() {
+            self.error(path, "must be longer than zero");
+        }
+        d
+    }
+
+    fn fraction(&mut self, path: &str, v: f64, lo_open: bool, hi: f64) -> f64 {
+        let ok = v.is_finite() && if lo_open { v > 0.0 } else { v >= 0.0 } && v <= hi;
+        if !ok {
+            let lo = if lo_open {
+                "greater than 0"
+            } else {
+                "at least 0"
+            };
+            self.error(
+                path,
+                format!("{v} is out of range; allowed: {lo} and at most {hi}"),
+            );
+        }
+        v
+    }
+
+    fn count(&mut self, path: &str, v: i64, min: i64) -> u32 {
+        if v < min || v > u32::MAX as i64 {
+            self.error(
+                path,
+                format!("{v} is out of range; allowed: a whole number ≥ {min}"),
+            );
+            return min.max(0) as u32;
+        }
+        v as u32
+    }
+
+    fn policy(&mut self, raw: PolicyFile) -> Policy {
+        if let Some(v) = raw.version {
+            if v != 1 {
+                self.error(
+                    "version",
+                    format!("version {v} is not supported; allowed: 1"),
+                );
+            }
+        }
+        let services = self.services(&raw.services);
+        let signals = self.signals(&raw.signals);
+        let defined: Vec<SignalKind> = signals.iter().map(|s| s.kind).collect();
+        let capacity = self.capacity(&raw.capacity, &defined);
+        let tiers = self.tiers(&raw.tiers, &defined);
+        let behavior = self.behavior(&raw.behavior);
+        let jidoka = self.jidoka(&raw.jidoka);
+        Policy {
+            source: self.file.to_string(),
+            services,
+            signals,
+            capacity,
+            tiers,
+            behavior,
+            jidoka,
+        }
+    }
+
+    fn services(&mut self, raw: &[ServiceFile]) -> Vec<ServiceSpec> {
+        if raw.is_empty() {
+            self.error(
+                "services",
+                "no service is named; allowed: a list of at least one service",
+            );
+        }
+        let mut out: Vec<ServiceSpec> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let p = format!("services[{i}]");
+            let name_ok = !s.name.is_empty()
+                && s.name.len() <= 63
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                && s.name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric());
+            if !name_ok {
+                self.error(
+                    &format!("{p}.name"),
+                    format!("`{}` is not a Swarm service name; allowed: 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit", s.name),
+                );
+            }
+            if out.iter().any(|o| o.name == s.name) {
+                self.error(
+                    &format!("{p}.name"),
+                    format!(
+                        "service `{}` is named twice; each service appears once",
+                        s.name
+                    ),
+                );
+            }
+            let min = self.count(&format!("{p}.min_replicas"), s.min_replicas, 0);
+            let max = self.count(&format!("{p}.max_replicas"), s.max_replicas, 1);
+            if min > max {
+                self.error(
+                    &format!("{p}.min_replicas"),
+                    format!("min_replicas {min} is above max_replicas {max}; allowed: min_replicas ≤ max_replicas"),
+                );
+            }
+            out.push(ServiceSpec {
+                name: s.name.clone(),
+                min_replicas: min,
+                max_replicas: max.max(min),
+            });
+        }
+        out
+    }
+
+    fn signals(&mut self, raw: &SignalsFile) -> Vec<Signal> {
+        let all = [
+            (SignalKind::ErrorRate, &raw.error_rate),
+            (SignalKind::P95Latency, &raw.p95_latency),
+            (SignalKind::Cpu, &raw.cpu),
+            (SignalKind::Memory, &raw.memory),
+            (SignalKind::Connections, &raw.connections),
+            (SignalKind::Throughput, &raw.throughput),
+            (SignalKind::QueueDepth, &raw.queue_depth),
+        ];
+        let mut out = Vec::new();
+        for (kind, s) in all {
+            let Some(s) = s else { continue };
+            let p = format!("signals.{kind}");
+            if s.query.trim().is_empty() {
+                self.error(
+                    &format!("{p}.query"),
+                    "the PromQL query is empty; allowed: a PromQL expression using $service",
+                );
+            } else if !s.query.contains(SERVICE_PLACEHOLDER) {
+                self.error(
+                    &format!("{p}.query"),
+                    format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: a PromQL expression that selects the service with {SERVICE_PLACEHOLDER}, e.g. {{service=\"{SERVICE_PLACEHOLDER}\"}}"),
+                );
+            }
+            let unit = match Unit::from_name(&s.unit) {
+                Some(u) if u.canonical().0 == kind.canonical_unit() => u,
+                Some(u) => {
+                    self.error(
+                        &format!("{p}.unit"),
+                        format!(
+                            "unit `{}` does not fit {kind}; allowed: {}",
+                            u.name(),
+                            compatible_units(kind)
+                        ),
+                    );
+                    kind.canonical_unit()
+                }
+                None => {
+                    self.error(
+                        &format!("{p}.unit"),
+                        format!(
+                            "unknown unit `{}`; allowed: {}",
+                            s.unit,
+                            compatible_units(kind)
+                        ),
+                    );
+                    kind.canonical_unit()
+                }
+            };
+            out.push(Signal {
+                kind,
+                query: s.query.trim().to_string(),
+                unit,
+            });
+        }
+        if out.is_empty() {
+            self.error("signals", "no signal is defined; allowed: error_rate, p95_latency, cpu, memory, connections, throughput, queue_depth");
+        }
+        out
+    }
+
+    fn signal_kind(
+        &mut self,
+        path: &str,
+        name: &str,
+        defined: &[SignalKind],
+    ) -> Option<SignalKind> {
+        match SignalKind::from_name(name) {
+            Some(k) if defined.contains(&k) => Some(k),
+            Some(k) => {
+                self.error(
+                    path,
+                    format!("signal `{k}` is not defined under signals; define it there first"),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    path,
+                    format!("unknown signal `{name}`; allowed: {}", names(defined)),
+                );
+                None
+            }
+        }
+    }
+
+    fn capacity(&mut self, raw: &CapacityFile, defined: &[SignalKind]) -> Capacity {
+        let mut per_replica = Vec::new();
+        for (name, v) in &raw.per_replica {
+            let p = format!("capacity.per_replica.{name}");
+            if !(v.is_finite() && *v > 0.0) {
+                self.error(
+                    &p,
+                    format!("capacity {v} is not positive; allowed: a number > 0 per replica"),
+                );
+            }
+            let Some(kind) = self.signal_kind(&p, name, defined) else {
+                continue;
+            };
+            if !matches!(kind, SignalKind::Connections | SignalKind::Throughput) {
+                self.error(
+                    &p,
+                    format!("`{kind}` is not a demand signal; allowed: connections, throughput"),
+                );
+                continue;
+            }
+            if !(v.is_finite() && *v > 0.0) {
+                continue;
+            }
+            per_replica.push((kind, *v));
+        }
+        if raw.per_replica.is_empty() {
+            self.error(
+                "capacity.per_replica",
+                "no demand signal has a capacity; allowed: connections and/or throughput",
+            );
+        }
+        let target = self.fraction(
+            "capacity.target_utilization",
+            raw.target_utilization,
+            true,
+            1.0,
+        );
+        let tolerance = self.fraction("capacity.tolerance", raw.tolerance, false, 0.99);
+        Capacity {
+            per_replica,
+            target_utilization: if target > 0.0 && target <= 1.0 {
+                target
+            } else {
+                1.0
+            },
+            tolerance,
+        }
+    }
+
+    fn tiers(&mut self, raw: &TiersFile, defined: &[SignalKind]) -> Vec<TierSpec> {
+        let specs: Vec<TierSpec> = [
+            (Tier::Yellow, &raw.yellow),
+            (Tier::Red, &raw.red),
+            (Tier::Emergency, &raw.emergency),
+        ]
+        .into_iter()
+        .map(|(tier, t)| self.tier(tier, t, defined))
+        .collect();
+        // Order: for each signal, yellow < red < emergency wherever both are set.
+        for kind in SignalKind::ALL {
+            let mut last: Option<(Tier, f64)> = None;
+            for spec in &specs {
+                let Some(v) = spec.enter_threshold(kind) else {
+                    continue;
+                };
+                if let Some((lt, lv)) = last {
+                    if v <= lv {
+                        self.error(
+                            &format!("tiers.{}.enter.{kind}", spec.tier),
+                            format!(
+                                "{} is not above the {lt} threshold {}; allowed: yellow < red < emergency for each signal",
+                                kind.format(v),
+                                kind.format(lv)
+                            ),
+                        );
+                    }
+                }
+                last = Some((spec.tier, v));
+            }
+        }
+        specs
+    }
+
+    fn tier(&mut self, tier: Tier, raw: &TierFile, defined: &[SignalKind]) -> TierSpec {
+        let p = format!("tiers.{tier}");
+        let mut enter = Vec::new();
+        for (name, q) in &raw.enter {
+            let fp = format!("{p}.enter.{name}");
+            let Some(kind) = self.signal_kind(&fp, name, defined) else {
+                continue;
+            };
+            if let Some(v) = self.threshold(&fp, kind, q) {
+                enter.push((kind, v));
+            }
+        }
+        if raw.enter.is_empty() {
+            self.error(
+                &format!("{p}.enter"),
+                "no entry threshold; allowed: a map from signal name to threshold",
+            );
+        }
+        let ratio = self.fraction(&format!("{p}.exit_ratio"), raw.exit_ratio, true, 1.0);
+        let mut exit: Vec<(SignalKind, f64)> = enter.iter().map(|(k, v)| (*k, v * ratio)).collect();
+        for (name, q) in &raw.exit {
+            let fp = format!("{p}.exit.{name}");
+            let Some(kind) = self.signal_kind(&fp, name, defined) else {
+                continue;
+            };
+            let Some(v) = self.threshold(&fp, kind, q) else {
+                continue;
+            };
+            match enter.iter().find(|(k, _)| *k == kind) {
+                None => self.error(
+                    &fp,
+                    format!("`{kind}` has an exit level but no entry threshold in {tier}"),
+                ),
+                Some((_, e)) if v > *e => self.error(
+                    &fp,
+                    format!(
+                        "exit level {} is above the entry threshold {}; allowed: exit ≤ enter",
+                        kind.format(v),
+                        kind.format(*e)
+                    ),
+                ),
+                _ => {}
+            }
+            if let Some(slot) = exit.iter_mut().find(|(k, _)| *k == kind) {
+                slot.1 = v;
+            }
+        }
+        let for_ = self.duration(&format!("{p}.for"), &raw.for_);
+        let cooldown = self.duration(&format!("{p}.cooldown"), &raw.cooldown);
+        let action = self.action(&format!("{p}.action"), &raw.action);
+        TierSpec {
+            tier,
+            enter,
+            exit,
+            for_,
+            cooldown,
+            action,
+        }
+    }
+
+    fn threshold(&mut self, path: &str, kind: SignalKind, q: &Quantity) -> Option<f64> {
+        let v = match q {
+            Quantity::Number(n) => *n,
+            Quantity::Text(t) => match units::parse_in(kind.canonical_unit(), t) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.error(path, e);
+                    return None;
+                }
+            },
+        };
+        if !v.is_finite() || v < 0.0 {
+            self.error(
+                path,
+                format!("threshold {v} is negative or not finite; allowed: a number ≥ 0"),
+            );
+            return None;
+        }
+        if kind.canonical_unit() == Unit::Ratio && v > 1.0 {
+            self.error(
+                path,
+                format!("{v} is above 1; {kind} is a fraction (0.005 or 0.5%)"),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn action(&mut self, p: &str, raw: &ActionFile) -> TierAction {
+        let headroom = raw.headroom;
+        if !(headroom.is_finite() && (0.0..=10.0).contains(&headroom)) {
+            self.error(
+                &format!("{p}.headroom"),
+                format!("{headroom} is out of range; allowed: 0 to 10 (0.2 = +20%)"),
+            );
+        }
+        let floor = match &raw.floor {
+            None => Floor::None,
+            Some(q) => self.floor(&format!("{p}.floor"), q),
+        };
+        let shed_admit = match &raw.shed {
+            None => None,
+            Some(s) => self.shed(&format!("{p}.shed"), s),
+        };
+        TierAction {
+            headroom: if headroom.is_finite() && headroom >= 0.0 {
+                headroom
+            } else {
+                0.0
+            },
+            floor,
+            shed_admit,
+        }
+    }
+
+    fn floor(&mut self, path: &str, q: &Quantity) -> Floor {
+        const ALLOWED: &str =
+            "allowed: a replica count (12), a factor of the replicas held on entry (1.5x), or max";
+        match q {
+            Quantity::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= u32::MAX as f64 => {
+                Floor::Replicas(*n as u32)
+            }
+            Quantity::Number(n) => {
+                self.error(path, format!("{n} is not a replica count; {ALLOWED}"));
+                Floor::None
+            }
+            Quantity::Text(t) if t.trim() == "max" => Floor::Max,
+            Quantity::Text(t) => {
+                match t.trim().strip_suffix('x').map(|f| f.trim().parse::<f64>()) {
+                    Some(Ok(f)) if f.is_finite() && f >= 1.0 => Floor::Factor(f),
+                    _ => {
+                        self.error(
+                            path,
+                            format!("`{t}` is not a floor; {ALLOWED} (factor ≥ 1)"),
+                        );
+                        Floor::None
+                    }
+                }
+            }
+        }
+    }
+
+    fn shed(&mut self, path: &str, s: &ShedFile) -> Option<f64> {
+        match s {
+            ShedFile::Word(w) if w == "none" => None,
+            ShedFile::Word(w) => {
+                self.error(path, format!("`{w}` is not a shedding level; allowed: none, or {{admit: FRACTION}} with 0 < FRACTION ≤ 2"));
+                None
+            }
+            ShedFile::Admit(a) => {
+                let v = self.fraction(&format!("{path}.admit"), a.admit, true, 2.0);
+                (v > 0.0 && v <= 2.0).then_some(v)
+            }
+        }
+    }
+
+    fn direction(&mut self, p: &str, raw: Option<&DirectionFile>, default: Direction) -> Direction {
+        let Some(raw) = raw else { return default };
+        let stabilization = self.duration(&format!("{p}.stabilization"), &raw.stabilization);
+        let s = &raw.max_step;
+        let replicas = s
+            .replicas
+            .map(|r| self.count(&format!("{p}.max_step.replicas"), r, 1));
+        let percent = s.percent.inspect(|&v| {
+            if !(v.is_finite() && v > 0.0 && v <= 10_000.0) {
+                self.error(
+                    &format!("{p}.max_step.percent"),
+                    format!("{v} is out of range; allowed: a percentage > 0 (100 = double)"),
+                );
+            }
+        });
+        if replicas.is_none() && percent.is_none() {
+            self.error(
+                &format!("{p}.max_step"),
+                "neither replicas nor percent is set; allowed: one or both",
+            );
+        }
+        let period = self.positive_duration(&format!("{p}.max_step.period"), &s.period);
+        Direction {
+            stabilization,
+            max_step: StepLimit {
+                replicas,
+                percent,
+                period,
+            },
+        }
+    }
+
+    fn behavior(&mut self, raw: &BehaviorFile) -> Behavior {
+        let scale_up = self.direction("behavior.scale_up", raw.scale_up.as_ref(), DEFAULT_SCALE_UP);
+        let scale_down = self.direction(
+            "behavior.scale_down",
+            raw.scale_down.as_ref(),
+            DEFAULT_SCALE_DOWN,
+        );
+        let panic = raw.panic.as_ref().map(|p| {
+            let window = self.positive_duration("behavior.panic.window", &p.window);
+            let stable_window = self.positive_duration("behavior.panic.stable_window", &p.stable_window);
+            if !(p.threshold.is_finite() && p.threshold >= 1.0) {
+                self.error("behavior.panic.threshold", format!("{} is out of range; allowed: a factor ≥ 1 (2.0 = demand at twice capacity)", p.threshold));
+            }
+            if stable_window < window {
+                self.error("behavior.panic.stable_window", "is shorter than the panic window; allowed: stable_window ≥ window");
+            }
+            Panic {
+                window,
+                threshold: p.threshold,
+                stable_window,
+            }
+        });
+        Behavior {
+            scale_up,
+            scale_down,
+            panic,
+        }
+    }
+
+    fn jidoka(&mut self, raw: &JidokaFile) -> Jidoka {
+        let d = DEFAULT_JIDOKA;
+        let stale_after = match &raw.stale_after {
+            Some(t) => self.positive_duration("jidoka.stale_after", t),
+            None => d.stale_after,
+        };
+        let on_bad_data = match raw.on_bad_data.as_deref() {
+            None | Some("hold_down") => OnBadData::HoldDown,
+            Some("freeze") => OnBadData::Freeze,
+            Some(o) => {
+                self.error(
+                    "jidoka.on_bad_data",
+                    format!("`{o}` is not allowed; allowed: hold_down, freeze"),
+                );
+                OnBadData::HoldDown
+            }
+        };
+        let stop_after_failures = raw
+            .stop_after_failures
+            .map(|n| self.count("jidoka.stop_after_failures", n, 1))
+            .unwrap_or(d.stop_after_failures);
+        let when_stopped = match &raw.when_stopped {
+            None => d.when_stopped,
+            Some(w) => match &w.shed {
+                ShedFile::Word(s) if s == "keep" => StoppedShed::Keep,
+                ShedFile::Word(s) if s == "none" => StoppedShed::None,
+                ShedFile::Word(s) => {
+                    self.error(
+                        "jidoka.when_stopped.shed",
+                        format!(
+                            "`{s}` is not allowed; allowed: keep, none, or {{admit: FRACTION}}"
+                        ),
+                    );
+                    StoppedShed::Keep
+                }
+                ShedFile::Admit(_) => match self.shed("jidoka.when_stopped.shed", &w.shed) {
+                    Some(v) => StoppedShed::Admit(v),
+                    None => StoppedShed::Keep,
+                },
+            },
+        };
+        let flap_guard = match &raw.flap_guard {
+            None => d.flap_guard,
+            Some(f) => FlapGuard {
+                max_reversals: self.count("jidoka.flap_guard.max_reversals", f.max_reversals, 1),
+                window: self.positive_duration("jidoka.flap_guard.window", &f.window),
+            },
+        };
+        Jidoka {
+            stale_after,
+            on_bad_data,
+            stop_after_failures,
+            when_stopped,
+            flap_guard,
+        }
+    }
+}
+
+/// HPA's defaults: scale up at once by up to +100% or +4 replicas per 15 s.
+pub const DEFAULT_SCALE_UP: Direction = Direction {
+    stabilization: Duration::ZERO,
+    max_step: StepLimit {
+        replicas: Some(4),
+        percent: Some(100.0),
+        period: Duration::from_secs(15),
+    },
+};
+
+/// HPA's defaults: scale down after a 5-minute window, up to 100% per 15 s.
+pub const DEFAULT_SCALE_DOWN: Direction = Direction {
+    stabilization: Duration::from_secs(300),
+    max_step: StepLimit {
+        replicas: None,
+        percent: Some(100.0),
+        period: Duration::from_secs(15),
+    },
+};
+
+pub const DEFAULT_JIDOKA: Jidoka = Jidoka {
+    stale_after: Duration::from_secs(60),
+    on_bad_data: OnBadData::HoldDown,
+    stop_after_failures: 3,
+    when_stopped: StoppedShed::Keep,
+    flap_guard: FlapGuard {
+        max_reversals: 2,
+        window: Duration::from_secs(600),
+    },
+};
+
+fn compatible_units(kind: SignalKind) -> String {
+    let units = [
+        Unit::Ratio,
+        Unit::Percent,
+        Unit::Seconds,
+        Unit::Milliseconds,
+        Unit::Bytes,
+        Unit::Count,
+        Unit::PerSecond,
+    ];
+    units
+        .iter()
+        .filter(|u| u.canonical().0 == kind.canonical_unit())
+        .map(|u| u.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn names(kinds: &[SignalKind]) -> String {
+    if kinds.is_empty() {
+        return "(no signal is defined)".into();
+    }
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
