@@ -3,5 +3,10 @@
 //! Data flows policy → decide (pure core) → act; the simulator runs the same core against
 //! a modelled cluster on virtual time.
 
+pub mod calibrate;
 pub mod core;
+pub mod model;
 pub mod policy;
+pub mod report;
+pub mod scenario;
+pub mod simulate;

@@ -42,9 +42,28 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// One line for logs and timelines: the last reason first, which is the outcome.
+    /// One line for logs and timelines: the outcome first, then what shaped it. Of the
+    /// target-tracking votes only the deciding one (the largest) is named.
     pub fn summary(&self) -> String {
-        let mut parts: Vec<String> = self.reasons.iter().rev().map(|r| r.to_string()).collect();
+        let deciding = self
+            .reasons
+            .iter()
+            .filter_map(|r| match r {
+                Reason::Capacity { replicas, .. } => Some(*replicas),
+                _ => None,
+            })
+            .max();
+        let mut parts: Vec<String> = self
+            .reasons
+            .iter()
+            .rev()
+            .filter(|r| match r {
+                Reason::Capacity { replicas, .. } => Some(*replicas) == deciding,
+                Reason::WithinTolerance { .. } => deciding.is_none(),
+                _ => true,
+            })
+            .map(|r| r.to_string())
+            .collect();
         parts.dedup();
         parts.join("; ")
     }

@@ -56,12 +56,20 @@ impl Unit {
     /// Formats a value given in this (canonical) unit for people.
     pub fn format(self, v: f64) -> String {
         match self {
-            Unit::Ratio | Unit::Percent => format!("{:.3}%", v * 100.0),
+            Unit::Ratio | Unit::Percent => format!("{}%", trim(format!("{:.3}", v * 100.0))),
             Unit::Seconds | Unit::Milliseconds => format!("{:.0}ms", v * 1000.0),
-            Unit::Bytes => format!("{:.1}MB", v / 1e6),
+            Unit::Bytes => format!("{}MB", trim(format!("{:.2}", v / 1e6))),
             Unit::Count => format!("{v:.0}"),
             Unit::PerSecond => format!("{v:.0}/s"),
         }
+    }
+}
+
+fn trim(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 

@@ -1,0 +1,402 @@
+//! A modelled erlmcp service on Swarm: tasks that start after a delay, long-lived
+//! connections that stay on the task that accepted them, new connections spread
+//! round-robin over ready tasks, shedding at each replica, and the Prometheus view of it
+//! all (rates over a window, as `rate(...[1m])` gives them).
+
+use super::replica::{mixture_quantile, Component, ReplicaParams};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TaskState {
+    Starting { ready_at: f64 },
+    Ready,
+    Paused { until: f64 },
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    state: TaskState,
+    conns: u32,
+    /// Seconds of work queued beyond capacity (ρ > 1).
+    backlog_s: f64,
+}
+
+/// The offered load in one tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    pub connections: u32,
+    /// Messages per second each connection offers.
+    pub rate_per_conn: f64,
+    /// The client gives up after this long; those requests count as timeouts.
+    pub timeout_s: f64,
+}
+
+/// What happened in one tick, cluster-wide, as the true (not scraped) figures.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TickMetrics {
+    pub replicas: u32,
+    pub ready: u32,
+    pub connections: u32,
+    pub offered_rps: f64,
+    pub admitted_rps: f64,
+    pub shed_rps: f64,
+    /// Failures other than sheds: timeouts, internal errors, refused (no ready task).
+    pub error_rps: f64,
+    pub timeout_rps: f64,
+    /// Latency of admitted requests, seconds.
+    pub p95_s: f64,
+    pub p99_s: f64,
+    /// Average over ready tasks.
+    pub cpu: f64,
+    pub memory_bytes: f64,
+    pub queue_depth: f64,
+}
+
+impl TickMetrics {
+    /// Failures other than sheds, over offered.
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.error_rps, self.offered_rps)
+    }
+    /// Sheds and errors over offered, as erlmcp_errors_total counts them.
+    pub fn failure_rate(&self) -> f64 {
+        ratio(self.error_rps + self.shed_rps, self.offered_rps)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub params: ReplicaParams,
+    tasks: Vec<Task>,
+    /// Round-robin cursor for new connections.
+    cursor: usize,
+    /// Mailbox wait of a connection (the same for all: every connection offers the same rate).
+    mailbox_wait_s: f64,
+    /// Shedding: admit at most this fraction of capacity; `None` admits all.
+    shed_admit: Option<f64>,
+    /// Connections that found no ready task; they retry every tick.
+    unplaced: u32,
+    now_s: f64,
+    scratch: Vec<Component>,
+}
+
+impl Cluster {
+    pub fn new(params: ReplicaParams, replicas: u32) -> Self {
+        Cluster {
+            params,
+            tasks: (0..replicas)
+                .map(|_| Task {
+                    state: TaskState::Ready,
+                    conns: 0,
+                    backlog_s: 0.0,
+                })
+                .collect(),
+            cursor: 0,
+            mailbox_wait_s: 0.0,
+            shed_admit: None,
+            unplaced: 0,
+            now_s: 0.0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.tasks.len() as u32
+    }
+
+    pub fn ready(&self) -> u32 {
+        self.tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Ready)
+            .count() as u32
+    }
+
+    /// Swarm's reaction to a new replica count: new tasks start (ready after the start
+    /// delay); removed tasks go at once and their clients reconnect elsewhere.
+    pub fn scale(&mut self, desired: u32) {
+        let desired = desired as usize;
+        while self.tasks.len() < desired {
+            self.tasks.push(Task {
+                state: TaskState::Starting {
+                    ready_at: self.now_s + self.params.start_delay_s,
+                },
+                conns: 0,
+                backlog_s: 0.0,
+            });
+        }
+        while self.tasks.len() > desired {
+            if let Some(t) = self.tasks.pop() {
+                self.unplaced += t.conns;
+            }
+        }
+    }
+
+    pub fn set_shedding(&mut self, admit: Option<f64>) {
+        self.shed_admit = admit;
+    }
+
+    /// Kills `n` running tasks: Swarm replaces each with a new task after its restart
+    /// delay plus start-up; the connections reconnect to the others.
+    pub fn kill(&mut self, n: u32, restart_delay_s: f64) {
+        for t in self
+            .tasks
+            .iter_mut()
+            .filter(|t| t.state == TaskState::Ready)
+            .take(n as usize)
+        {
+            self.unplaced += t.conns;
+            *t = Task {
+                state: TaskState::Starting {
+                    ready_at: self.now_s + restart_delay_s + self.params.start_delay_s,
+                },
+                conns: 0,
+                backlog_s: 0.0,
+            };
+        }
+    }
+
+    /// Pauses `n` ready tasks for `secs`: their connections stay, their requests stall.
+    pub fn pause(&mut self, n: u32, secs: f64) {
+        let until = self.now_s + secs;
+        for t in self
+            .tasks
+            .iter_mut()
+            .filter(|t| t.state == TaskState::Ready)
+            .take(n as usize)
+        {
+            t.state = TaskState::Paused { until };
+        }
+    }
+
+    /// Opens or closes connections to reach `target`: new ones round-robin over ready
+    /// tasks; closing takes them from the busiest task first.
+    fn follow_connections(&mut self, target: u32) {
+        let placed: u32 = self.tasks.iter().map(|t| t.conns).sum();
+        let mut total = placed + self.unplaced;
+        while total > target {
+            if self.unplaced > 0 {
+                self.unplaced -= 1;
+            } else if let Some(t) = self.tasks.iter_mut().max_by_key(|t| t.conns) {
+                t.conns -= 1;
+            }
+            total -= 1;
+        }
+        let mut to_place = self.unplaced + (target - total);
+        self.unplaced = 0;
+        let n = self.tasks.len();
+        let ready = self.ready();
+        if ready == 0 {
+            self.unplaced = to_place;
+            return;
+        }
+        // Whole rounds first (fast for large floods), then the remainder round-robin.
+        let rounds = to_place / ready;
+        if rounds > 0 {
+            for t in self
+                .tasks
+                .iter_mut()
+                .filter(|t| t.state == TaskState::Ready)
+            {
+                t.conns += rounds;
+            }
+            to_place -= rounds * ready;
+        }
+        while to_place > 0 {
+            self.cursor = (self.cursor + 1) % n;
+            let t = &mut self.tasks[self.cursor];
+            if t.state == TaskState::Ready {
+                t.conns += 1;
+                to_place -= 1;
+            }
+        }
+    }
+
+    /// Advances the model by `dt` seconds under `load`.
+    pub fn step(&mut self, dt: f64, load: Load) -> TickMetrics {
+        self.now_s += dt;
+        let now = self.now_s;
+        for t in &mut self.tasks {
+            match t.state {
+                TaskState::Starting { ready_at } if ready_at <= now => t.state = TaskState::Ready,
+                TaskState::Paused { until } if until <= now => t.state = TaskState::Ready,
+                _ => {}
+            }
+        }
+        self.follow_connections(load.connections);
+        let p = self.params;
+
+        // Per connection: shedding caps what its process is given.
+        let offered_c = load.rate_per_conn.max(0.0);
+        let admitted_c = match self.shed_admit {
+            Some(a) => offered_c.min(a * p.conn_capacity_rps),
+            None => offered_c,
+        };
+        let target = p.conn_wait_ss(admitted_c);
+        self.mailbox_wait_s = p.lag_wait(self.mailbox_wait_s, target, dt);
+        let mailbox = self.mailbox_wait_s;
+
+        let mut m = TickMetrics {
+            replicas: self.tasks.len() as u32,
+            connections: load.connections,
+            ..Default::default()
+        };
+        // Requests of connections with no ready task are refused.
+        m.offered_rps = self.unplaced as f64 * offered_c;
+        m.error_rps = m.offered_rps;
+        self.scratch.clear();
+        let (mut cpu_sum, mut mem_sum) = (0.0, 0.0);
+        for t in &mut self.tasks {
+            let offered = t.conns as f64 * offered_c;
+            m.offered_rps += offered;
+            match t.state {
+                TaskState::Starting { .. } => {}
+                TaskState::Paused { .. } => {
+                    // Stalled: everything it was sent times out.
+                    m.error_rps += offered;
+                    m.timeout_rps += offered;
+                    m.admitted_rps += offered;
+                    self.scratch.push(Component {
+                        weight: offered,
+                        median_s: load.timeout_s.max(1.0) * 4.0,
+                    });
+                }
+                TaskState::Ready => {
+                    m.ready += 1;
+                    let mut admitted = t.conns as f64 * admitted_c;
+                    if let Some(a) = self.shed_admit {
+                        admitted = admitted.min(a * p.capacity_rps);
+                    }
+                    m.shed_rps += offered - admitted;
+                    m.admitted_rps += admitted;
+                    // Backlog beyond capacity, dropped past max_backlog_s.
+                    let rho = admitted / p.capacity_rps;
+                    t.backlog_s = (t.backlog_s + (rho - 1.0) * dt).max(0.0);
+                    let mut dropped = 0.0;
+                    if t.backlog_s > p.max_backlog_s {
+                        dropped = (t.backlog_s - p.max_backlog_s) * p.capacity_rps / dt;
+                        t.backlog_s = p.max_backlog_s;
+                    }
+                    let median = p.cpu_median_s(rho) + mailbox + t.backlog_s;
+                    let served = (admitted - dropped).max(0.0);
+                    let timeouts = served * p.share_above(median, load.timeout_s);
+                    let internal = served * p.error_share(rho.min(1.0));
+                    m.error_rps += dropped + timeouts + internal;
+                    m.timeout_rps += timeouts;
+                    self.scratch.push(Component {
+                        weight: admitted,
+                        median_s: median,
+                    });
+                    let queued =
+                        t.conns as f64 * admitted_c * mailbox + t.backlog_s * p.capacity_rps;
+                    m.queue_depth += queued;
+                    cpu_sum += p.cpu(admitted, mailbox);
+                    mem_sum += p.memory(t.conns as f64, queued);
+                }
+            }
+        }
+        if m.ready > 0 {
+            m.cpu = cpu_sum / m.ready as f64;
+            m.memory_bytes = mem_sum / m.ready as f64;
+        }
+        m.p95_s = mixture_quantile(&self.scratch, p.sigma, 0.95);
+        m.p99_s = mixture_quantile(&self.scratch, p.sigma, 0.99);
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(c: u32, r: f64) -> Load {
+        Load {
+            connections: c,
+            rate_per_conn: r,
+            timeout_s: 5.0,
+        }
+    }
+
+    #[test]
+    fn new_connections_go_round_robin_and_stay_put() {
+        let mut c = Cluster::new(ReplicaParams::default(), 2);
+        c.step(1.0, load(10, 1.0));
+        c.scale(4);
+        // New tasks are not ready yet: connections keep to the old ones.
+        c.step(1.0, load(12, 1.0));
+        assert_eq!(c.ready(), 2);
+        for _ in 0..10 {
+            c.step(1.0, load(12, 1.0));
+        }
+        assert_eq!(c.ready(), 4);
+        c.step(1.0, load(20, 1.0));
+        let conns: Vec<u32> = c.tasks.iter().map(|t| t.conns).collect();
+        assert_eq!(conns.iter().sum::<u32>(), 20);
+        assert!(
+            conns[0] >= 7 && conns[2] <= 3,
+            "old tasks keep their connections: {conns:?}"
+        );
+    }
+
+    #[test]
+    fn removed_and_killed_tasks_reconnect_elsewhere() {
+        let mut c = Cluster::new(ReplicaParams::default(), 4);
+        c.step(1.0, load(40, 1.0));
+        c.scale(2);
+        let m = c.step(1.0, load(40, 1.0));
+        assert_eq!(m.replicas, 2);
+        assert_eq!(c.tasks.iter().map(|t| t.conns).sum::<u32>(), 40);
+        c.kill(1, 5.0);
+        let m = c.step(1.0, load(40, 1.0));
+        assert_eq!(m.ready, 1);
+        assert_eq!(c.tasks.iter().map(|t| t.conns).sum::<u32>(), 40);
+    }
+
+    #[test]
+    fn no_ready_task_means_refused() {
+        let mut c = Cluster::new(ReplicaParams::default(), 0);
+        let m = c.step(1.0, load(10, 10.0));
+        assert_eq!(m.offered_rps, 100.0);
+        assert_eq!(m.error_rate(), 1.0);
+    }
+
+    #[test]
+    fn shedding_caps_per_connection_and_keeps_latency_down() {
+        let mut bomb = Cluster::new(ReplicaParams::default(), 8);
+        let mut shed = Cluster::new(ReplicaParams::default(), 8);
+        shed.set_shedding(Some(0.8));
+        let (mut a, mut b) = (TickMetrics::default(), TickMetrics::default());
+        for _ in 0..300 {
+            a = bomb.step(1.0, load(20, 500.0));
+            b = shed.step(1.0, load(20, 500.0));
+        }
+        assert!(a.p95_s > 1.0, "bombing without shedding: {}", a.p95_s);
+        assert!(b.p95_s < 0.25, "with shedding: {}", b.p95_s);
+        assert!(
+            (b.shed_rps - 2000.0).abs() < 1.0,
+            "20% of 10,000 shed: {}",
+            b.shed_rps
+        );
+    }
+
+    #[test]
+    fn paused_tasks_time_out() {
+        let mut c = Cluster::new(ReplicaParams::default(), 2);
+        c.step(1.0, load(10, 10.0));
+        c.pause(1, 10.0);
+        let m = c.step(1.0, load(10, 10.0));
+        assert!(m.timeout_rps > 0.0);
+        for _ in 0..10 {
+            c.step(1.0, load(10, 10.0));
+        }
+        assert!(
+            c.step(1.0, load(10, 10.0)).timeout_rps < 1e-3,
+            "back to the log-normal tail only"
+        );
+    }
+}

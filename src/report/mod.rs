@@ -1,0 +1,155 @@
+//! What people and machines read: the terminal timeline, the JSON result, the report
+//! directory with its SVG chart, and one-line policy summaries.
+
+mod svg;
+
+use crate::policy::{Floor, Policy, Tier};
+use crate::scenario::Scenario;
+use crate::simulate::SimResult;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use svg::chart;
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+pub fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn tier_cell(t: Tier, color: bool) -> String {
+    let name = format!("{:<9}", t.name());
+    if !color {
+        return name;
+    }
+    let code = match t {
+        Tier::Green => "32",
+        Tier::Yellow => "33",
+        Tier::Red => "31",
+        Tier::Emergency => "1;37;41",
+    };
+    format!("\x1b[{code}m{name}\x1b[0m")
+}
+
+/// One line per valid policy for `andon check`.
+pub fn policy_summary(p: &Policy) -> String {
+    let services: Vec<String> = p
+        .services
+        .iter()
+        .map(|s| format!("{} [{}..{}]", s.name, s.min_replicas, s.max_replicas))
+        .collect();
+    let floors: Vec<String> = p
+        .tiers
+        .iter()
+        .map(|t| {
+            let f = match t.action.floor {
+                Floor::None => "-".to_string(),
+                Floor::Factor(x) => format!("{x}x"),
+                Floor::Replicas(n) => n.to_string(),
+                Floor::Max => "max".into(),
+            };
+            format!("{}:{}s/floor {}", t.tier, t.for_.as_secs(), f)
+        })
+        .collect();
+    format!(
+        "{}: ok: {} service(s) {}; {} signals; tiers {}; panic {}",
+        p.source,
+        p.services.len(),
+        services.join(", "),
+        p.signals.len(),
+        floors.join(", "),
+        if p.behavior.panic.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    )
+}
+
+/// The readable timeline: a row every `every`, each event as it happens, then the
+/// summary and the expectations.
+pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "andon simulate: {} ({}) with {}, {}",
+        r.scenario,
+        sc.description,
+        r.policy,
+        if r.controlled {
+            "controlled"
+        } else {
+            "NO CONTROL (--no-control)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<10} {:<9} {:>4} {:>5} {:>6} {:>9} {:>8} {:>7} {:>7}",
+        "t", "phase", "tier", "repl", "ready", "conns", "offered", "p95", "errors", "shed"
+    );
+    let every_s = every.as_secs_f64().max(1e-9);
+    let mut next_row = 0.0;
+    let mut events = r.events.iter().peekable();
+    for p in &r.timeline {
+        while let Some(e) = events.next_if(|e| e.t_s <= p.t_s) {
+            let mark = if e.kind == "fault" { "⚡" } else { "▶" };
+            let _ = writeln!(out, "{:>5.0}s  {mark} {}", e.t_s, e.text);
+        }
+        if p.t_s + 1e-9 >= next_row {
+            next_row += every_s;
+            let _ = writeln!(
+                out,
+                "{:>5.0}s  {:<10} {} {:>4} {:>5} {:>6} {:>7.0}/s {:>6.0}ms {:>6.2}% {:>6.2}%",
+                p.t_s,
+                truncate(&p.phase, 10),
+                tier_cell(p.tier, color),
+                p.replicas,
+                p.ready,
+                p.connections,
+                p.offered_rps,
+                p.p95_ms,
+                p.error_rate * 100.0,
+                p.shed_rate * 100.0
+            );
+        }
+    }
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "\nsummary: max tier {}, peak p95 {:.0} ms, peak errors {:.2}%, max replicas {}, {} scale actions, {:.0} requests shed",
+        s.max_tier,
+        s.peak_p95_ms,
+        s.peak_error_rate * 100.0,
+        s.max_replicas,
+        s.scale_actions,
+        s.shed_requests
+    );
+    for e in &r.expectations {
+        let mark = if e.held { "held    " } else { "DEVIATED" };
+        let _ = writeln!(out, "  {mark} {}: {}", e.text, e.observed);
+    }
+    let _ = writeln!(
+        out,
+        "verdict: {}",
+        match r.verdict {
+            crate::scenario::Verdict::Pass => "pass",
+            crate::scenario::Verdict::Deviated => "deviated",
+        }
+    );
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// Writes report.json and chart.svg into `dir`; returns the chart's path.
+pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("report.json"), json)?;
+    let path = dir.join("chart.svg");
+    std::fs::write(&path, chart(r, sc))?;
+    Ok(path)
+}

@@ -1,0 +1,109 @@
+//! The scenario file as written (serde types mirroring the YAML).
+
+use crate::policy::file::Quantity;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Replicas of the modelled service at the start.
+    pub replicas: i64,
+    #[serde(default = "default_timeout")]
+    pub client_timeout: String,
+    pub phases: Vec<PhaseFile>,
+    #[serde(default)]
+    pub faults: Vec<FaultFile>,
+    #[serde(default)]
+    pub expect: Vec<ExpectFile>,
+}
+
+fn default_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseFile {
+    pub name: String,
+    pub duration: String,
+    pub connections: ConnectionsFile,
+    #[serde(default)]
+    pub rate: Option<RateFile>,
+    #[serde(default)]
+    pub mix: BTreeMap<String, f64>,
+}
+
+/// A constant count, or a ramp.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ConnectionsFile {
+    Constant(i64),
+    Ramp(RampFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampFile {
+    pub from: i64,
+    pub to: i64,
+    /// Change by this many connections ...
+    pub step: Option<i64>,
+    /// ... every this long; without step/every the ramp is linear.
+    pub every: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateFile {
+    pub per_connection: Option<f64>,
+    pub total: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFile {
+    pub at: String,
+    pub kill_tasks: Option<i64>,
+    pub pause_tasks: Option<PauseFile>,
+    pub prometheus_down: Option<String>,
+    pub restart_controller: Option<RestartFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseFile {
+    pub count: i64,
+    #[serde(rename = "for")]
+    pub for_: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartFile {
+    pub down_for: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFile {
+    /// Optional words for the report; a sentence is made from the fields otherwise.
+    pub text: Option<String>,
+    pub tier_at_most: Option<String>,
+    pub p95_below: Option<Quantity>,
+    pub error_rate_below: Option<Quantity>,
+    pub timeout_rate_below: Option<Quantity>,
+    pub replicas_at_most: Option<i64>,
+    pub replicas_at_least: Option<i64>,
+    pub replicas_back_to: Option<i64>,
+    /// Window: a phase name or `all` (the default).
+    pub during: Option<String>,
+    /// Ignore the first part of the window.
+    pub skip: Option<String>,
+    /// For replicas_back_to: within this long after the `after` phase ends.
+    pub within: Option<String>,
+    pub after: Option<String>,
+}

@@ -1,0 +1,428 @@
+//! Scenario files, shared by `simulate` and `drill`: load phases, faults at given times,
+//! and the `expect:` block, the steady-state hypothesis that gives the verdict.
+
+pub mod expect;
+pub mod file;
+
+use crate::policy::units::{self, Unit};
+use crate::policy::validate::Checker;
+use crate::policy::yaml::{self, FileError, FileErrors, PositionIndex};
+use crate::policy::Tier;
+use file::*;
+use std::time::Duration;
+
+pub use expect::{Expectation, Metric, Verdict, Window};
+
+/// MCP methods a mix may name: what erlmcp and the stand-in answer.
+pub const METHODS: [&str; 6] = [
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "prompts/list",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Connections {
+    Constant(u32),
+    /// From → to; in `step`s every `every` when set, else linear.
+    Ramp {
+        from: u32,
+        to: u32,
+        step: Option<(u32, Duration)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rate {
+    PerConnection(f64),
+    Total(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub name: String,
+    pub duration: Duration,
+    pub connections: Connections,
+    pub rate: Rate,
+    /// Method → share, summing to 1.
+    pub mix: Vec<(String, f64)>,
+}
+
+impl Phase {
+    /// Connections `t` into the phase.
+    pub fn connections_at(&self, t: Duration) -> u32 {
+        match self.connections {
+            Connections::Constant(n) => n,
+            Connections::Ramp { from, to, step } => {
+                let (from_f, to_f) = (from as f64, to as f64);
+                let frac =
+                    (t.as_secs_f64() / self.duration.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
+                match step {
+                    None => (from_f + (to_f - from_f) * frac).round() as u32,
+                    Some((by, every)) => {
+                        // +by at the end of every period: "+5 connections every 5 s".
+                        let k = (t.as_secs_f64() / every.as_secs_f64()).floor();
+                        let moved = (k * by as f64).min((to_f - from_f).abs());
+                        if to >= from {
+                            from + moved as u32
+                        } else {
+                            from - moved as u32
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Messages per second each connection offers, with `conns` open.
+    pub fn rate_per_connection(&self, conns: u32) -> f64 {
+        match self.rate {
+            Rate::PerConnection(r) => r,
+            Rate::Total(_) if conns == 0 => 0.0,
+            Rate::Total(t) => t / conns as f64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    KillTasks(u32),
+    PauseTasks { count: u32, duration: Duration },
+    PrometheusDown(Duration),
+    RestartController { down_for: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub at: Duration,
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    pub fn describe(&self) -> String {
+        let at = humantime::format_duration(self.at);
+        match &self.kind {
+            FaultKind::KillTasks(n) => format!("{at}: kill {n} task(s)"),
+            FaultKind::PauseTasks { count, duration } => {
+                format!(
+                    "{at}: pause {count} task(s) for {}",
+                    humantime::format_duration(*duration)
+                )
+            }
+            FaultKind::PrometheusDown(d) => format!(
+                "{at}: Prometheus down for {}",
+                humantime::format_duration(*d)
+            ),
+            FaultKind::RestartController { down_for } => {
+                format!(
+                    "{at}: SIGKILL the controller, back after {}",
+                    humantime::format_duration(*down_for)
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub source: String,
+    pub name: String,
+    pub description: String,
+    pub replicas: u32,
+    pub client_timeout: Duration,
+    pub phases: Vec<Phase>,
+    pub faults: Vec<Fault>,
+    pub expect: Vec<Expectation>,
+}
+
+impl Scenario {
+    pub fn duration(&self) -> Duration {
+        self.phases.iter().map(|p| p.duration).sum()
+    }
+
+    /// The phase at `t` and how far into it, or `None` after the end.
+    pub fn phase_at(&self, t: Duration) -> Option<(usize, Duration)> {
+        let mut start = Duration::ZERO;
+        for (i, p) in self.phases.iter().enumerate() {
+            if t < start + p.duration {
+                return Some((i, t - start));
+            }
+            start += p.duration;
+        }
+        None
+    }
+
+    /// When a phase starts and ends.
+    pub fn phase_bounds(&self, index: usize) -> (Duration, Duration) {
+        let start: Duration = self.phases[..index].iter().map(|p| p.duration).sum();
+        (start, start + self.phases[index].duration)
+    }
+
+    pub fn phase_index(&self, name: &str) -> Option<usize> {
+        self.phases.iter().position(|p| p.name == name)
+    }
+
+    /// Returns a copy with every duration divided by `speed` (the drill's `--speed`).
+    pub fn compressed(&self, speed: f64) -> Scenario {
+        let f = |d: Duration| d.div_f64(speed);
+        let mut s = self.clone();
+        for p in &mut s.phases {
+            p.duration = f(p.duration);
+            if let Connections::Ramp {
+                step: Some((_, every)),
+                ..
+            } = &mut p.connections
+            {
+                *every = f(*every);
+            }
+        }
+        for fault in &mut s.faults {
+            fault.at = f(fault.at);
+            match &mut fault.kind {
+                FaultKind::PauseTasks { duration, .. } => *duration = f(*duration),
+                FaultKind::PrometheusDown(d) => *d = f(*d),
+                FaultKind::RestartController { down_for } => *down_for = f(*down_for),
+                FaultKind::KillTasks(_) => {}
+            }
+        }
+        for e in &mut s.expect {
+            e.window.skip = f(e.window.skip);
+            if let Metric::ReplicasBackTo { within, .. } = &mut e.metric {
+                *within = f(*within);
+            }
+        }
+        s
+    }
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &str) -> Result<Scenario, FileErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        FileErrors(vec![FileError {
+            file: path.to_string(),
+            pos: yaml::Pos { line: 1, col: 1 },
+            field: String::new(),
+            message: format!("cannot read the scenario file: {e}"),
+        }])
+    })?;
+    from_str(path, &text)
+}
+
+pub fn from_str(file: &str, text: &str) -> Result<Scenario, FileErrors> {
+    let raw: ScenarioFile = yaml::parse(file, text).map_err(|e| FileErrors(vec![e]))?;
+    let mut c = Checker {
+        file,
+        index: PositionIndex::build(text),
+        errors: Vec::new(),
+    };
+    let s = build(&mut c, raw);
+    c.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
+    if c.errors.is_empty() {
+        Ok(s)
+    } else {
+        Err(FileErrors(c.errors))
+    }
+}
+
+fn count(c: &mut Checker, path: &str, v: i64) -> u32 {
+    if !(0..=1_000_000).contains(&v) {
+        c.error(path, format!("{v} is out of range; allowed: 0 to 1000000"));
+        return 0;
+    }
+    v as u32
+}
+
+fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
+    if raw.name.trim().is_empty() {
+        c.error(
+            "name",
+            "is empty; allowed: a short name such as connection-flood",
+        );
+    }
+    let replicas = count(c, "replicas", raw.replicas);
+    let client_timeout = c.positive_duration("client_timeout", &raw.client_timeout);
+    if raw.phases.is_empty() {
+        c.error("phases", "no phase; allowed: a list of at least one phase");
+    }
+    let mut phases: Vec<Phase> = Vec::new();
+    for (i, p) in raw.phases.iter().enumerate() {
+        let path = format!("phases[{i}]");
+        if phases.iter().any(|q| q.name == p.name) {
+            c.error(
+                &format!("{path}.name"),
+                format!("phase `{}` is named twice; names must be unique", p.name),
+            );
+        }
+        let duration = c.positive_duration(&format!("{path}.duration"), &p.duration);
+        let connections = match &p.connections {
+            ConnectionsFile::Constant(n) => {
+                Connections::Constant(count(c, &format!("{path}.connections"), *n))
+            }
+            ConnectionsFile::Ramp(r) => {
+                let from = count(c, &format!("{path}.connections.from"), r.from);
+                let to = count(c, &format!("{path}.connections.to"), r.to);
+                let step = match (&r.step, &r.every) {
+                    (None, None) => None,
+                    (Some(s), Some(e)) => {
+                        let s = count(c, &format!("{path}.connections.step"), *s).max(1);
+                        Some((
+                            s,
+                            c.positive_duration(&format!("{path}.connections.every"), e),
+                        ))
+                    }
+                    _ => {
+                        c.error(&format!("{path}.connections"), "step and every go together; allowed: both, or neither for a linear ramp");
+                        None
+                    }
+                };
+                Connections::Ramp { from, to, step }
+            }
+        };
+        let rate = match &p.rate {
+            None => Rate::PerConnection(0.0),
+            Some(r) => match (r.per_connection, r.total) {
+                (Some(v), None) | (None, Some(v)) if !(v.is_finite() && v >= 0.0) => {
+                    c.error(
+                        &format!("{path}.rate"),
+                        format!("{v} is not a rate; allowed: messages per second ≥ 0"),
+                    );
+                    Rate::PerConnection(0.0)
+                }
+                (Some(v), None) => Rate::PerConnection(v),
+                (None, Some(v)) => Rate::Total(v),
+                _ => {
+                    c.error(
+                        &format!("{path}.rate"),
+                        "set exactly one of per_connection and total (messages per second)",
+                    );
+                    Rate::PerConnection(0.0)
+                }
+            },
+        };
+        let mut mix = Vec::new();
+        for (method, w) in &p.mix {
+            if !METHODS.contains(&method.as_str()) {
+                c.error(
+                    &format!("{path}.mix.{method}"),
+                    format!("unknown method `{method}`; allowed: {}", METHODS.join(", ")),
+                );
+            } else if !(w.is_finite() && *w > 0.0) {
+                c.error(
+                    &format!("{path}.mix.{method}"),
+                    format!("weight {w} is not positive"),
+                );
+            } else {
+                mix.push((method.clone(), *w));
+            }
+        }
+        if mix.is_empty() {
+            mix.push(("tools/call".to_string(), 1.0));
+        }
+        let total: f64 = mix.iter().map(|(_, w)| w).sum();
+        for m in &mut mix {
+            m.1 /= total;
+        }
+        phases.push(Phase {
+            name: p.name.clone(),
+            duration,
+            connections,
+            rate,
+            mix,
+        });
+    }
+    let total: Duration = phases.iter().map(|p| p.duration).sum();
+    let mut faults = Vec::new();
+    for (i, f) in raw.faults.iter().enumerate() {
+        let path = format!("faults[{i}]");
+        let at = c.duration(&format!("{path}.at"), &f.at);
+        if at > total {
+            c.error(
+                &format!("{path}.at"),
+                format!(
+                    "{} is after the scenario ends ({}); allowed: within the phases",
+                    f.at,
+                    humantime::format_duration(total)
+                ),
+            );
+        }
+        let mut kinds = Vec::new();
+        if let Some(n) = f.kill_tasks {
+            kinds.push(FaultKind::KillTasks(
+                count(c, &format!("{path}.kill_tasks"), n).max(1),
+            ));
+        }
+        if let Some(p) = &f.pause_tasks {
+            let count = count(c, &format!("{path}.pause_tasks.count"), p.count).max(1);
+            let duration = c.positive_duration(&format!("{path}.pause_tasks.for"), &p.for_);
+            kinds.push(FaultKind::PauseTasks { count, duration });
+        }
+        if let Some(d) = &f.prometheus_down {
+            kinds.push(FaultKind::PrometheusDown(
+                c.positive_duration(&format!("{path}.prometheus_down"), d),
+            ));
+        }
+        if let Some(r) = &f.restart_controller {
+            let down_for = c.duration(&format!("{path}.restart_controller.down_for"), &r.down_for);
+            kinds.push(FaultKind::RestartController { down_for });
+        }
+        if kinds.len() != 1 {
+            c.error(&path, "a fault names exactly one of kill_tasks, pause_tasks, prometheus_down, restart_controller");
+        }
+        if let Some(kind) = kinds.into_iter().next() {
+            faults.push(Fault { at, kind });
+        }
+    }
+    faults.sort_by_key(|f| f.at);
+    let expect = raw
+        .expect
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| expect::build(c, &format!("expect[{i}]"), e, &phases))
+        .collect();
+    Scenario {
+        source: c.file.to_string(),
+        name: raw.name,
+        description: raw.description,
+        replicas,
+        client_timeout,
+        phases,
+        faults,
+        expect,
+    }
+}
+
+/// Parses a fraction or percentage (`0.01`, `1%`).
+fn ratio(c: &mut Checker, path: &str, q: &crate::policy::file::Quantity) -> Option<f64> {
+    use crate::policy::file::Quantity;
+    let v = match q {
+        Quantity::Number(n) => *n,
+        Quantity::Text(t) => match units::parse_in(Unit::Ratio, t) {
+            Ok(v) => v,
+            Err(e) => {
+                c.error(path, e);
+                return None;
+            }
+        },
+    };
+    if !(0.0..=1.0).contains(&v) {
+        c.error(
+            path,
+            format!("{v} is out of range; allowed: a fraction from 0 to 1, or a percentage"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+fn tier(c: &mut Checker, path: &str, name: &str) -> Option<Tier> {
+    let t = Tier::from_name(name);
+    if t.is_none() {
+        c.error(
+            path,
+            format!("unknown tier `{name}`; allowed: green, yellow, red, emergency"),
+        );
+    }
+    t
+}
