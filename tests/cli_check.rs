@@ -1,0 +1,300 @@
+//! `andon check` and `andon rules` as a user runs them: exit codes, messages with
+//! file:line:col, and rules that promtool accepts.
+
+use std::process::Command;
+
+fn andon(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("andon runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("andon-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const SHIPPED: &str = include_str!("../policies/erlmcp-tps.yaml");
+
+/// The shipped policy with one edit.
+fn edited(from: &str, to: &str) -> String {
+    assert!(SHIPPED.contains(from), "the shipped policy has `{from}`");
+    SHIPPED.replacen(from, to, 1)
+}
+
+#[test]
+fn shipped_policy_is_valid_with_one_summary_line() {
+    let (code, out, err) = andon(&["check", "policies/erlmcp-tps.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("erlmcp [8..20]"), "{out}");
+}
+
+/// Each bad edit must give exit 2 and a message naming file:line:col, the field, and
+/// words from what is allowed.
+#[test]
+fn invalid_policies_are_reported_with_position_field_and_allowed_values() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (from, to, field, words in the message)
+        (
+            "    max_replicas: 20",
+            "    max_replicas: 20\n    colour: blue",
+            "",
+            "unknown field `colour`",
+        ),
+        (
+            "    min_replicas: 8",
+            "    min_replicas: eight",
+            "services[0].min_replicas",
+            "whole number",
+        ),
+        (
+            "    min_replicas: 8",
+            "    min_replicas: -1",
+            "services[0].min_replicas",
+            "≥ 0",
+        ),
+        (
+            "    min_replicas: 8",
+            "    min_replicas: 30",
+            "services[0].min_replicas",
+            "min_replicas ≤ max_replicas",
+        ),
+        (
+            "      p95_latency: 250ms",
+            "      p95_latency: 100ms",
+            "tiers.red.enter.p95_latency",
+            "yellow < red < emergency",
+        ),
+        (
+            "    connections: 40",
+            "    connections: 0",
+            "capacity.per_replica.connections",
+            "not positive",
+        ),
+        (
+            "    for: 30s",
+            "    for: thirty seconds",
+            "tiers.yellow.for",
+            "30s",
+        ),
+        (
+            "    query: sum by (service) (erlmcp_connections_total{service=\"$service\"})",
+            "    query: \"\"",
+            "signals.connections.query",
+            "empty",
+        ),
+        (
+            "      cpu: 0.8\n",
+            "      cpu: -0.8\n",
+            "tiers.emergency.enter.cpu",
+            "≥ 0",
+        ),
+        (
+            "    unit: seconds",
+            "    unit: furlongs",
+            "signals.p95_latency.unit",
+            "allowed: seconds, milliseconds",
+        ),
+        (
+            "  target_utilization: 0.8",
+            "  target_utilization: 0",
+            "capacity.target_utilization",
+            "greater than 0",
+        ),
+        (
+            "      floor: max",
+            "      floor: lots",
+            "tiers.emergency.action.floor",
+            "1.5x",
+        ),
+    ];
+    for (i, (from, to, field, words)) in cases.iter().enumerate() {
+        let path = temp_file(&format!("bad{i}.yaml"), &edited(from, to));
+        let (code, out, err) = andon(&["check", &path]);
+        assert_eq!(code, 2, "case {i} ({to}) must fail: {out}{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(words))
+            .unwrap_or_else(|| panic!("case {i}: no `{words}` in:\n{err}"));
+        let prefix = format!("{path}:");
+        assert!(
+            line.starts_with(&prefix),
+            "case {i}: no file:line:col in `{line}`"
+        );
+        let pos: Vec<&str> = line[prefix.len()..].splitn(3, ':').collect();
+        assert!(
+            pos[0].parse::<usize>().is_ok() && pos[1].parse::<usize>().is_ok(),
+            "case {i}: `{line}`"
+        );
+        assert!(
+            line.contains(field),
+            "case {i}: field `{field}` not in `{line}`"
+        );
+    }
+}
+
+#[test]
+fn the_error_points_at_the_right_line() {
+    let text = edited("      p95_latency: 500ms", "      p95_latency: 200ms");
+    let expected_line = text
+        .lines()
+        .position(|l| l == "      p95_latency: 200ms")
+        .unwrap()
+        + 1;
+    let path = temp_file("line.yaml", &text);
+    let (code, _, err) = andon(&["check", &path]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{path}:{expected_line}:7: tiers.emergency.enter.p95_latency"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_files_each_get_their_line() {
+    let bad = temp_file("several.yaml", "services: []\n");
+    let (code, out, err) = andon(&[
+        "check",
+        "policies/erlmcp-tps.yaml",
+        &bad,
+        "policies/erlmcp-tps.yaml",
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains(&bad), "{err}");
+}
+
+#[test]
+fn missing_file_and_bad_usage_exit_2() {
+    let (code, _, err) = andon(&["check", "/nonexistent/policy.yaml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/nonexistent/policy.yaml:1:1: cannot read"),
+        "{err}"
+    );
+    let (code, _, _) = andon(&["simulate"]);
+    assert_eq!(code, 2, "clap usage errors exit 2");
+    let (code, _, err) = andon(&["simulate", "chaos/baseline.yaml", "--interval", "0s"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn rules_have_one_alert_per_service_and_tier_with_the_policy_thresholds() {
+    let (code, out, err) = andon(&["rules", "policies/erlmcp-tps.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    for (alert, sev, for_, threshold) in [
+        ("AndonYellow", "yellow", "30s", "> 0.15)"),
+        ("AndonRed", "red", "15s", "> 0.25)"),
+        ("AndonEmergency", "emergency", "10s", "> 0.5)"),
+    ] {
+        let start = out
+            .find(&format!("- alert: {alert}"))
+            .unwrap_or_else(|| panic!("{alert} missing"));
+        let block = &out[start..];
+        let block = &block[..block[1..].find("- alert:").map_or(block.len(), |i| i + 1)];
+        assert!(block.contains(&format!("severity: {sev}")), "{block}");
+        assert!(block.contains(&format!("for: {for_}")), "{block}");
+        assert!(
+            block.contains(threshold),
+            "{alert} lacks the p95 threshold {threshold}"
+        );
+        assert!(
+            block.contains("service=\"erlmcp\""),
+            "the placeholder is filled in"
+        );
+    }
+    assert_eq!(out.matches("- alert:").count(), 3);
+}
+
+#[test]
+fn promtool_accepts_the_rules() {
+    // promtool comes with Debian's `prometheus` package; .ci/run installs it.
+    let (code, out, _) = andon(&["rules", "policies/erlmcp-tps.yaml"]);
+    assert_eq!(code, 0);
+    let path = temp_file("rules.yml", &out);
+    let check = Command::new("promtool")
+        .args(["check", "rules", &path])
+        .output()
+        .expect("promtool is installed (apt-get install prometheus)");
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success(),
+        "promtool rejected the rules:\n{said}"
+    );
+    assert!(said.contains("SUCCESS: 3 rules found"), "{said}");
+}
+
+#[test]
+fn promtool_unit_test_fires_the_alert_with_the_policy_for() {
+    // The generated rule fires after `for` (30 s for yellow) and not before, and stays
+    // firing through the hysteresis band: the same timing as the core's tier tracking.
+    let (_, rules, _) = andon(&["rules", "policies/erlmcp-tps.yaml"]);
+    let rules_path = temp_file("unit-rules.yml", &rules);
+    // promtool compares annotations too: take the yellow alert's own.
+    let annotation = |key: &str| {
+        rules
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{key}: "))
+                    .map(str::to_string)
+            })
+            .expect("annotation present")
+    };
+    let exp = format!(
+        "exp_labels: {{severity: yellow, tier: yellow, service: erlmcp}}\n            exp_annotations: {{summary: {}, description: {}}}",
+        annotation("summary"),
+        annotation("description")
+    );
+    // 100 req per 10 s, all between 0.1 and 0.2 s for 2 minutes (p95 195 ms, above the
+    // 150 ms entry), then all below 0.1 s (p95 95 ms: under the entry, above the 80 ms
+    // exit level). Rates need two samples, so the condition first holds at 10 s.
+    let test = format!(
+        r#"rule_files: ["{rules_path}"]
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="0.1"}}'
+        values: '0x12 100+100x40'
+      - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="0.2"}}'
+        values: '0+100x52'
+      - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="+Inf"}}'
+        values: '0+100x52'
+    alert_rule_test:
+      - eval_time: 30s
+        alertname: AndonYellow
+        exp_alerts: []
+      - eval_time: 40s
+        alertname: AndonYellow
+        exp_alerts:
+          - {exp}
+      - eval_time: 300s
+        alertname: AndonYellow
+        exp_alerts:
+          - {exp}
+"#
+    );
+    let test_path = temp_file("unit-test.yml", &test);
+    let run = Command::new("promtool")
+        .args(["test", "rules", &test_path])
+        .output()
+        .expect("promtool");
+    let said =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+}

@@ -1,0 +1,246 @@
+//! The simulator's promises: calibration to the seed, the README's headline, the JSON
+//! shape, exit codes and the report directory.
+
+use andon::policy::{self, Tier};
+use andon::scenario;
+use andon::simulate::{self, Options, SimResult};
+use std::process::Command;
+
+fn sim(path: &str, controlled: bool) -> SimResult {
+    let p = policy::load("policies/erlmcp-tps.yaml").expect("shipped policy");
+    let sc = scenario::load(path).expect("shipped scenario");
+    let opts = Options {
+        controlled,
+        ..Options::default()
+    };
+    simulate::run(&sc, &p, &p.services[0], opts)
+}
+
+#[test]
+fn calibration_within_25_percent_of_the_seed() {
+    let p = policy::load("policies/erlmcp-tps.yaml").unwrap();
+    let points = andon::calibrate::run(&p).unwrap();
+    assert_eq!(
+        points.len(),
+        6,
+        "five points, bombing counts p95 and errors"
+    );
+    for c in &points {
+        assert!(c.model.is_finite(), "{}: no figure", c.name);
+        assert!(
+            c.deviation.abs() <= 0.25,
+            "{}: seed {} model {:.1} ({:+.0}%)",
+            c.name,
+            c.seed,
+            c.model,
+            c.deviation * 100.0
+        );
+    }
+}
+
+#[test]
+fn headline_flood_controlled_stays_yellow_or_better_with_p95_under_150ms() {
+    let r = sim("chaos/connection-flood.yaml", true);
+    let sc = scenario::load("chaos/connection-flood.yaml").unwrap();
+    let (peak_start, peak_end) = sc.phase_bounds(sc.phase_index("peak").unwrap());
+    let from = peak_start.as_secs_f64() + 60.0;
+    let peak: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|p| p.t_s >= from && p.t_s < peak_end.as_secs_f64())
+        .collect();
+    assert!(peak.len() > 100);
+    for p in &peak {
+        assert!(p.tier <= Tier::Yellow, "t={} tier {}", p.t_s, p.tier);
+        assert!(p.p95_ms < 150.0, "t={} p95 {:.0} ms", p.t_s, p.p95_ms);
+    }
+    assert!(r.summary.max_replicas > 8, "it scaled");
+    assert_eq!(
+        r.verdict,
+        andon::scenario::Verdict::Pass,
+        "{:?}",
+        r.expectations
+    );
+}
+
+#[test]
+fn headline_flood_uncontrolled_enters_red_or_emergency() {
+    let r = sim("chaos/connection-flood.yaml", false);
+    assert!(
+        r.summary.max_tier >= Tier::Red,
+        "max tier {}",
+        r.summary.max_tier
+    );
+    assert_eq!(
+        r.summary.max_replicas, 8,
+        "no control: replicas never change"
+    );
+    assert!(r.summary.peak_p95_ms > 250.0);
+    assert_eq!(r.verdict, andon::scenario::Verdict::Deviated);
+}
+
+#[test]
+fn headline_bombing_sheds_fast_instead_of_timing_out() {
+    let r = sim("chaos/message-bombing.yaml", true);
+    let p = policy::load("policies/erlmcp-tps.yaml").unwrap();
+    assert_eq!(
+        r.summary.max_replicas, p.services[0].max_replicas,
+        "replicas reach max"
+    );
+    let late: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|x| x.phase == "bombing" && x.t_s >= 120.0)
+        .collect();
+    for x in &late {
+        assert!(
+            x.p95_ms < 250.0,
+            "t={} admitted p95 {:.0} ms",
+            x.t_s,
+            x.p95_ms
+        );
+        assert!(x.shed_rate > 0.05, "t={} sheds {:.3}", x.t_s, x.shed_rate);
+        assert!(
+            x.timeout_rate < x.shed_rate / 100.0,
+            "failures are sheds, not timeouts at t={}",
+            x.t_s
+        );
+    }
+    assert_eq!(
+        r.verdict,
+        andon::scenario::Verdict::Pass,
+        "{:?}",
+        r.expectations
+    );
+    // Without control the same bomb times out.
+    let u = sim("chaos/message-bombing.yaml", false);
+    assert!(u.summary.peak_p95_ms > 2000.0);
+    assert!(u.timeline.iter().any(|x| x.timeout_rate > 0.05));
+    assert_eq!(u.summary.shed_requests, 0.0);
+}
+
+#[test]
+fn baseline_stays_green_and_does_not_scale() {
+    let r = sim("chaos/baseline.yaml", true);
+    assert_eq!(r.summary.max_tier, Tier::Green);
+    assert_eq!(r.summary.scale_actions, 0);
+    assert_eq!(r.verdict, andon::scenario::Verdict::Pass);
+}
+
+#[test]
+fn prometheus_outage_stops_the_line_without_scaling_down() {
+    // The flood's peak with Prometheus down for 2 minutes at its start.
+    let mut text = std::fs::read_to_string("chaos/connection-flood.yaml").unwrap();
+    text = text.replacen(
+        "expect:",
+        "faults:\n  - at: 300s\n    prometheus_down: 2m\nexpect:",
+        1,
+    );
+    let sc = scenario::from_str("flood-outage.yaml", &text).unwrap();
+    let p = policy::load("policies/erlmcp-tps.yaml").unwrap();
+    let r = simulate::run(&sc, &p, &p.services[0], Options::default());
+    let during: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|x| x.t_s >= 300.0 && x.t_s < 420.0)
+        .collect();
+    let at_start = during[0].replicas;
+    assert!(
+        during.iter().all(|x| x.replicas >= at_start),
+        "no scale-down while blind"
+    );
+    assert!(during.iter().any(|x| x.stopped), "the line stopped");
+    assert!(
+        r.timeline
+            .iter()
+            .filter(|x| x.t_s >= 440.0)
+            .all(|x| !x.stopped),
+        "and resumed"
+    );
+    assert!(r.events.iter().any(|e| e.text.contains("line stopped")));
+}
+
+fn andon(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn json_has_the_documented_shape_and_exit_codes_follow_the_verdict() {
+    let (code, out) = andon(&["simulate", "chaos/connection-flood.yaml", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    for k in [
+        "scenario",
+        "policy",
+        "controlled",
+        "verdict",
+        "summary",
+        "expectations",
+        "timeline",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    for k in [
+        "max_tier",
+        "peak_p95_ms",
+        "peak_error_rate",
+        "max_replicas",
+        "scale_actions",
+        "shed_requests",
+    ] {
+        assert!(v["summary"].get(k).is_some(), "summary lacks {k}");
+    }
+    let e = &v["expectations"][0];
+    assert!(e["text"].is_string() && e["held"].is_boolean() && e["observed"].is_string());
+    let t = &v["timeline"][0];
+    for k in [
+        "t_s",
+        "tier",
+        "replicas",
+        "ready",
+        "connections",
+        "offered_rps",
+        "p95_ms",
+        "error_rate",
+        "shed_rate",
+    ] {
+        assert!(t.get(k).is_some(), "timeline lacks {k}");
+    }
+    assert_eq!(v["verdict"], "pass");
+    let (code, out) = andon(&[
+        "simulate",
+        "chaos/connection-flood.yaml",
+        "--json",
+        "--no-control",
+    ]);
+    assert_eq!(code, 1, "deviated exits 1");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["verdict"],
+        "deviated"
+    );
+}
+
+#[test]
+fn report_dir_has_json_and_an_svg_chart() {
+    let dir = std::env::temp_dir().join(format!("andon-report-{}", std::process::id()));
+    let (code, _) = andon(&[
+        "simulate",
+        "chaos/message-bombing.yaml",
+        "--report",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let svg = std::fs::read_to_string(dir.join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p95 ms") && svg.contains("replicas"));
+    assert!(svg.contains("bombing"), "phases are labelled");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["scenario"], "message-bombing");
+}
