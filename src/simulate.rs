@@ -204,6 +204,7 @@ pub fn run_with(
     let ticks = (scenario.duration().as_secs_f64() / dt).round() as u64;
     let interval_ticks = ((opts.interval.as_secs_f64() / dt).round() as u64).max(1);
     let mut cluster = Cluster::new(params, scenario.replicas);
+    cluster.detail = opts.record;
     let mut view = PromView::new((opts.rate_window.as_secs_f64() / dt).round() as usize);
     let mut state = CoreState::default();
     let mut timeline = Vec::new();

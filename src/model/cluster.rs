@@ -84,6 +84,64 @@ pub struct Cluster {
     unplaced: u32,
     now_s: f64,
     scratch: Vec<Component>,
+    memo: Vec<(u32, Served)>,
+    last_mixture: (Vec<Component>, f64),
+    /// Compute figures only reports need (p99). Off for bulk runs.
+    pub detail: bool,
+}
+
+/// What one ready task did in one tick.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    admitted: f64,
+    errors: f64,
+    timeouts: f64,
+    median_s: f64,
+    queued: f64,
+    cpu: f64,
+    memory: f64,
+    backlog_s: f64,
+}
+
+/// One ready task with `conns` connections serving for `dt` seconds.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    p: &ReplicaParams,
+    conns: u32,
+    backlog_s: f64,
+    admitted_c: f64,
+    shed_admit: Option<f64>,
+    mailbox: f64,
+    dt: f64,
+    timeout_s: f64,
+) -> Served {
+    let mut admitted = conns as f64 * admitted_c;
+    if let Some(a) = shed_admit {
+        admitted = admitted.min(a * p.capacity_rps);
+    }
+    // Backlog beyond capacity, dropped past max_backlog_s.
+    let rho = admitted / p.capacity_rps;
+    let mut backlog_s = (backlog_s + (rho - 1.0) * dt).max(0.0);
+    let mut dropped = 0.0;
+    if backlog_s > p.max_backlog_s {
+        dropped = (backlog_s - p.max_backlog_s) * p.capacity_rps / dt;
+        backlog_s = p.max_backlog_s;
+    }
+    let median_s = p.cpu_median_s(rho) + mailbox + backlog_s;
+    let served = (admitted - dropped).max(0.0);
+    let timeouts = served * p.share_above(median_s, timeout_s);
+    let internal = served * p.error_share(rho.min(1.0));
+    let queued = conns as f64 * admitted_c * mailbox + backlog_s * p.capacity_rps;
+    Served {
+        admitted,
+        errors: dropped + timeouts + internal,
+        timeouts,
+        median_s,
+        queued,
+        cpu: p.cpu(admitted, mailbox),
+        memory: p.memory(conns as f64, queued),
+        backlog_s,
+    }
 }
 
 impl Cluster {
@@ -103,6 +161,9 @@ impl Cluster {
             unplaced: 0,
             now_s: 0.0,
             scratch: Vec::new(),
+            memo: Vec::new(),
+            last_mixture: (Vec::new(), 0.0),
+            detail: true,
         }
     }
 
@@ -250,6 +311,7 @@ impl Cluster {
         m.offered_rps = self.unplaced as f64 * offered_c;
         m.error_rps = m.offered_rps;
         self.scratch.clear();
+        self.memo.clear();
         let (mut cpu_sum, mut mem_sum) = (0.0, 0.0);
         for t in &mut self.tasks {
             let offered = t.conns as f64 * offered_c;
@@ -268,35 +330,50 @@ impl Cluster {
                 }
                 TaskState::Ready => {
                     m.ready += 1;
-                    let mut admitted = t.conns as f64 * admitted_c;
-                    if let Some(a) = self.shed_admit {
-                        admitted = admitted.min(a * p.capacity_rps);
+                    // Tasks with the same connections and no backlog serve alike: compute
+                    // each such case once per tick (most ticks have two or three).
+                    let cached = (t.backlog_s == 0.0)
+                        .then(|| {
+                            self.memo
+                                .iter()
+                                .find(|(c, _)| *c == t.conns)
+                                .map(|(_, s)| *s)
+                        })
+                        .flatten();
+                    let s = match cached {
+                        Some(s) => s,
+                        None => {
+                            let s = serve(
+                                &p,
+                                t.conns,
+                                t.backlog_s,
+                                admitted_c,
+                                self.shed_admit,
+                                mailbox,
+                                dt,
+                                load.timeout_s,
+                            );
+                            if t.backlog_s == 0.0 {
+                                self.memo.push((t.conns, s));
+                            }
+                            s
+                        }
+                    };
+                    t.backlog_s = s.backlog_s;
+                    m.shed_rps += offered - s.admitted;
+                    m.admitted_rps += s.admitted;
+                    m.error_rps += s.errors;
+                    m.timeout_rps += s.timeouts;
+                    m.queue_depth += s.queued;
+                    cpu_sum += s.cpu;
+                    mem_sum += s.memory;
+                    match self.scratch.iter_mut().find(|c| c.median_s == s.median_s) {
+                        Some(c) => c.weight += s.admitted,
+                        None => self.scratch.push(Component {
+                            weight: s.admitted,
+                            median_s: s.median_s,
+                        }),
                     }
-                    m.shed_rps += offered - admitted;
-                    m.admitted_rps += admitted;
-                    // Backlog beyond capacity, dropped past max_backlog_s.
-                    let rho = admitted / p.capacity_rps;
-                    t.backlog_s = (t.backlog_s + (rho - 1.0) * dt).max(0.0);
-                    let mut dropped = 0.0;
-                    if t.backlog_s > p.max_backlog_s {
-                        dropped = (t.backlog_s - p.max_backlog_s) * p.capacity_rps / dt;
-                        t.backlog_s = p.max_backlog_s;
-                    }
-                    let median = p.cpu_median_s(rho) + mailbox + t.backlog_s;
-                    let served = (admitted - dropped).max(0.0);
-                    let timeouts = served * p.share_above(median, load.timeout_s);
-                    let internal = served * p.error_share(rho.min(1.0));
-                    m.error_rps += dropped + timeouts + internal;
-                    m.timeout_rps += timeouts;
-                    self.scratch.push(Component {
-                        weight: admitted,
-                        median_s: median,
-                    });
-                    let queued =
-                        t.conns as f64 * admitted_c * mailbox + t.backlog_s * p.capacity_rps;
-                    m.queue_depth += queued;
-                    cpu_sum += p.cpu(admitted, mailbox);
-                    mem_sum += p.memory(t.conns as f64, queued);
                 }
             }
         }
@@ -304,8 +381,15 @@ impl Cluster {
             m.cpu = cpu_sum / m.ready as f64;
             m.memory_bytes = mem_sum / m.ready as f64;
         }
-        m.p95_s = mixture_quantile(&self.scratch, p.sigma, 0.95);
-        m.p99_s = mixture_quantile(&self.scratch, p.sigma, 0.99);
+        // The same mixture as last tick (steady load) has the same quantile.
+        if self.scratch != self.last_mixture.0 {
+            self.last_mixture.1 = mixture_quantile(&self.scratch, p.sigma, 0.95);
+            self.last_mixture.0.clone_from(&self.scratch);
+        }
+        m.p95_s = self.last_mixture.1;
+        if self.detail {
+            m.p99_s = mixture_quantile(&self.scratch, p.sigma, 0.99);
+        }
         m
     }
 }

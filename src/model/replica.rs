@@ -162,29 +162,26 @@ pub struct Component {
 /// log space between the components' own quantiles; one component is closed-form.
 pub fn mixture_quantile(components: &[Component], sigma: f64, q: f64) -> f64 {
     let z = if q >= 0.99 { Z99 } else { Z95 };
-    let live: Vec<&Component> = components
-        .iter()
-        .filter(|c| c.weight > 0.0 && c.median_s > 0.0)
-        .collect();
-    let total: f64 = live.iter().map(|c| c.weight).sum();
-    if live.is_empty() || total <= 0.0 {
+    let live = || {
+        components
+            .iter()
+            .filter(|c| c.weight > 0.0 && c.median_s > 0.0)
+    };
+    let total: f64 = live().map(|c| c.weight).sum();
+    if total <= 0.0 {
         return 0.0;
     }
     let factor = (z * sigma).exp();
-    let lo = live
-        .iter()
-        .map(|c| c.median_s)
-        .fold(f64::INFINITY, f64::min);
-    let hi = live.iter().map(|c| c.median_s).fold(0.0, f64::max);
+    let lo = live().map(|c| c.median_s).fold(f64::INFINITY, f64::min);
+    let hi = live().map(|c| c.median_s).fold(0.0, f64::max);
     if hi <= lo * 1.001 {
-        return live[0].median_s * factor;
+        return lo * factor;
     }
     let (mut a, mut b) = ((lo * factor).ln(), (hi * factor).ln());
     let target = total * (1.0 - q);
     for _ in 0..40 {
         let mid = 0.5 * (a + b);
-        let above: f64 = live
-            .iter()
+        let above: f64 = live()
             .map(|c| {
                 c.weight * 0.5 * erfc((mid - c.median_s.ln()) / (sigma * std::f64::consts::SQRT_2))
             })
