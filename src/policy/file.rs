@@ -100,12 +100,31 @@ pub struct ActionFile {
     pub shed: Option<ShedFile>,
 }
 
-/// `none`, or `{admit: FRACTION}`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `none` (or `keep`), or `{admit: FRACTION}`.
+#[derive(Debug)]
 pub enum ShedFile {
     Word(String),
     Admit(AdmitFile),
+}
+
+impl<'de> Deserialize<'de> for ShedFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ShedFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or `{admit: FRACTION}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShedFile, E> {
+                Ok(ShedFile::Word(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ShedFile, A::Error> {
+                AdmitFile::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ShedFile::Admit)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,7 +59,8 @@ impl std::error::Error for FileErrors {}
 #[derive(Debug, Default, Clone)]
 pub struct PositionIndex {
     positions: HashMap<String, Pos>,
-    /// The path of the value that starts at a position, to name the field of a type error.
+    /// The path of the key or value that starts at a position, to name the field of an
+    /// error the parser reports by position only.
     values: HashMap<(usize, usize), String>,
 }
 
@@ -98,6 +99,7 @@ impl PositionIndex {
                     if let Some(Frame::Map { path, key }) = stack.last_mut() {
                         if key.is_none() {
                             let p = join(path, &value);
+                            values.insert((pos.line, pos.col), p.clone());
                             positions.entry(p).or_insert(pos);
                             *key = Some(value.into_owned());
                             continue;
@@ -110,6 +112,7 @@ impl PositionIndex {
                 }
                 Event::MappingStart(..) => {
                     let path = child_path(&mut stack).unwrap_or_default();
+                    values.insert((pos.line, pos.col), path.clone());
                     positions.entry(path.clone()).or_insert(pos);
                     stack.push(Frame::Map { path, key: None });
                 }
@@ -130,7 +133,7 @@ impl PositionIndex {
         PositionIndex { positions, values }
     }
 
-    /// The path of the scalar value that starts at `pos`, if any.
+    /// The path of the key or value that starts at `pos`, if any.
     pub fn path_at(&self, pos: Pos) -> Option<&str> {
         self.values.get(&(pos.line, pos.col)).map(String::as_str)
     }

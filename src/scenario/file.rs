@@ -1,6 +1,7 @@
 //! The scenario file as written (serde types mirroring the YAML).
 
 use crate::policy::file::Quantity;
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -38,11 +39,35 @@ pub struct PhaseFile {
 }
 
 /// A constant count, or a ramp.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum ConnectionsFile {
     Constant(i64),
     Ramp(RampFile),
+}
+
+impl<'de> Deserialize<'de> for ConnectionsFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConnectionsFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a number of connections, or a ramp {from, to} or {from, to, step, every}",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConnectionsFile, E> {
+                Ok(ConnectionsFile::Constant(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConnectionsFile, E> {
+                Ok(ConnectionsFile::Constant(v.min(i64::MAX as u64) as i64))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ConnectionsFile, A::Error> {
+                RampFile::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ConnectionsFile::Ramp)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
