@@ -6,7 +6,9 @@
 pub mod calibrate;
 pub mod core;
 pub mod model;
+pub mod observe;
 pub mod policy;
 pub mod report;
 pub mod scenario;
 pub mod simulate;
+pub mod swarm;

@@ -7,6 +7,7 @@
 //! core still runs, so the timeline shows which tier the service would be in.
 
 use crate::core::{self, CoreState, Decision, Observations, Reading, Replicas};
+use crate::model::replica::{mixture_quantile, Component};
 use crate::model::{Cluster, Load, ReplicaParams, TickMetrics};
 use crate::policy::{Policy, ServiceSpec, SignalKind, Tier};
 use crate::scenario::expect::{Outcome, Point};
@@ -105,18 +106,20 @@ struct PromView {
     sum_offered: f64,
     sum_failed: f64,
     sum_admitted: f64,
-    sum_p95_weighted: f64,
+    sigma: f64,
+    p95_factor: f64,
 }
 
 impl PromView {
-    fn new(len: usize) -> Self {
+    fn new(len: usize, params: &ReplicaParams) -> Self {
         PromView {
             window: VecDeque::with_capacity(len + 1),
             len: len.max(1),
             sum_offered: 0.0,
             sum_failed: 0.0,
             sum_admitted: 0.0,
-            sum_p95_weighted: 0.0,
+            sigma: params.sigma,
+            p95_factor: params.p95_factor(),
         }
     }
 
@@ -124,7 +127,6 @@ impl PromView {
         self.sum_offered += sign * m.offered_rps;
         self.sum_failed += sign * (m.error_rps + m.shed_rps);
         self.sum_admitted += sign * m.admitted_rps;
-        self.sum_p95_weighted += sign * m.p95_s * m.admitted_rps;
     }
 
     fn push(&mut self, m: TickMetrics) {
@@ -150,9 +152,20 @@ impl PromView {
                     }
                 }
                 // histogram_quantile over all-zero rates is NaN, as in Prometheus.
+                // histogram_quantile over rate(...[1m]) is the p95 of the pooled window,
+                // not an average of p95s: pool each tick's latency (as one log-normal
+                // with that tick's p95) weighted by its requests.
                 SignalKind::P95Latency => {
                     if self.sum_admitted > 1e-9 {
-                        self.sum_p95_weighted / self.sum_admitted
+                        let components: Vec<Component> = self
+                            .window
+                            .iter()
+                            .map(|m| Component {
+                                weight: m.admitted_rps,
+                                median_s: m.p95_s / self.p95_factor,
+                            })
+                            .collect();
+                        mixture_quantile(&components, self.sigma, 0.95)
                     } else {
                         f64::NAN
                     }
@@ -205,7 +218,10 @@ pub fn run_with(
     let interval_ticks = ((opts.interval.as_secs_f64() / dt).round() as u64).max(1);
     let mut cluster = Cluster::new(params, scenario.replicas);
     cluster.detail = opts.record;
-    let mut view = PromView::new((opts.rate_window.as_secs_f64() / dt).round() as usize);
+    let mut view = PromView::new(
+        (opts.rate_window.as_secs_f64() / dt).round() as usize,
+        &params,
+    );
     let mut state = CoreState::default();
     let mut timeline = Vec::new();
     let mut events = Vec::new();

@@ -239,7 +239,7 @@ fn promtool_accepts_the_rules() {
 }
 
 #[test]
-fn promtool_unit_test_fires_the_alert_with_the_policy_for() {
+fn promtool_unit_test_fires_with_for_holds_with_hysteresis_and_cools_down() {
     // The generated rule fires after `for` (30 s for yellow) and not before, and stays
     // firing through the hysteresis band: the same timing as the core's tier tracking.
     let (_, rules, _) = andon(&["rules", "policies/erlmcp-tps.yaml"]);
@@ -261,20 +261,24 @@ fn promtool_unit_test_fires_the_alert_with_the_policy_for() {
         annotation("description")
     );
     // 100 req per 10 s, all between 0.1 and 0.2 s for 2 minutes (p95 195 ms, above the
-    // 150 ms entry), then all below 0.1 s (p95 95 ms: under the entry, above the 80 ms
-    // exit level). Rates need two samples, so the condition first holds at 10 s.
+    // 150 ms entry), then between 0.05 and 0.1 s until 300 s (p95 97.5 ms: under the
+    // entry, above the 80 ms exit level: hysteresis holds the alert), then under 0.05 s
+    // (p95 47.5 ms, calm from ~360 s): the 2-minute cool-down (keep_firing_for) holds it
+    // until ~480 s. Rates need two samples, so the condition first holds at 10 s.
     let test = format!(
         r#"rule_files: ["{rules_path}"]
 evaluation_interval: 10s
 tests:
   - interval: 10s
     input_series:
+      - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="0.05"}}'
+        values: '0x30 0+100x40'
       - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="0.1"}}'
-        values: '0x12 100+100x40'
+        values: '0x12 100+100x58'
       - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="0.2"}}'
-        values: '0+100x52'
+        values: '0+100x70'
       - series: 'erlmcp_request_duration_seconds_bucket{{service="erlmcp", le="+Inf"}}'
-        values: '0+100x52'
+        values: '0+100x70'
     alert_rule_test:
       - eval_time: 30s
         alertname: AndonYellow
@@ -287,6 +291,13 @@ tests:
         alertname: AndonYellow
         exp_alerts:
           - {exp}
+      - eval_time: 450s
+        alertname: AndonYellow
+        exp_alerts:
+          - {exp}
+      - eval_time: 520s
+        alertname: AndonYellow
+        exp_alerts: []
 "#
     );
     let test_path = temp_file("unit-test.yml", &test);
@@ -297,4 +308,14 @@ tests:
     let said =
         String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{said}");
+}
+
+#[test]
+fn shipped_alert_rules_are_generated_from_the_shipped_policy() {
+    let (code, out, _) = andon(&["rules", "policies/erlmcp-tps.yaml"]);
+    assert_eq!(code, 0);
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/alerts.yml"))
+            .unwrap();
+    assert_eq!(shipped, out, "manifests/alerts.yml is stale: andon rules policies/erlmcp-tps.yaml > manifests/alerts.yml");
 }

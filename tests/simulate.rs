@@ -129,11 +129,12 @@ fn baseline_stays_green_and_does_not_scale() {
 
 #[test]
 fn prometheus_outage_stops_the_line_without_scaling_down() {
-    // The flood's peak with Prometheus down for 2 minutes at its start.
+    // Prometheus down for 2 minutes in the recovery, just as the scale-down window
+    // clears (t = 900 s): blind, andon must not scale down; once it sees again, it must.
     let mut text = std::fs::read_to_string("chaos/connection-flood.yaml").unwrap();
     text = text.replacen(
         "expect:",
-        "faults:\n  - at: 300s\n    prometheus_down: 2m\nexpect:",
+        "faults:\n  - at: 880s\n    prometheus_down: 2m\nexpect:",
         1,
     );
     let sc = scenario::from_str("flood-outage.yaml", &text).unwrap();
@@ -142,22 +143,31 @@ fn prometheus_outage_stops_the_line_without_scaling_down() {
     let during: Vec<_> = r
         .timeline
         .iter()
-        .filter(|x| x.t_s >= 300.0 && x.t_s < 420.0)
+        .filter(|x| x.t_s >= 880.0 && x.t_s < 1000.0)
         .collect();
     let at_start = during[0].replicas;
+    assert!(
+        at_start > 11,
+        "the outage starts above what the recovery needs ({at_start})"
+    );
     assert!(
         during.iter().all(|x| x.replicas >= at_start),
         "no scale-down while blind"
     );
     assert!(during.iter().any(|x| x.stopped), "the line stopped");
+    let after: Vec<_> = r.timeline.iter().filter(|x| x.t_s >= 1020.0).collect();
+    assert!(after.iter().all(|x| !x.stopped), "and resumed");
     assert!(
-        r.timeline
-            .iter()
-            .filter(|x| x.t_s >= 440.0)
-            .all(|x| !x.stopped),
-        "and resumed"
+        after.last().unwrap().replicas < at_start,
+        "and scaled down once it could see"
     );
     assert!(r.events.iter().any(|e| e.text.contains("line stopped")));
+    // Without the outage, the same run scales down during that window: the test can fail.
+    let base = sim("chaos/connection-flood.yaml", true);
+    assert!(base
+        .timeline
+        .iter()
+        .any(|x| x.t_s >= 880.0 && x.t_s < 1000.0 && x.replicas < at_start));
 }
 
 fn andon(args: &[&str]) -> (i32, String) {

@@ -69,6 +69,9 @@ pub fn recommend(
     }
 }
 
+/// The largest load ratio reported (demand with no ready replica).
+pub const MAX_LOAD_RATIO: f64 = 1000.0;
+
 /// Demand over the capacity of `ready` replicas at target, max over the good signals.
 /// Panic mode compares this with its threshold.
 pub fn load_ratio(cap: &Capacity, q: &Qualities, ready: u32) -> Option<f64> {
@@ -77,10 +80,12 @@ pub fn load_ratio(cap: &Capacity, q: &Qualities, ready: u32) -> Option<f64> {
         .filter_map(|&(signal, per_replica)| {
             let demand = q[signal.index()]?.value()?;
             let capacity = ready as f64 * per_replica * cap.target_utilization;
+            // No ready capacity with demand waiting is as bad as it gets; keep it finite so
+            // that the state (which keeps panic samples) still serialises.
             Some(if capacity > 0.0 {
-                demand / capacity
+                (demand / capacity).min(MAX_LOAD_RATIO)
             } else if demand > 0.0 {
-                f64::INFINITY
+                MAX_LOAD_RATIO
             } else {
                 0.0
             })
@@ -158,7 +163,7 @@ mod tests {
         assert!((ratio - 2.0).abs() < 1e-9);
         assert_eq!(
             load_ratio(&cap(), &q(Some(1.0), None), 0),
-            Some(f64::INFINITY)
+            Some(MAX_LOAD_RATIO)
         );
     }
 }

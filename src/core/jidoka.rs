@@ -34,8 +34,9 @@ pub fn classify(policy: &Policy, obs: &Observations, now_ms: u64) -> Qualities {
     q
 }
 
-/// Counts source failures: a tick fails when the source errored as a whole or every
-/// signal errored. Returns true while the line is stopped.
+/// Counts source failures: a tick fails when the source errored as a whole or no signal
+/// has a good reading (all missing, stale, NaN or errored). Only good data resumes the
+/// line. Returns true while the line is stopped.
 pub fn track_failures(
     j: &Jidoka,
     state: &mut CoreState,
@@ -43,8 +44,11 @@ pub fn track_failures(
     q: &Qualities,
     reasons: &mut Vec<Reason>,
 ) -> bool {
-    let all_error = q.iter().flatten().all(|x| matches!(x, Quality::Error));
-    let failed = obs.source_error.is_some() || all_error;
+    let any_good = q
+        .iter()
+        .flatten()
+        .any(|x| matches!(x, Quality::Good { .. }));
+    let failed = obs.source_error.is_some() || !any_good;
     if failed {
         state.failures = state.failures.saturating_add(1);
         if state.failures >= j.stop_after_failures {
@@ -56,7 +60,7 @@ pub fn track_failures(
                         Reading::Error { message } => Some(message.clone()),
                         _ => None,
                     })
-                    .unwrap_or_else(|| "every query failed".into())
+                    .unwrap_or_else(|| "no signal has good data".into())
             });
             reasons.push(Reason::Stopped {
                 failures: state.failures,
@@ -98,7 +102,7 @@ pub fn flap_guard_blocks(
     let recent = state
         .reversals_ms
         .iter()
-        .filter(|t| **t + window > now_ms)
+        .filter(|t| t.saturating_add(window) > now_ms)
         .count() as u32;
     (recent >= j.flap_guard.max_reversals).then_some(Reason::FlapGuard {
         reversals: recent,

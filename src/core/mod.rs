@@ -113,8 +113,13 @@ pub fn decide_in_place(
     }
 
     if jidoka::track_failures(&policy.jidoka, state, obs, &q, &mut reasons) {
-        // Stopped: hold everything as it is. The tier is not re-evaluated on no data.
+        // Stopped: hold everything as it is. The tier is not re-evaluated on no data, and
+        // its timers restart: neither `for` nor a cool-down may count time not observed.
         let tier = current_tier(policy, state);
+        for t in &mut state.tiers {
+            t.pending_since_ms = None;
+            t.calm_since_ms = None;
+        }
         let shed_admit = match policy.jidoka.when_stopped {
             StoppedShed::Keep => policy.action(tier).shed_admit,
             StoppedShed::None => None,
@@ -138,10 +143,11 @@ pub fn decide_in_place(
 
     if replicas.updating {
         reasons.push(Reason::RollingUpdate);
-        finish(state, policy, current, current, now_ms, &mut reasons);
+        let desired = current.clamp(min, max);
+        finish(state, policy, current, desired, now_ms, &mut reasons);
         return Decision {
             tier,
-            desired: current,
+            desired,
             shed_admit: action.shed_admit,
             stopped: false,
             panic: false,
@@ -202,9 +208,9 @@ pub fn decide_in_place(
         }
     }
 
-    // Emergency scale-ups pass the flap guard: being safe beats being smooth.
-    let emergency_up = tier == Tier::Emergency && desired > current;
-    if !emergency_up {
+    // Emergency and panic scale-ups pass the flap guard: being safe beats being smooth.
+    let urgent_up = (tier == Tier::Emergency || panicking) && desired > current;
+    if !urgent_up {
         if let Some(r) = jidoka::flap_guard_blocks(&policy.jidoka, state, current, desired, now_ms)
         {
             reasons.push(r);
@@ -280,9 +286,13 @@ fn finish(
         .period
         .max(b.scale_down.max_step.period)
         .as_millis() as u64;
-    state.events.retain(|e| e.at_ms + keep > now_ms);
+    state
+        .events
+        .retain(|e| e.at_ms.saturating_add(keep) > now_ms);
     let flap = policy.jidoka.flap_guard.window.as_millis() as u64;
-    state.reversals_ms.retain(|t| t + flap > now_ms);
+    state
+        .reversals_ms
+        .retain(|t| t.saturating_add(flap) > now_ms);
 }
 
 #[cfg(test)]

@@ -112,7 +112,8 @@ pub fn limit_step(
             limit = limit.max(start.saturating_add(n));
         }
         if let Some(p) = step.percent {
-            limit = limit.max((start as f64 * (1.0 + p / 100.0)).ceil() as u32);
+            // A percentage of zero is zero: from 0, a percent-only policy may still add one.
+            limit = limit.max((start.max(1) as f64 * (1.0 + p / 100.0)).ceil() as u32);
         }
         let limit = limit.max(current);
         if desired > limit {
@@ -158,7 +159,10 @@ fn period_start(
     up: bool,
 ) -> u32 {
     let mut change: i64 = 0;
-    for e in events.iter().filter(|e| e.at_ms + ms(step.period) > now_ms) {
+    for e in events
+        .iter()
+        .filter(|e| e.at_ms.saturating_add(ms(step.period)) > now_ms)
+    {
         let d = e.to as i64 - e.from as i64;
         if up && d > 0 || !up && d < 0 {
             change += d;
@@ -178,7 +182,7 @@ pub fn panic(
     now_ms: u64,
     reasons: &mut Vec<Reason>,
 ) -> Option<PanicState> {
-    if let Some(r) = ratio {
+    if let Some(r) = ratio.filter(|r| r.is_finite()) {
         state.panic_samples.push(Sample {
             at_ms: now_ms,
             value: r,
@@ -186,7 +190,7 @@ pub fn panic(
     }
     state
         .panic_samples
-        .retain(|s| s.at_ms + ms(panic.window) > now_ms || s.at_ms == now_ms);
+        .retain(|s| s.at_ms.saturating_add(ms(panic.window)) > now_ms || s.at_ms == now_ms);
     let n = state.panic_samples.len();
     let avg = (n > 0).then(|| state.panic_samples.iter().map(|s| s.value).sum::<f64>() / n as f64);
     if let Some(avg) = avg.filter(|a| *a >= panic.threshold) {

@@ -29,6 +29,20 @@ fn policy() -> Policy {
     validate::from_str("test.yaml", POLICY).expect("test policy is valid")
 }
 
+/// The test policy with a second demand signal, throughput (100/s per replica).
+fn policy_two_demands() -> Policy {
+    let text = POLICY
+        .replace(
+            "  connections: {query: 'conns{service=\"$service\"}', unit: count}",
+            "  connections: {query: 'conns{service=\"$service\"}', unit: count}\n  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}",
+        )
+        .replace("per_replica: {connections: 10}", "per_replica: {connections: 10, throughput: 100}");
+    let mut p = validate::from_str("two.yaml", &text).expect("valid");
+    p.behavior.panic = None;
+    assert!(p.capacity.per_replica.len() == 2);
+    p
+}
+
 fn policy_without_panic() -> Policy {
     let mut p = policy();
     p.behavior.panic = None;
@@ -51,7 +65,8 @@ impl Run {
             policy,
             state: CoreState::default(),
             replicas,
-            now: 0,
+            // Start well after the epoch, so that "120 s ago" exists.
+            now: 1000 * S,
         }
     }
     fn tick(&mut self, obs: &Observations) -> Decision {
@@ -228,6 +243,219 @@ fn missing_data_never_scales_down() {
         assert_eq!(d.desired, 10, "tick {i}: {}", d.summary());
         assert!(has(&d, "bad_data"));
     }
+}
+
+#[test]
+fn one_missing_demand_signal_blocks_scale_down_even_when_another_says_low() {
+    // The KEDA case proper: connections say 2 replicas, throughput is missing. The
+    // missing vote is unknown, not zero, so no scale-down however long it lasts.
+    let mut r = Run::new(policy_two_demands(), 10);
+    for _ in 0..700 {
+        let obs = Observations {
+            readings: vec![
+                (
+                    P95Latency,
+                    Reading::Value {
+                        value: 0.05,
+                        at_ms: r.now,
+                    },
+                ),
+                (
+                    ErrorRate,
+                    Reading::Value {
+                        value: 0.0,
+                        at_ms: r.now,
+                    },
+                ),
+                (
+                    Connections,
+                    Reading::Value {
+                        value: 20.0,
+                        at_ms: r.now,
+                    },
+                ),
+                (Throughput, Reading::Missing),
+            ],
+            source_error: None,
+        };
+        let d = r.tick(&obs);
+        assert_eq!(d.desired, 10, "{}", d.summary());
+    }
+    // With both good and low, the same policy does scale down.
+    let d = {
+        let mut last = None;
+        for _ in 0..400 {
+            let obs = Observations::values(
+                r.now,
+                &[
+                    (P95Latency, 0.05),
+                    (ErrorRate, 0.0),
+                    (Connections, 20.0),
+                    (Throughput, 150.0),
+                ],
+            );
+            last = Some(r.tick(&obs));
+        }
+        last.unwrap()
+    };
+    assert!(d.desired < 10, "{}", d.summary());
+}
+
+#[test]
+fn freeze_blocks_scale_up_too() {
+    let mut p = policy_two_demands();
+    p.jidoka.on_bad_data = crate::policy::OnBadData::Freeze;
+    let mut r = Run::new(p, 4);
+    let obs = Observations {
+        readings: vec![
+            (
+                P95Latency,
+                Reading::Value {
+                    value: 0.05,
+                    at_ms: r.now,
+                },
+            ),
+            (
+                ErrorRate,
+                Reading::Value {
+                    value: 0.0,
+                    at_ms: r.now,
+                },
+            ),
+            (
+                Connections,
+                Reading::Value {
+                    value: 150.0,
+                    at_ms: r.now,
+                },
+            ),
+            (
+                Throughput,
+                Reading::Value {
+                    value: f64::NEG_INFINITY,
+                    at_ms: r.now,
+                },
+            ),
+        ],
+        source_error: None,
+    };
+    let d = r.tick(&obs);
+    assert_eq!(d.desired, 4, "{}", d.summary());
+    assert!(has(&d, "held_for_bad_data"));
+}
+
+#[test]
+fn no_good_signal_at_all_counts_as_a_failure() {
+    let mut r = Run::new(policy_without_panic(), 10);
+    let empty = Observations {
+        readings: vec![
+            (P95Latency, Reading::Missing),
+            (Connections, Reading::Missing),
+            (ErrorRate, Reading::Missing),
+        ],
+        source_error: None,
+    };
+    r.tick(&empty);
+    r.tick(&empty);
+    let d = r.tick(&empty);
+    assert!(d.stopped, "{}", d.summary());
+    assert!(
+        d.summary().contains("no signal has good data"),
+        "{}",
+        d.summary()
+    );
+    // Missing data does not resume the line; good data does.
+    assert!(r.tick(&empty).stopped);
+    assert!(!r.ticks(1, 0.05, 100.0).stopped);
+}
+
+#[test]
+fn an_outage_does_not_count_toward_for_or_cooldown() {
+    let mut p = policy_without_panic();
+    p.jidoka.stop_after_failures = 1;
+    let mut r = Run::new(p, 10);
+    let down = Observations {
+        readings: vec![],
+        source_error: Some("down".into()),
+    };
+    // One tick above yellow, 60 s of outage, one tick above: not 30 s observed above.
+    r.ticks(1, 0.2, 100.0);
+    for _ in 0..60 {
+        r.tick(&down);
+    }
+    assert_eq!(
+        r.ticks(1, 0.2, 100.0).tier,
+        Tier::Green,
+        "the outage is not time above the threshold"
+    );
+}
+
+#[test]
+fn panic_blocks_scale_down_even_with_a_zero_window() {
+    let mut p = policy();
+    p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
+    p.behavior.scale_down.max_step.replicas = Some(100);
+    let mut r = Run::new(p, 4);
+    assert!(r.ticks(1, 0.05, 200.0).panic);
+    let d = r.ticks(30, 0.05, 10.0);
+    assert!(
+        d.panic && d.desired == 20,
+        "no scale-down in the stable window: {}",
+        d.summary()
+    );
+    let d = r.ticks(40, 0.05, 10.0);
+    assert!(
+        !d.panic && d.desired < 20,
+        "and down after it: {}",
+        d.summary()
+    );
+}
+
+#[test]
+fn emergency_and_panic_scale_ups_pass_the_flap_guard() {
+    let mut p = policy();
+    p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
+    p.behavior.scale_down.max_step.replicas = Some(100);
+    p.behavior.scale_up.max_step.replicas = Some(100);
+    let mut r = Run::new(p, 10);
+    // Use up the two reversals: down, up, down.
+    r.ticks(20, 0.05, 50.0);
+    r.ticks(20, 0.05, 90.0);
+    r.ticks(20, 0.05, 30.0);
+    assert_eq!(r.state.reversals_ms.len(), 2, "{:?}", r.state);
+    let before = r.replicas;
+    // An ordinary scale-up would be a third reversal: held.
+    let d = r.ticks(1, 0.05, before as f64 * 10.0 * 1.5);
+    assert!(has(&d, "flap_guard"), "{}", d.summary());
+    // Panic (load averaged over the 6 s window ≥ 2× ready capacity) passes.
+    let d = r.ticks(6, 0.05, before as f64 * 10.0 * 3.0);
+    assert!(d.panic, "{}", d.summary());
+    assert!(d.desired > before, "{}", d.summary());
+}
+
+#[test]
+fn percent_only_step_limit_can_leave_zero() {
+    let mut p = policy_without_panic();
+    p.services[0].min_replicas = 0;
+    p.behavior.scale_up.max_step.replicas = None;
+    let mut r = Run::new(p, 0);
+    assert!(r.ticks(1, 0.05, 100.0).desired >= 1);
+}
+
+#[test]
+fn state_with_no_ready_replicas_still_serialises() {
+    let p = policy();
+    let mut st = CoreState::default();
+    let obs = Observations::values(0, &[(P95Latency, 0.05), (Connections, 100.0)]);
+    let reps = Replicas {
+        current: 2,
+        ready: 0,
+        updating: false,
+    };
+    decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
+    let json = serde_json::to_string(&st).unwrap();
+    let back: CoreState = serde_json::from_str(&json).expect("round trip");
+    assert_eq!(back, st);
 }
 
 #[test]
@@ -412,6 +640,11 @@ enum Obs {
     Good(f64, f64),
     Missing,
     Nan,
+    NegInf,
+    /// Connections good (and possibly low), throughput missing.
+    HalfMissing(f64),
+    /// A sample from long ago (older than stale_after).
+    Stale(f64),
     Down,
 }
 
@@ -420,6 +653,9 @@ fn obs_strategy() -> impl Strategy<Value = Obs> {
         6 => (0.0f64..1.0, 0.0f64..400.0).prop_map(|(p, c)| Obs::Good(p, c)),
         1 => Just(Obs::Missing),
         1 => Just(Obs::Nan),
+        1 => Just(Obs::NegInf),
+        1 => (0.0f64..400.0).prop_map(Obs::HalfMissing),
+        1 => (0.0f64..400.0).prop_map(Obs::Stale),
         1 => Just(Obs::Down),
     ]
 }
@@ -428,8 +664,82 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
     match o {
         Obs::Good(p, c) => Observations::values(
             now,
-            &[(P95Latency, *p), (ErrorRate, 0.0), (Connections, *c)],
+            &[
+                (P95Latency, *p),
+                (ErrorRate, 0.0),
+                (Connections, *c),
+                (Throughput, *c * 10.0),
+            ],
         ),
+        Obs::HalfMissing(c) => Observations {
+            readings: vec![
+                (
+                    P95Latency,
+                    Reading::Value {
+                        value: 0.05,
+                        at_ms: now,
+                    },
+                ),
+                (
+                    ErrorRate,
+                    Reading::Value {
+                        value: 0.0,
+                        at_ms: now,
+                    },
+                ),
+                (
+                    Connections,
+                    Reading::Value {
+                        value: *c,
+                        at_ms: now,
+                    },
+                ),
+                (Throughput, Reading::Missing),
+            ],
+            source_error: None,
+        },
+        Obs::NegInf => Observations::values(
+            now,
+            &[
+                (P95Latency, 0.05),
+                (ErrorRate, 0.0),
+                (Connections, f64::NEG_INFINITY),
+                (Throughput, 0.0),
+            ],
+        ),
+        Obs::Stale(c) => Observations {
+            readings: vec![
+                (
+                    P95Latency,
+                    Reading::Value {
+                        value: 0.05,
+                        at_ms: now,
+                    },
+                ),
+                (
+                    ErrorRate,
+                    Reading::Value {
+                        value: 0.0,
+                        at_ms: now,
+                    },
+                ),
+                (
+                    Connections,
+                    Reading::Value {
+                        value: *c,
+                        at_ms: now.saturating_sub(120 * S),
+                    },
+                ),
+                (
+                    Throughput,
+                    Reading::Value {
+                        value: *c * 10.0,
+                        at_ms: now.saturating_sub(120 * S),
+                    },
+                ),
+            ],
+            source_error: None,
+        },
         Obs::Missing => Observations {
             readings: vec![
                 (P95Latency, Reading::Missing),
@@ -456,31 +766,44 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn desired_always_within_bounds(seq in prop::collection::vec(obs_strategy(), 1..200), start in 0u32..40) {
-        let mut r = Run::new(policy(), start);
-        for o in &seq {
-            let obs = to_observations(o, r.now);
-            let d = r.tick(&obs);
-            prop_assert!((2..=20).contains(&d.desired), "{} out of [2, 20]", d.desired);
+    fn desired_always_within_bounds(
+        seq in prop::collection::vec((obs_strategy(), 0u32..40, 0u32..40, any::<bool>()), 1..200),
+    ) {
+        // Whatever the service reports (out of range, not ready, mid-update), and
+        // whatever the data, the decision lies within [min, max].
+        let p = policy();
+        let mut st = CoreState::default();
+        for (i, (o, current, ready, updating)) in seq.iter().enumerate() {
+            let now = i as u64 * S;
+            let reps = Replicas { current: *current, ready: *ready, updating: *updating };
+            let d = decide_in_place(&p, &p.services[0], &to_observations(o, now), reps, &mut st, now);
+            prop_assert!((2..=20).contains(&d.desired), "{} out of [2, 20]: {}", d.desired, d.summary());
         }
     }
 
     #[test]
-    fn no_scale_down_on_bad_data(seq in prop::collection::vec(obs_strategy(), 1..200), start in 2u32..=20) {
-        let mut r = Run::new(policy(), start);
+    fn no_scale_down_on_bad_data(seq in prop::collection::vec(obs_strategy(), 1..200), start in 2u32..=20, two in any::<bool>()) {
+        // With two demand signals, a bad tick may leave one of them good and low.
+        let mut r = Run::new(if two { policy_two_demands() } else { policy() }, start);
         for o in &seq {
             let before = r.replicas;
             let obs = to_observations(o, r.now);
             let d = r.tick(&obs);
-            if !matches!(o, Obs::Good(..)) {
+            // HalfMissing is bad only where throughput is a signal of the policy.
+            let bad = match o {
+                Obs::Good(..) => false,
+                Obs::HalfMissing(_) => two,
+                _ => true,
+            };
+            if bad {
                 prop_assert!(d.desired >= before, "{:?}: {} → {}: {}", o, before, d.desired, d.summary());
             }
         }
     }
 
     #[test]
-    fn step_limits_hold(seq in prop::collection::vec((0.0f64..0.2, 0.0f64..400.0), 1..300), start in 2u32..=20) {
-        // Below every tier threshold and without panic, only windows and steps shape the
+    fn step_limits_hold(seq in prop::collection::vec((0.0f64..0.14, 0.0f64..400.0), 1..300), start in 2u32..=20) {
+        // Below every tier threshold (p95 < 150 ms) and without panic, only windows and steps shape the
         // path: within any 15 s at most max(+4, +100%) up; within any 60 s at most -2 down.
         let mut r = Run::new(policy_without_panic(), start);
         let mut path = vec![(0u64, start)];

@@ -86,6 +86,7 @@ pub struct Cluster {
     scratch: Vec<Component>,
     memo: Vec<(u32, Served)>,
     last_mixture: (Vec<Component>, f64),
+    rng: u64,
     /// Compute figures only reports need (p99). Off for bulk runs.
     pub detail: bool,
 }
@@ -163,6 +164,7 @@ impl Cluster {
             scratch: Vec::new(),
             memo: Vec::new(),
             last_mixture: (Vec::new(), 0.0),
+            rng: 0x5EED,
             detail: true,
         }
     }
@@ -235,16 +237,37 @@ impl Cluster {
         }
     }
 
+    /// A deterministic pseudo-random number (SplitMix64): runs are reproducible.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
     /// Opens or closes connections to reach `target`: new ones round-robin over ready
-    /// tasks; closing takes them from the busiest task first.
+    /// tasks; closing ones are picked at random.
     fn follow_connections(&mut self, target: u32) {
         let placed: u32 = self.tasks.iter().map(|t| t.conns).sum();
         let mut total = placed + self.unplaced;
         while total > target {
             if self.unplaced > 0 {
                 self.unplaced -= 1;
-            } else if let Some(t) = self.tasks.iter_mut().max_by_key(|t| t.conns) {
-                t.conns -= 1;
+            } else {
+                // Clients leave at random: pick one open connection uniformly. Taking them
+                // from the busiest task would rebalance sticky connections for free.
+                let placed: u32 = self.tasks.iter().map(|t| t.conns).sum();
+                if placed > 0 {
+                    let mut k = (self.next_random() % placed as u64) as u32;
+                    for t in &mut self.tasks {
+                        if k < t.conns {
+                            t.conns -= 1;
+                            break;
+                        }
+                        k -= t.conns;
+                    }
+                }
             }
             total -= 1;
         }

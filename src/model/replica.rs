@@ -19,8 +19,8 @@
 //! - Errors: internal errors grow with ρ past 0.1; timeouts are the share of the
 //!   log-normal beyond the client's timeout.
 //!
-//! The fit, `andon calibrate` prints it (8 replicas, no control), within ±15% of each of
-//! the seed's five calibration points. The seed figures are unvalidated and partly
+//! The fit, `andon calibrate` prints it (8 replicas, no control): every p95 within ±15%
+//! of the seed's, the bombing's error rate at -19%. The seed figures are unvalidated and partly
 //! inconsistent, so the fit leans to the convex side of the band (p95 a little low at
 //! 200-350 connections, a little high at 500).
 

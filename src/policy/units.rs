@@ -119,17 +119,27 @@ pub fn parse_bytes(t: &str) -> Option<f64> {
     Some(n * mult)
 }
 
+/// The longest duration andon accepts anywhere: a year. Longer ones are surely typos,
+/// and every window stays far from overflowing millisecond arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A humantime duration (`30s`, `5m`, `150ms`) or a plain number of seconds.
 pub fn parse_duration(t: &str) -> Result<Duration, String> {
     let t = t.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        if secs < 0.0 {
+            return Err(format!("`{t}` is not a duration: it must not be negative"));
         }
-        return Err(format!("`{t}` is not a duration: it must not be negative"));
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("`{t}` is not a duration; allowed: 0 to 366d"))?
+    } else {
+        humantime::parse_duration(t)
+            .map_err(|e| format!("`{t}` is not a duration ({e}); write e.g. 30s, 5m, 150ms"))?
+    };
+    if d > MAX_DURATION {
+        return Err(format!("`{t}` is too long; allowed: at most 366d"));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("`{t}` is not a duration ({e}); write e.g. 30s, 5m, 150ms"))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -148,5 +158,8 @@ mod tests {
             .unwrap_err()
             .contains("150ms"));
         assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("1e30").is_err(), "no panic on huge numbers");
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("400d").unwrap_err().contains("366d"));
     }
 }

@@ -67,8 +67,8 @@ impl Checker<'_> {
 
     pub fn positive_duration(&mut self, path: &str, text: &str) -> Duration {
         let d = self.duration(path, text);
-        if d.is_zero() && parse_duration(text).is_ok() {
-            self.error(path, "must be longer than zero");
+        if d < Duration::from_millis(1) && parse_duration(text).is_ok() {
+            self.error(path, "must be at least 1ms");
         }
         d
     }
@@ -163,7 +163,7 @@ impl Checker<'_> {
             }
             let min = self.count(&format!("{p}.min_replicas"), s.min_replicas, 0);
             let max = self.count(&format!("{p}.max_replicas"), s.max_replicas, 1);
-            if min > max {
+            if s.min_replicas > s.max_replicas && s.max_replicas >= 1 && s.min_replicas >= 0 {
                 self.error(
                     &format!("{p}.min_replicas"),
                     format!("min_replicas {min} is above max_replicas {max}; allowed: min_replicas ≤ max_replicas"),

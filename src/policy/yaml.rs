@@ -178,14 +178,20 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, FileError
                 col: l.column() as usize,
             })
             .unwrap_or(Pos { line: 1, col: 1 });
+        let message = clean_message(&e.to_string());
+        let mut field = PositionIndex::build(text)
+            .path_at(pos)
+            .unwrap_or_default()
+            .to_string();
+        // A missing field is reported at the map's last key: name the map instead.
+        if message.starts_with("missing field") {
+            field.truncate(field.rfind(['.', '[']).unwrap_or(0));
+        }
         FileError {
             file: file.to_string(),
             pos,
-            field: PositionIndex::build(text)
-                .path_at(pos)
-                .unwrap_or_default()
-                .to_string(),
-            message: clean_message(&e.to_string()),
+            field,
+            message,
         }
     })
 }

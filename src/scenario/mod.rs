@@ -13,6 +13,9 @@ use std::time::Duration;
 
 pub use expect::{Expectation, Metric, Verdict, Window};
 
+/// The longest scenario: a month of 1 s ticks is 2.7 million steps.
+pub const MAX_SCENARIO: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// MCP methods a mix may name: what erlmcp and the stand-in answer.
 pub const METHODS: [&str; 6] = [
     "ping",
@@ -333,6 +336,15 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         });
     }
     let total: Duration = phases.iter().map(|p| p.duration).sum();
+    if total > MAX_SCENARIO {
+        c.error(
+            "phases",
+            format!(
+                "the phases last {}; allowed: at most 31 days in all",
+                humantime::format_duration(total)
+            ),
+        );
+    }
     let mut faults = Vec::new();
     for (i, f) in raw.faults.iter().enumerate() {
         let path = format!("faults[{i}]");

@@ -1,0 +1,4 @@
+//! Observe: the policy's signals from Prometheus. (The service itself is read through
+//! `crate::swarm`.)
+
+pub mod prometheus;

@@ -1,0 +1,290 @@
+//! Reading the policy's signals from Prometheus: one instant query per signal per tick,
+//! for all services at once where the query allows it (`service="$service"` becomes
+//! `service=~"a|b"`, grouped by the `service` label), one per service otherwise.
+//!
+//! Every reading is classified for the core: a value (converted to the signal's canonical
+//! unit, with Prometheus' own sample time), missing (no series for the service: never read
+//! as 0), or an error. When Prometheus cannot be reached at all, the whole tick fails and
+//! Jidoka counts it.
+
+use crate::core::{Observations, Reading};
+use crate::policy::{Policy, Signal, SERVICE_PLACEHOLDER};
+use prometheus_http_query::response::Data;
+use prometheus_http_query::{Client, Error as PromError};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// How to authenticate to Prometheus.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Bearer(String),
+    Basic {
+        user: String,
+        password: String,
+    },
+}
+
+impl Auth {
+    /// Reads a bearer token file (the whole file, trimmed) or a basic-auth file
+    /// (`user:password`). The error names the file and what it should hold.
+    pub fn from_files(bearer: Option<&str>, basic: Option<&str>) -> Result<Auth, String> {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("{p}: {e}"))
+        };
+        match (bearer, basic) {
+            (Some(_), Some(_)) => Err(
+                "give one of --prometheus-bearer-token-file and --prometheus-basic-auth-file"
+                    .into(),
+            ),
+            (Some(p), None) => {
+                let t = read(p)?;
+                if t.is_empty() {
+                    return Err(format!("{p}: the token file is empty"));
+                }
+                Ok(Auth::Bearer(t))
+            }
+            (None, Some(p)) => {
+                let t = read(p)?;
+                match t.split_once(':') {
+                    Some((u, pw)) if !u.is_empty() => Ok(Auth::Basic {
+                        user: u.to_string(),
+                        password: pw.to_string(),
+                    }),
+                    _ => Err(format!("{p}: expected `user:password`")),
+                }
+            }
+            (None, None) => Ok(Auth::None),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PromSource {
+    client: Client,
+    url: String,
+}
+
+/// The result of one signal's query: per service, or an error for all.
+type SignalResult = (usize, Result<HashMap<String, Reading>, String>, bool);
+
+impl PromSource {
+    /// A client with a request timeout and plain http (no TLS, so no CA files needed).
+    pub fn new(url: &str, timeout: Duration, auth: &Auth) -> Result<PromSource, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = match auth {
+            Auth::None => None,
+            Auth::Bearer(t) => Some(format!("Bearer {t}")),
+            Auth::Basic { user, password } => {
+                use base64::Engine as _;
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Some(format!("Basic {token}"))
+            }
+        };
+        if let Some(v) = value {
+            let mut hv = reqwest::header::HeaderValue::from_str(&v)
+                .map_err(|e| format!("bad credentials: {e}"))?;
+            hv.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, hv);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .default_headers(headers)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = Client::from(http, url).map_err(|e| format!("--prometheus {url}: {e}"))?;
+        Ok(PromSource {
+            client,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reads every signal for every service; returns observations per service.
+    pub async fn observe(
+        &self,
+        policy: &Policy,
+        services: &[String],
+    ) -> HashMap<String, Observations> {
+        let mut set: JoinSet<SignalResult> = JoinSet::new();
+        for (i, signal) in policy.signals.iter().enumerate() {
+            let (client, signal, services) =
+                (self.client.clone(), signal.clone(), services.to_vec());
+            set.spawn(async move {
+                let (r, unreachable) = query_signal(&client, &signal, &services).await;
+                (i, r, unreachable)
+            });
+        }
+        let mut per_signal: Vec<Option<Result<HashMap<String, Reading>, String>>> =
+            vec![None; policy.signals.len()];
+        let mut unreachable = 0usize;
+        let mut last_error = String::new();
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, r, unreach)) = joined else {
+                continue;
+            };
+            if let Err(e) = &r {
+                last_error = e.clone();
+            }
+            if unreach {
+                unreachable += 1;
+            }
+            per_signal[i] = Some(r);
+        }
+        let source_error = (unreachable == policy.signals.len() && unreachable > 0)
+            .then(|| format!("Prometheus at {}: {last_error}", self.url));
+        services
+            .iter()
+            .map(|name| {
+                let readings = policy
+                    .signals
+                    .iter()
+                    .zip(per_signal.iter())
+                    .map(|(s, r)| {
+                        let reading = match r {
+                            Some(Ok(m)) => m.get(name).cloned().unwrap_or(Reading::Missing),
+                            Some(Err(e)) => Reading::Error { message: e.clone() },
+                            None => Reading::Error {
+                                message: "query task failed".into(),
+                            },
+                        };
+                        (s.kind, reading)
+                    })
+                    .collect();
+                (
+                    name.clone(),
+                    Observations {
+                        readings,
+                        source_error: source_error.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Runs one signal's query (grouped when possible). The flag says Prometheus could not
+/// be reached (as opposed to answering with an error).
+async fn query_signal(
+    client: &Client,
+    signal: &Signal,
+    services: &[String],
+) -> (Result<HashMap<String, Reading>, String>, bool) {
+    let factor = signal.unit.canonical().1;
+    let grouped_form = format!("=\"{SERVICE_PLACEHOLDER}\"");
+    if signal.query.contains(&grouped_form) && services.len() > 1 {
+        let alternatives: Vec<String> = services.iter().map(|s| regex_escape(s)).collect();
+        let q = signal
+            .query
+            .replace(&grouped_form, &format!("=~\"{}\"", alternatives.join("|")));
+        match run(client, &q).await {
+            Ok(samples) if samples.is_empty() => return (Ok(HashMap::new()), false),
+            Ok(samples) => {
+                let mut out = HashMap::new();
+                for (labels, value, ts) in samples {
+                    if let Some(svc) = labels.get("service") {
+                        out.entry(svc.clone()).or_insert(Reading::Value {
+                            value: value * factor,
+                            at_ms: (ts * 1000.0) as u64,
+                        });
+                    }
+                }
+                // A grouped query that drops the service label cannot be split: ask per service.
+                if !out.is_empty() {
+                    return (Ok(out), false);
+                }
+            }
+            Err(e) => return (Err(describe(&e)), is_unreachable(&e)),
+        }
+    }
+    let mut out = HashMap::new();
+    for svc in services {
+        match run(client, &signal.query_for(svc)).await {
+            Ok(samples) => {
+                if let Some((_, value, ts)) = samples.into_iter().next() {
+                    out.insert(
+                        svc.clone(),
+                        Reading::Value {
+                            value: value * factor,
+                            at_ms: (ts * 1000.0) as u64,
+                        },
+                    );
+                }
+            }
+            Err(e) => return (Err(describe(&e)), is_unreachable(&e)),
+        }
+    }
+    (Ok(out), false)
+}
+
+type Sample = (HashMap<String, String>, f64, f64);
+
+async fn run(client: &Client, q: &str) -> Result<Vec<Sample>, PromError> {
+    let res = client.query(q).get().await?;
+    Ok(match res.data() {
+        Data::Vector(v) => v
+            .iter()
+            .map(|iv| {
+                (
+                    iv.metric().clone(),
+                    iv.sample().value(),
+                    iv.sample().timestamp(),
+                )
+            })
+            .collect(),
+        Data::Scalar(s) => vec![(HashMap::new(), s.value(), s.timestamp())],
+        Data::Matrix(_) => Vec::new(),
+    })
+}
+
+fn is_unreachable(e: &PromError) -> bool {
+    matches!(e, PromError::Client(_))
+}
+
+fn describe(e: &PromError) -> String {
+    match e {
+        PromError::Prometheus(p) => format!(
+            "Prometheus rejected the query ({}): {}",
+            p.error_type(),
+            p.message()
+        ),
+        PromError::Client(c) => match c.inner() {
+            Some(r) if r.is_timeout() => "timed out".to_string(),
+            Some(r) if r.is_connect() => "connection refused".to_string(),
+            _ => c.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Escapes a service name for a PromQL regex (names may hold '.').
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_are_escaped_for_regex() {
+        assert_eq!(regex_escape("erlmcp.v2"), "erlmcp\\\\.v2");
+    }
+}
