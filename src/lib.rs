@@ -3,12 +3,17 @@
 //! Data flows policy → decide (pure core) → act; the simulator runs the same core against
 //! a modelled cluster on virtual time.
 
+pub mod act;
 pub mod calibrate;
+pub mod control;
+pub mod record;
 pub mod core;
 pub mod model;
 pub mod observe;
 pub mod policy;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod simulate;
+pub mod standin;
 pub mod swarm;

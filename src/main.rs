@@ -82,6 +82,53 @@ Exit codes: 0 all valid, 2 some file is invalid."
 andon rules policies/erlmcp-tps.yaml | promtool check rules /dev/stdin"
     )]
     Rules { policy: PathBuf },
+    /// Run the controller: read Prometheus, decide, set Swarm replicas and shed load
+    #[command(after_help = "Examples:\n  \
+andon run --policy policies/erlmcp-tps.yaml --prometheus http://127.0.0.1:9090\n  \
+andon run --policy policies/erlmcp-tps.yaml --dry-run --interval 1s\n  \
+DOCKER_HOST=unix:///tmp/andon-env/docker.sock andon run --policy P --log-format json\n\n\
+Only services named in the policy AND labelled andon.enable=true are touched.\n\
+See /status for what andon saw and why it acted, /metrics for Prometheus.\n\
+The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG filters logs.")]
+    Run {
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Prometheus base URL (plain http)
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        prometheus: String,
+        /// Reconcile interval
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Decide and report, write nothing to Docker or the replicas
+        #[arg(long)]
+        dry_run: bool,
+        /// Address for /metrics, /status and /healthz
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        /// Timeout of one Prometheus query
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        prometheus_timeout: Duration,
+        /// File with a bearer token for Prometheus
+        #[arg(long, value_name = "FILE")]
+        prometheus_bearer_token_file: Option<PathBuf>,
+        /// File with `user:password` for Prometheus basic auth
+        #[arg(long, value_name = "FILE")]
+        prometheus_basic_auth_file: Option<PathBuf>,
+        /// Container port of the replicas' admission endpoint (POST /admin/admission)
+        #[arg(long, default_value_t = 8080)]
+        admission_port: u16,
+    },
+    /// Stand in for an erlmcp replica: erlmcp's metrics, /healthz, the admission endpoint
+    #[command(name = "stand-in", after_help = "Example:\n  andon stand-in --listen 0.0.0.0:8080")]
+    StandIn {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
+    #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
+    Probe { url: String },
     /// Compare the model with the seed benchmark's five calibration points
     #[command(after_help = "Example:\n  andon calibrate --json")]
     Calibrate {
@@ -90,6 +137,12 @@ andon rules policies/erlmcp-tps.yaml | promtool check rules /dev/stdin"
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -126,6 +179,31 @@ fn load_policy(path: &std::path::Path) -> Result<Policy, Fail> {
 
 fn run(cli: Cli) -> Result<u8, Fail> {
     match cli.command {
+        Command::Run {
+            policy,
+            prometheus,
+            interval,
+            dry_run,
+            listen,
+            log_format,
+            prometheus_timeout,
+            prometheus_bearer_token_file,
+            prometheus_basic_auth_file,
+            admission_port,
+        } => Ok(andon::run::run(andon::run::RunArgs {
+            policy: policy.to_string_lossy().into_owned(),
+            prometheus,
+            prometheus_timeout,
+            bearer_token_file: prometheus_bearer_token_file.map(|p| p.to_string_lossy().into_owned()),
+            basic_auth_file: prometheus_basic_auth_file.map(|p| p.to_string_lossy().into_owned()),
+            interval,
+            dry_run,
+            listen,
+            json_logs: matches!(log_format, LogFormat::Json),
+            admission_port,
+        })),
+        Command::StandIn { listen } => Ok(andon::standin::serve(listen)),
+        Command::Probe { url } => Ok(andon::run::probe(&url)),
         Command::Check { policies } => {
             let mut ok = true;
             for p in &policies {

@@ -1,7 +1,6 @@
 //! The controller's own /metrics, in Prometheus text format (prometheus-client).
 
 use crate::core::Decision;
-use crate::policy::Tier;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

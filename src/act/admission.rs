@@ -1,0 +1,84 @@
+//! The HTTP shedding actuator: POST the admission limit to every running task's admin
+//! endpoint (`andon stand-in` implements it). Level-triggered: sent every tick, so a
+//! replica that restarted, or missed one, converges at the next.
+
+use crate::swarm::TaskInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Where a replica serves its admission endpoint.
+pub const ADMISSION_PATH: &str = "/admin/admission";
+
+/// The body: admit at most this fraction of the replica's capacity; `null` admits all.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Admission {
+    pub admit: Option<f64>,
+}
+
+#[derive(Clone)]
+pub struct AdmissionClient {
+    http: reqwest::Client,
+    /// The container port the admin endpoint listens on.
+    pub port: u16,
+}
+
+impl AdmissionClient {
+    pub fn new(port: u16, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(AdmissionClient { http, port })
+    }
+
+    /// Posts to every running task; returns (sent, failed) counts. `nodes` maps node ids
+    /// to addresses; a task on an unknown node is tried on 127.0.0.1.
+    pub async fn apply(&self, tasks: &[TaskInfo], nodes: &HashMap<String, String>, admit: Option<f64>) -> (usize, usize) {
+        let body = match serde_json::to_string(&Admission { admit }) {
+            Ok(b) => b,
+            Err(_) => return (0, tasks.len()),
+        };
+        let mut set = JoinSet::new();
+        for t in tasks.iter().filter(|t| t.running) {
+            let Some(port) = t.host_port(self.port) else { continue };
+            let host = t
+                .node_id
+                .as_ref()
+                .and_then(|n| nodes.get(n))
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let url = format!("http://{host}:{port}{ADMISSION_PATH}");
+            let (http, body, task) = (self.http.clone(), body.clone(), t.id.clone());
+            set.spawn(async move {
+                let r = http
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => true,
+                    Ok(resp) => {
+                        tracing::warn!(%task, %url, status = %resp.status(), "admission endpoint refused the limit");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(%task, %url, error = %e, "admission endpoint unreachable");
+                        false
+                    }
+                }
+            });
+        }
+        let (mut sent, mut failed) = (0, 0);
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(true) => sent += 1,
+                _ => failed += 1,
+            }
+        }
+        (sent, failed)
+    }
+}

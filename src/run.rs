@@ -1,0 +1,184 @@
+//! `andon run`: the production job. Wires the policy, Prometheus, Docker and the HTTP
+//! face around the reconcile loop, and stops cleanly on SIGTERM/SIGINT after the tick.
+
+use crate::act::admission::AdmissionClient;
+use crate::control::{Controller, Options};
+use crate::observe::prometheus::{Auth, PromSource};
+use crate::policy;
+use crate::record::metrics::Metrics;
+use crate::record::server::{self, Shared};
+use crate::record::status::Status;
+use crate::swarm::Swarm;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub policy: String,
+    pub prometheus: String,
+    pub prometheus_timeout: Duration,
+    pub bearer_token_file: Option<String>,
+    pub basic_auth_file: Option<String>,
+    pub interval: Duration,
+    pub dry_run: bool,
+    pub listen: SocketAddr,
+    pub json_logs: bool,
+    pub admission_port: u16,
+}
+
+/// Logs go to stderr; RUST_LOG filters them (default info, rmcp and hyper quieter).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn,hyper=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if json { b.json().flatten_event(true).try_init() } else { b.try_init() };
+}
+
+/// Runs until a signal. Returns the exit code: 0 after a clean stop, 2 when the
+/// configuration or the environment does not allow starting.
+pub fn run(args: RunArgs) -> u8 {
+    init_logging(args.json_logs);
+    let policy = match policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    runtime.block_on(async move {
+        let auth = match Auth::from_files(args.bearer_token_file.as_deref(), args.basic_auth_file.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        let prom = match PromSource::new(&args.prometheus, args.prometheus_timeout, &auth) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        let swarm = match Swarm::connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot reach Docker (DOCKER_HOST={}): {e}", std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset: the local socket".into()));
+                return 2;
+            }
+        };
+        let admission = match AdmissionClient::new(args.admission_port, Duration::from_secs(1)) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("--listen {}: {e}", args.listen);
+                return 2;
+            }
+        };
+        let shared = Arc::new(Shared {
+            metrics: Metrics::new(),
+            status: RwLock::new(Status {
+                policy: policy.source.clone(),
+                prometheus: args.prometheus.clone(),
+                dry_run: args.dry_run,
+                interval_s: args.interval.as_secs_f64(),
+                ..Status::default()
+            }),
+        });
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let app = server::router(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        tracing::info!(
+            policy = %policy.source,
+            services = policy.services.len(),
+            prometheus = %args.prometheus,
+            docker_api = %swarm.docker.client_version(),
+            listen = %args.listen,
+            interval = ?args.interval,
+            dry_run = args.dry_run,
+            "andon run: started"
+        );
+        let mut controller = Controller::new(
+            policy,
+            prom,
+            swarm,
+            admission,
+            Options {
+                dry_run: args.dry_run,
+                interval: args.interval,
+            },
+            shared,
+        );
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("cannot install signal handlers");
+                return 2;
+            }
+        };
+        let mut ticker = tokio::time::interval(args.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // A signal that arrives during a tick waits here: the tick finishes first.
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping after the tick"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping after the tick"); break; }
+                _ = ticker.tick() => controller.tick().await,
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        tracing::info!("andon run: stopped");
+        0
+    })
+}
+
+/// `andon probe URL`: exit 0 when URL answers 2xx within 2 s. For healthchecks in an image
+/// that has no curl.
+pub fn probe(url: &str) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(_) => return 1,
+    };
+    rt.block_on(async {
+        let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build() {
+            Ok(c) => c,
+            Err(_) => return 1,
+        };
+        match client.get(url).send().await {
+            Ok(r) if r.status().is_success() => 0,
+            Ok(r) => {
+                eprintln!("{url}: {}", r.status());
+                1
+            }
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                1
+            }
+        }
+    })
+}
