@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The test command (README, "Run the tests"; .ci/run calls it). It installs what the
-# tests need when it is missing, then runs formatting, lints and every test.
+# The test command (README, "Run the tests"; .ci/run calls it). It installs and starts
+# what the tests need, runs formatting, lints and every test, and stops what it started,
+# even when a test fails.
 #
-# Needs: Debian's `prometheus` package, for promtool (the alert rules are checked and
-# unit-tested with it).
+# 1. promtool (Debian's `prometheus`) for the alert-rule tests;
+# 2. unit, property and CLI tests;
+# 3. scripts/env.sh up: dockerd on its own socket, swarm init, the scratch image andon:dev,
+#    Prometheus; then the live tests against them (tests/live), then scripts/env.sh down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Our own environment, apart from one a developer may have up for trying things.
+export ANDON_ENV_DIR=${ANDON_TEST_ENV_DIR:-/tmp/andon-test-env}
+export ANDON_PROM_ADDR=${ANDON_TEST_PROM_ADDR:-127.0.0.1:19091}
 
 apt_install() {
   local runner=()
@@ -15,12 +22,14 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${runner[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-if [ ${#missing[@]} -gt 0 ]; then
-  apt_install "${missing[@]}"
-fi
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+
+trap 'scripts/env.sh down' EXIT
+scripts/env.sh up
+# shellcheck disable=SC1091
+source "$ANDON_ENV_DIR/env"
+cargo test --locked --test live -- --ignored --test-threads=1

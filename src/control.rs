@@ -51,7 +51,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(policy: Policy, prom: PromSource, swarm: Swarm, admission: AdmissionClient, opts: Options, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        policy: Policy,
+        prom: PromSource,
+        swarm: Swarm,
+        admission: AdmissionClient,
+        opts: Options,
+        shared: Arc<Shared>,
+    ) -> Self {
         Controller {
             policy,
             prom,
@@ -66,7 +73,12 @@ impl Controller {
     /// One reconcile tick over every service of the policy.
     pub async fn tick(&mut self) {
         let started = Instant::now();
-        let names: Vec<String> = self.policy.services.iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = self
+            .policy
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
         let observations = self.prom.observe(&self.policy, &names).await;
         if observations.values().any(|o| o.source_error.is_some()) {
             self.shared.metrics.source_error("prometheus");
@@ -87,7 +99,12 @@ impl Controller {
         }
     }
 
-    async fn reconcile(&mut self, svc: &ServiceSpec, obs: &Observations, nodes: &HashMap<String, String>) -> ServiceStatus {
+    async fn reconcile(
+        &mut self,
+        svc: &ServiceSpec,
+        obs: &Observations,
+        nodes: &HashMap<String, String>,
+    ) -> ServiceStatus {
         let mut status = ServiceStatus::new(&svc.name);
         let info = match self.swarm.inspect(&svc.name).await {
             Ok(i) => i,
@@ -105,7 +122,10 @@ impl Controller {
         status.version = Some(info.version);
         status.replicas = Some(info.replicas);
         if !info.opted_in() {
-            status.note = Some(format!("not opted in: label {}=true is missing; andon does not touch it", crate::swarm::OPT_IN_LABEL));
+            status.note = Some(format!(
+                "not opted in: label {}=true is missing; andon does not touch it",
+                crate::swarm::OPT_IN_LABEL
+            ));
             return status;
         }
         status.opted_in = true;
@@ -130,7 +150,9 @@ impl Controller {
                         rt.written = Some((s.clone(), now_ms()));
                         rt.state = s;
                     }
-                    Err(e) => tracing::warn!(service = %svc.name, error = %e, "label {STATE_LABEL} does not parse; starting afresh"),
+                    Err(e) => {
+                        tracing::warn!(service = %svc.name, error = %e, "label {STATE_LABEL} does not parse; starting afresh")
+                    }
                 }
             }
         }
@@ -144,7 +166,9 @@ impl Controller {
         let before = rt.state.clone();
         let d = core::decide_in_place(&self.policy, svc, obs, replicas, &mut rt.state, now);
         let changed = d.desired != info.replicas
-            || rt.last.as_ref().is_none_or(|l| l.tier != d.tier || l.stopped != d.stopped || l.shed_admit != d.shed_admit);
+            || rt.last.as_ref().is_none_or(|l| {
+                l.tier != d.tier || l.stopped != d.stopped || l.shed_admit != d.shed_admit
+            });
         if changed {
             tracing::info!(
                 service = %svc.name, tier = %d.tier, from = info.replicas, to = d.desired,
@@ -158,13 +182,19 @@ impl Controller {
         if !self.opts.dry_run {
             let state_due = match &rt.written {
                 None => true,
-                Some((w, at)) => *w != rt.state && (restart_relevant(w, &rt.state) || now.saturating_sub(*at) >= STATE_REFRESH.as_millis() as u64),
+                Some((w, at)) => {
+                    *w != rt.state
+                        && (restart_relevant(&self.policy, w, &rt.state)
+                            || now.saturating_sub(*at) >= STATE_REFRESH.as_millis() as u64)
+                }
             };
             let mut desired = Desired {
                 replicas: (d.desired != info.replicas).then_some(d.desired),
                 labels: shed_labels(&self.policy, svc, &d, info.replicas),
             };
-            desired.labels.insert(TIER_LABEL.into(), Some(d.tier.name().into()));
+            desired
+                .labels
+                .insert(TIER_LABEL.into(), Some(d.tier.name().into()));
             let state_json = serde_json::to_string(&rt.state).unwrap_or_default();
             if state_due || !desired.satisfied_by(&info) {
                 desired.labels.insert(STATE_LABEL.into(), Some(state_json));
@@ -189,20 +219,26 @@ impl Controller {
             }
         }
 
-        self.shared.metrics.record(&svc.name, &d, info.replicas, ready);
+        self.shared
+            .metrics
+            .record(&svc.name, &d, info.replicas, ready);
         status.tier = d.tier;
         status.stopped = d.stopped;
         status.desired = Some(d.desired);
         status.shed_admit = d.shed_admit;
         status.signals = status::signals(obs, &d, now);
         let ds = DecisionStatus::new(&d, info.replicas, now);
-        let previous_change = self
-            .shared
-            .status
-            .read()
-            .ok()
-            .and_then(|s| s.services.iter().find(|x| x.service == svc.name).and_then(|x| x.last_change.clone()));
-        status.last_change = if changed { Some(ds.clone()) } else { previous_change };
+        let previous_change = self.shared.status.read().ok().and_then(|s| {
+            s.services
+                .iter()
+                .find(|x| x.service == svc.name)
+                .and_then(|x| x.last_change.clone())
+        });
+        status.last_change = if changed {
+            Some(ds.clone())
+        } else {
+            previous_change
+        };
         status.last_decision = Some(ds);
         let rt = self.runtime.entry(svc.name.clone()).or_default();
         rt.last = Some(d);
@@ -211,22 +247,45 @@ impl Controller {
 }
 
 /// Changes to the state that a restarted controller must not miss: a scale event, a
-/// tier's timers, the value at a window's edge, Jidoka's stop. (A window edge that only
-/// moves later in time waits for the periodic refresh: after a restart it may expire up
-/// to STATE_REFRESH early.)
-fn restart_relevant(a: &CoreState, b: &CoreState) -> bool {
+/// tier's timers, Jidoka's stop, the value at a window's edge, or that edge moving later by
+/// more than a tenth of its window (so that after a restart a window expires at most 10%
+/// early).
+fn restart_relevant(policy: &Policy, a: &CoreState, b: &CoreState) -> bool {
+    let edge_moved = |x: Option<&crate::core::state::Sample>,
+                      y: Option<&crate::core::state::Sample>,
+                      window: Duration| match (x, y) {
+        (Some(x), Some(y)) => {
+            x.value != y.value
+                || y.at_ms.saturating_sub(x.at_ms) >= (window.as_millis() as u64 / 10).max(1000)
+        }
+        (None, None) => false,
+        _ => true,
+    };
     a.events != b.events
         || a.tiers != b.tiers
-        || a.up_window.first().map(|s| s.value) != b.up_window.first().map(|s| s.value)
-        || a.down_window.first().map(|s| s.value) != b.down_window.first().map(|s| s.value)
         || a.last_panic_ms != b.last_panic_ms
         || a.stopped != b.stopped
         || a.reversals_ms != b.reversals_ms
+        || edge_moved(
+            a.up_window.first(),
+            b.up_window.first(),
+            policy.behavior.scale_up.stabilization,
+        )
+        || edge_moved(
+            a.down_window.first(),
+            b.down_window.first(),
+            policy.behavior.scale_down.stabilization,
+        )
 }
 
 /// The shedding labels for a decision: andon's own, and Traefik's inFlightReq amount
 /// (admit × per-replica connection capacity × replicas; removed when not shedding).
-fn shed_labels(policy: &Policy, svc: &ServiceSpec, d: &Decision, replicas: u32) -> std::collections::BTreeMap<String, Option<String>> {
+fn shed_labels(
+    policy: &Policy,
+    svc: &ServiceSpec,
+    d: &Decision,
+    replicas: u32,
+) -> std::collections::BTreeMap<String, Option<String>> {
     let mut labels = std::collections::BTreeMap::new();
     let traefik = act::traefik_inflight_label(&svc.name);
     match d.shed_admit {
@@ -234,7 +293,11 @@ fn shed_labels(policy: &Policy, svc: &ServiceSpec, d: &Decision, replicas: u32) 
             labels.insert(SHED_LABEL.to_string(), Some(format!("{a}")));
             let per_replica = policy
                 .capacity_of(crate::policy::SignalKind::Connections)
-                .or_else(|| policy.capacity_of(crate::policy::SignalKind::Throughput).map(|t| t * 0.1))
+                .or_else(|| {
+                    policy
+                        .capacity_of(crate::policy::SignalKind::Throughput)
+                        .map(|t| t * 0.1)
+                })
                 .unwrap_or(100.0);
             let amount = (a * per_replica * replicas.max(1) as f64).ceil().max(1.0);
             labels.insert(traefik, Some(format!("{amount}")));
@@ -246,4 +309,3 @@ fn shed_labels(policy: &Policy, svc: &ServiceSpec, d: &Decision, replicas: u32) 
     }
     labels
 }
-

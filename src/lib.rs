@@ -6,11 +6,11 @@
 pub mod act;
 pub mod calibrate;
 pub mod control;
-pub mod record;
 pub mod core;
 pub mod model;
 pub mod observe;
 pub mod policy;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -121,7 +121,10 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
         admission_port: u16,
     },
     /// Stand in for an erlmcp replica: erlmcp's metrics, /healthz, the admission endpoint
-    #[command(name = "stand-in", after_help = "Example:\n  andon stand-in --listen 0.0.0.0:8080")]
+    #[command(
+        name = "stand-in",
+        after_help = "Example:\n  andon stand-in --listen 0.0.0.0:8080"
+    )]
     StandIn {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -194,7 +197,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             policy: policy.to_string_lossy().into_owned(),
             prometheus,
             prometheus_timeout,
-            bearer_token_file: prometheus_bearer_token_file.map(|p| p.to_string_lossy().into_owned()),
+            bearer_token_file: prometheus_bearer_token_file
+                .map(|p| p.to_string_lossy().into_owned()),
             basic_auth_file: prometheus_basic_auth_file.map(|p| p.to_string_lossy().into_owned()),
             interval,
             dry_run,

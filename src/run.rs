@@ -31,12 +31,17 @@ pub struct RunArgs {
 /// Logs go to stderr; RUST_LOG filters them (default info, rmcp and hyper quieter).
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn,hyper=warn"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if json { b.json().flatten_event(true).try_init() } else { b.try_init() };
+    let _ = if json {
+        b.json().flatten_event(true).try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 /// Runs until a signal. Returns the exit code: 0 after a clean stop, 2 when the
@@ -50,7 +55,10 @@ pub fn run(args: RunArgs) -> u8 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -58,7 +66,10 @@ pub fn run(args: RunArgs) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let auth = match Auth::from_files(args.bearer_token_file.as_deref(), args.basic_auth_file.as_deref()) {
+        let auth = match Auth::from_files(
+            args.bearer_token_file.as_deref(),
+            args.basic_auth_file.as_deref(),
+        ) {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("{e}");
@@ -75,7 +86,11 @@ pub fn run(args: RunArgs) -> u8 {
         let swarm = match Swarm::connect().await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("cannot reach Docker (DOCKER_HOST={}): {e}", std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset: the local socket".into()));
+                eprintln!(
+                    "cannot reach Docker (DOCKER_HOST={}): {e}",
+                    std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "unset: the local socket".into())
+                );
                 return 2;
             }
         };
@@ -133,7 +148,10 @@ pub fn run(args: RunArgs) -> u8 {
             },
             shared,
         );
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             _ => {
                 eprintln!("cannot install signal handlers");
@@ -160,12 +178,19 @@ pub fn run(args: RunArgs) -> u8 {
 /// `andon probe URL`: exit 0 when URL answers 2xx within 2 s. For healthchecks in an image
 /// that has no curl.
 pub fn probe(url: &str) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(_) => return 1,
     };
     rt.block_on(async {
-        let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build() {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+        {
             Ok(c) => c,
             Err(_) => return 1,
         };

@@ -36,14 +36,21 @@ impl AdmissionClient {
 
     /// Posts to every running task; returns (sent, failed) counts. `nodes` maps node ids
     /// to addresses; a task on an unknown node is tried on 127.0.0.1.
-    pub async fn apply(&self, tasks: &[TaskInfo], nodes: &HashMap<String, String>, admit: Option<f64>) -> (usize, usize) {
+    pub async fn apply(
+        &self,
+        tasks: &[TaskInfo],
+        nodes: &HashMap<String, String>,
+        admit: Option<f64>,
+    ) -> (usize, usize) {
         let body = match serde_json::to_string(&Admission { admit }) {
             Ok(b) => b,
             Err(_) => return (0, tasks.len()),
         };
         let mut set = JoinSet::new();
         for t in tasks.iter().filter(|t| t.running) {
-            let Some(port) = t.host_port(self.port) else { continue };
+            let Some(port) = t.host_port(self.port) else {
+                continue;
+            };
             let host = t
                 .node_id
                 .as_ref()

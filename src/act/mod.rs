@@ -70,7 +70,11 @@ pub struct Written {
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Writes `desired` onto the service, starting from the spec in `info`.
-pub async fn write(swarm: &Swarm, mut info: ServiceInfo, desired: &Desired) -> Result<Written, SwarmError> {
+pub async fn write(
+    swarm: &Swarm,
+    mut info: ServiceInfo,
+    desired: &Desired,
+) -> Result<Written, SwarmError> {
     let mut conflicts = 0;
     loop {
         if desired.satisfied_by(&info) {
@@ -82,7 +86,12 @@ pub async fn write(swarm: &Swarm, mut info: ServiceInfo, desired: &Desired) -> R
         let version = info.version;
         desired.apply_to(&mut info);
         match swarm.update(&info.name, version, info.spec.clone()).await {
-            Ok(()) => return Ok(Written { conflicts, noop: false }),
+            Ok(()) => {
+                return Ok(Written {
+                    conflicts,
+                    noop: false,
+                })
+            }
             Err(SwarmError::OutOfSequence) if conflicts + 1 < MAX_ATTEMPTS => {
                 conflicts += 1;
                 tracing::info!(service = %info.name, conflicts, "update out of sequence: another writer changed the service; re-inspecting");

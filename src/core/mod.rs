@@ -156,10 +156,26 @@ pub fn decide_in_place(
         };
     }
 
+    let floor = match action.floor {
+        Floor::None => 0,
+        Floor::Replicas(n) => n,
+        Floor::Max => max,
+        Floor::Factor(f) => {
+            let entry = (tier.level() as usize)
+                .checked_sub(1)
+                .and_then(|i| state.tiers.get(i))
+                .map_or(current, |t| t.entry_replicas);
+            (entry as f64 * f).ceil().min(u32::MAX as f64) as u32
+        }
+    }
+    .min(max);
+
+    // The tier's floor is part of the recommendation, so it enters the windows: when the
+    // tier ends, the scale-down window still levels the way back down.
     let rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
     let mut desired = match rec.replicas {
         Some(r) => {
-            let r = r.clamp(min, max);
+            let r = r.max(floor).clamp(min, max);
             smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut reasons)
         }
         None => current,
@@ -181,16 +197,7 @@ pub fn decide_in_place(
         &mut reasons,
     );
 
-    let floor = match action.floor {
-        Floor::None => 0,
-        Floor::Replicas(n) => n,
-        Floor::Max => max,
-        Floor::Factor(f) => {
-            let entry = state.tiers[tier.level() as usize - 1].entry_replicas;
-            (entry as f64 * f).ceil().min(u32::MAX as f64) as u32
-        }
-    }
-    .min(max);
+    // The floor applies at once, past windows and step limits ("emergency = max").
     if desired < floor && !freeze {
         reasons.push(Reason::TierFloor { tier, floor });
         desired = floor;

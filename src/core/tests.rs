@@ -181,6 +181,24 @@ fn red_floor_is_relative_to_the_entry_replicas_and_does_not_compound() {
 }
 
 #[test]
+fn a_tier_floor_is_levelled_down_by_the_scale_down_window() {
+    let mut r = Run::new(policy_without_panic(), 8);
+    assert_eq!(r.ticks(11, 0.3, 80.0).desired, 12, "red: 1.5 × 8");
+    // Calm: red and yellow cool down in 60 s; the floor's 12 stays in the window 5 min.
+    let d = r.ticks(200, 0.05, 80.0);
+    assert_eq!(d.tier, Tier::Green, "{}", d.summary());
+    assert_eq!(
+        d.desired,
+        12,
+        "not dropped when the tier ended: {}",
+        d.summary()
+    );
+    assert!(has(&d, "stabilized"));
+    let d = r.ticks(200, 0.05, 80.0);
+    assert!(d.desired < 12, "{}", d.summary());
+}
+
+#[test]
 fn scale_up_is_immediate_but_step_limited() {
     let mut r = Run::new(policy_without_panic(), 4);
     let d = r.ticks(1, 0.05, 150.0); // needs 15

@@ -71,27 +71,65 @@ impl Metrics {
             shedding: Family::default(),
             stopped: Family::default(),
             decisions: Family::default(),
-            reconcile_seconds: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            reconcile_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             source_errors: Family::default(),
             actuator_errors: Family::default(),
             ticks: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("tier", "Andon tier per service: 0 green, 1 yellow, 2 red, 3 emergency", m.tier.clone());
-        registry.register("replicas_desired", "Replicas the core decided", m.desired.clone());
-        registry.register("replicas_current", "Replicas in the service spec", m.current.clone());
+        registry.register(
+            "tier",
+            "Andon tier per service: 0 green, 1 yellow, 2 red, 3 emergency",
+            m.tier.clone(),
+        );
+        registry.register(
+            "replicas_desired",
+            "Replicas the core decided",
+            m.desired.clone(),
+        );
+        registry.register(
+            "replicas_current",
+            "Replicas in the service spec",
+            m.current.clone(),
+        );
         registry.register("replicas_ready", "Tasks running", m.ready.clone());
         registry.register(
             "shed_admit_ratio",
             "Shedding: fraction of capacity admitted (1 when not shedding)",
             m.shed_admit.clone(),
         );
-        registry.register("shedding", "1 while the service is shedding load", m.shedding.clone());
-        registry.register("stopped", "1 while Jidoka has stopped the line for the service", m.stopped.clone());
-        registry.register("decisions", "Decisions by action and deciding reason", m.decisions.clone());
-        registry.register("reconcile_duration_seconds", "Duration of one reconcile tick", m.reconcile_seconds.clone());
-        registry.register("source_errors", "Failed reads by source", m.source_errors.clone());
-        registry.register("actuator_errors", "Failed writes by actuator", m.actuator_errors.clone());
+        registry.register(
+            "shedding",
+            "1 while the service is shedding load",
+            m.shedding.clone(),
+        );
+        registry.register(
+            "stopped",
+            "1 while Jidoka has stopped the line for the service",
+            m.stopped.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions by action and deciding reason",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile tick",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Failed reads by source",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "actuator_errors",
+            "Failed writes by actuator",
+            m.actuator_errors.clone(),
+        );
         registry.register("ticks", "Reconcile ticks", m.ticks.clone());
         Metrics { registry, ..m }
     }
@@ -105,8 +143,12 @@ impl Metrics {
         self.desired.get_or_create(&l).set(d.desired as i64);
         self.current.get_or_create(&l).set(current as i64);
         self.ready.get_or_create(&l).set(ready as i64);
-        self.shed_admit.get_or_create(&l).set(d.shed_admit.unwrap_or(1.0));
-        self.shedding.get_or_create(&l).set(d.shed_admit.is_some() as i64);
+        self.shed_admit
+            .get_or_create(&l)
+            .set(d.shed_admit.unwrap_or(1.0));
+        self.shedding
+            .get_or_create(&l)
+            .set(d.shed_admit.is_some() as i64);
         self.stopped.get_or_create(&l).set(d.stopped as i64);
         let action = if d.desired > current {
             "scale_up"
@@ -126,7 +168,9 @@ impl Metrics {
 
     pub fn source_error(&self, source: &str) {
         self.source_errors
-            .get_or_create(&SourceLabel { source: source.into() })
+            .get_or_create(&SourceLabel {
+                source: source.into(),
+            })
             .inc();
     }
 
@@ -172,4 +216,3 @@ pub fn deciding_reason(d: &Decision) -> &'static str {
         })
         .map_or("none", |r| r.code())
 }
-

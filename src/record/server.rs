@@ -24,7 +24,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
         .into_response()
@@ -34,7 +37,9 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     let st = match s.status.read() {
         Ok(st) => st,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response(),
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response()
+        }
     };
     let now = now_ms();
     let fresh = st

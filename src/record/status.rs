@@ -127,7 +127,11 @@ pub fn signals(obs: &Observations, d: &Decision, now_ms: u64) -> Vec<SignalStatu
             SignalStatus {
                 signal: *kind,
                 quality: q.label(),
-                value: if matches!(q, Quality::Good { .. }) { value } else { value.or(None) },
+                value: if matches!(q, Quality::Good { .. }) {
+                    value
+                } else {
+                    value.or(None)
+                },
                 age_s,
                 error,
             }

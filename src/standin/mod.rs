@@ -63,21 +63,55 @@ impl ErlmcpMetrics {
             registry: Registry::default(),
             requests: Family::default(),
             errors: Family::default(),
-            duration: Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]),
+            duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+            ]),
             connections: Family::default(),
             memory: Family::default(),
             cpu: Gauge::default(),
             run_queue: Gauge::default(),
         };
-        registry.register("erlmcp_requests", "Requests received, by method (shed ones included)", m.requests.clone());
-        registry.register("erlmcp_errors", "Errors by type (shed = refused with 503)", m.errors.clone());
-        registry.register("erlmcp_request_duration_seconds", "Request latency", m.duration.clone());
-        registry.register("erlmcp_connections_total", "Open connections (sessions) by transport", m.connections.clone());
+        registry.register(
+            "erlmcp_requests",
+            "Requests received, by method (shed ones included)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "erlmcp_errors",
+            "Errors by type (shed = refused with 503)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "erlmcp_request_duration_seconds",
+            "Request latency",
+            m.duration.clone(),
+        );
+        registry.register(
+            "erlmcp_connections_total",
+            "Open connections (sessions) by transport",
+            m.connections.clone(),
+        );
         registry.register("erlmcp_memory_bytes", "Memory by type", m.memory.clone());
-        registry.register("erlmcp_cpu_usage_percent", "CPU use of the replica, percent", m.cpu.clone());
-        registry.register("erlmcp_run_queue_length", "Requests waiting", m.run_queue.clone());
-        m.memory.get_or_create(&TypeName { r#type: "total".into() }).set(0);
-        m.connections.get_or_create(&TransportLabel { transport: "http".into() }).set(0);
+        registry.register(
+            "erlmcp_cpu_usage_percent",
+            "CPU use of the replica, percent",
+            m.cpu.clone(),
+        );
+        registry.register(
+            "erlmcp_run_queue_length",
+            "Requests waiting",
+            m.run_queue.clone(),
+        );
+        m.memory
+            .get_or_create(&TypeName {
+                r#type: "total".into(),
+            })
+            .set(0);
+        m.connections
+            .get_or_create(&TransportLabel {
+                transport: "http".into(),
+            })
+            .set(0);
         ErlmcpMetrics { registry, ..m }
     }
 
@@ -103,7 +137,10 @@ pub fn router(s: Arc<StandIn>) -> Router {
 
 async fn metrics(State(s): State<Arc<StandIn>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
         .into_response()
@@ -119,7 +156,13 @@ async fn get_admission(State(s): State<Arc<StandIn>>) -> Response {
 async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -> Response {
     let a: Admission = match serde_json::from_slice(&body) {
         Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("expected {{\"admit\": FRACTION or null}}: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"admit\": FRACTION or null}}: {e}"),
+            )
+                .into_response()
+        }
     };
     if let Some(f) = a.admit {
         if !(f.is_finite() && f > 0.0 && f <= 2.0) {
@@ -141,7 +184,10 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
 /// Serves until SIGTERM/SIGINT. Returns the exit code.
 pub fn serve(listen: SocketAddr) -> u8 {
     crate::run::init_logging(false);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -163,11 +209,17 @@ pub fn serve(listen: SocketAddr) -> u8 {
         tracing::info!(%listen, "andon stand-in: serving");
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
-            if let (Ok(mut t), Ok(mut i)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            if let (Ok(mut t), Ok(mut i)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
                 tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
             }
         };
-        match axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+        match axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stand-in: {e}");
