@@ -15,7 +15,7 @@ use crate::observe::prometheus::PromSource;
 use crate::policy::{Policy, ServiceSpec};
 use crate::record::server::{now_ms, Shared};
 use crate::record::status::{self, DecisionStatus, ServiceStatus};
-use crate::swarm::{Swarm, SwarmError};
+use crate::swarm::{ServiceInfo, Swarm, SwarmError, TaskInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,15 +79,31 @@ impl Controller {
             .iter()
             .map(|s| s.name.clone())
             .collect();
-        let observations = self.prom.observe(&self.policy, &names).await;
+        // Reads go out together: Prometheus, the nodes, and every service with its tasks.
+        let (observations, nodes, mut reads) = tokio::join!(
+            self.prom.observe(&self.policy, &names),
+            self.swarm.node_addresses(),
+            read_services(&self.swarm, &names),
+        );
         if observations.values().any(|o| o.source_error.is_some()) {
             self.shared.metrics.source_error("prometheus");
         }
-        let nodes = self.swarm.node_addresses().await.unwrap_or_default();
+        let nodes = nodes.unwrap_or_default();
         let mut statuses = Vec::with_capacity(names.len());
+        let mut shedding = Vec::new();
         for svc in self.policy.services.clone() {
             let obs = observations.get(&svc.name).cloned().unwrap_or_default();
-            statuses.push(self.reconcile(&svc, &obs, &nodes).await);
+            let read = reads
+                .remove(&svc.name)
+                .unwrap_or(Err(SwarmError::NotFound(svc.name.clone())));
+            let (status, shed) = self.reconcile(&svc, &obs, read).await;
+            statuses.push(status);
+            shedding.extend(shed);
+        }
+        // The admission limits, to every running task of every service at once.
+        let failed = self.admission.apply_all(&shedding, &nodes).await;
+        for _ in 0..failed {
+            self.shared.metrics.actuator_error("admission");
         }
         let m = &self.shared.metrics;
         m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
@@ -99,44 +115,38 @@ impl Controller {
         }
     }
 
+    /// Decides and writes one service. Returns its status, and the admission limit to send
+    /// to its tasks (none in a dry run, or when the service is not ours).
     async fn reconcile(
         &mut self,
         svc: &ServiceSpec,
         obs: &Observations,
-        nodes: &HashMap<String, String>,
-    ) -> ServiceStatus {
+        read: Read,
+    ) -> (ServiceStatus, Option<Shed>) {
         let mut status = ServiceStatus::new(&svc.name);
-        let info = match self.swarm.inspect(&svc.name).await {
-            Ok(i) => i,
+        let (info, tasks) = match read {
+            Ok(r) => r,
             Err(SwarmError::NotFound(_)) => {
                 status.note = Some("service not found in the swarm".into());
-                return status;
+                return (status, None);
             }
             Err(e) => {
                 self.shared.metrics.source_error("docker");
-                tracing::warn!(service = %svc.name, error = %e, "cannot inspect the service");
-                status.note = Some(format!("cannot inspect: {e}"));
-                return status;
+                tracing::warn!(service = %svc.name, error = %e, "cannot read the service");
+                status.note = Some(format!("cannot read the service: {e}"));
+                return (status, None);
             }
         };
         status.version = Some(info.version);
         status.replicas = Some(info.replicas);
-        if !info.opted_in() {
+        let Some(tasks) = tasks else {
             status.note = Some(format!(
                 "not opted in: label {}=true is missing; andon does not touch it",
                 crate::swarm::OPT_IN_LABEL
             ));
-            return status;
-        }
-        status.opted_in = true;
-        let tasks = match self.swarm.tasks(&svc.name).await {
-            Ok(t) => t,
-            Err(e) => {
-                self.shared.metrics.source_error("docker");
-                status.note = Some(format!("cannot list tasks: {e}"));
-                return status;
-            }
+            return (status, None);
         };
+        status.opted_in = true;
         let ready = tasks.iter().filter(|t| t.running).count() as u32;
         status.ready = Some(ready);
 
@@ -213,10 +223,6 @@ impl Controller {
                     status.last_error = Some(e.to_string());
                 }
             }
-            let (_, failed) = self.admission.apply(&tasks, nodes, d.shed_admit).await;
-            for _ in 0..failed {
-                self.shared.metrics.actuator_error("admission");
-            }
         }
 
         self.shared
@@ -241,9 +247,40 @@ impl Controller {
         };
         status.last_decision = Some(ds);
         let rt = self.runtime.entry(svc.name.clone()).or_default();
+        let shed = (!self.opts.dry_run).then_some((tasks, d.shed_admit));
         rt.last = Some(d);
-        status
+        (status, shed)
     }
+}
+
+/// One service as read this tick: its spec, and its tasks when it is opted in.
+type Read = Result<(ServiceInfo, Option<Vec<TaskInfo>>), SwarmError>;
+
+/// A service's tasks and the admission limit they should hold.
+pub type Shed = (Vec<TaskInfo>, Option<f64>);
+
+/// Inspects every service, and lists the tasks of the opted-in ones, concurrently.
+async fn read_services(swarm: &Swarm, names: &[String]) -> HashMap<String, Read> {
+    let mut set = tokio::task::JoinSet::new();
+    for name in names {
+        let (swarm, name) = (swarm.clone(), name.clone());
+        set.spawn(async move {
+            let read = match swarm.inspect(&name).await {
+                Ok(info) if info.opted_in() => match swarm.tasks(&name).await {
+                    Ok(tasks) => Ok((info, Some(tasks))),
+                    Err(e) => Err(e),
+                },
+                Ok(info) => Ok((info, None)),
+                Err(e) => Err(e),
+            };
+            (name, read)
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(Ok((name, read))) = set.join_next().await {
+        out.insert(name, read);
+    }
+    out
 }
 
 /// Changes to the state that a restarted controller must not miss: a scale event, a

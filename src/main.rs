@@ -119,6 +119,9 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
         /// Container port of the replicas' admission endpoint (POST /admin/admission)
         #[arg(long, default_value_t = 8080)]
         admission_port: u16,
+        /// The services were deployed as this stack: `erlmcp` in the policy is STACK_erlmcp
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
     },
     /// Stand in for an erlmcp replica: erlmcp's metrics, /healthz, the admission endpoint
     #[command(
@@ -193,7 +196,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             prometheus_bearer_token_file,
             prometheus_basic_auth_file,
             admission_port,
+            stack,
         } => Ok(andon::run::run(andon::run::RunArgs {
+            stack,
             policy: policy.to_string_lossy().into_owned(),
             prometheus,
             prometheus_timeout,

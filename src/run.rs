@@ -26,6 +26,8 @@ pub struct RunArgs {
     pub listen: SocketAddr,
     pub json_logs: bool,
     pub admission_port: u16,
+    /// Prefix policy service names with `STACK_`, as `docker stack deploy` names them.
+    pub stack: Option<String>,
 }
 
 /// Logs go to stderr; RUST_LOG filters them (default info, rmcp and hyper quieter).
@@ -48,13 +50,18 @@ pub fn init_logging(json: bool) {
 /// configuration or the environment does not allow starting.
 pub fn run(args: RunArgs) -> u8 {
     init_logging(args.json_logs);
-    let policy = match policy::load(&args.policy) {
+    let mut policy = match policy::load(&args.policy) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
             return 2;
         }
     };
+    if let Some(stack) = &args.stack {
+        for s in &mut policy.services {
+            s.name = format!("{stack}_{}", s.name);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -167,7 +167,8 @@ impl PromView {
                             .collect();
                         mixture_quantile(&components, self.sigma, 0.95)
                     } else {
-                        f64::NAN
+                        // The shipped policy's query answers 0 for an idle service.
+                        0.0
                     }
                 }
                 SignalKind::Cpu => last.cpu,

@@ -34,6 +34,24 @@ impl AdmissionClient {
         Ok(AdmissionClient { http, port })
     }
 
+    /// Posts each service's limit to its running tasks, all at once; returns the failures.
+    pub async fn apply_all(
+        &self,
+        work: &[(Vec<TaskInfo>, Option<f64>)],
+        nodes: &HashMap<String, String>,
+    ) -> usize {
+        let mut set = JoinSet::new();
+        for (tasks, admit) in work {
+            let (me, tasks, nodes, admit) = (self.clone(), tasks.clone(), nodes.clone(), *admit);
+            set.spawn(async move { me.apply(&tasks, &nodes, admit).await.1 });
+        }
+        let mut failed = 0;
+        while let Some(r) = set.join_next().await {
+            failed += r.unwrap_or(1);
+        }
+        failed
+    }
+
     /// Posts to every running task; returns (sent, failed) counts. `nodes` maps node ids
     /// to addresses; a task on an unknown node is tried on 127.0.0.1.
     pub async fn apply(
