@@ -319,3 +319,83 @@ fn shipped_alert_rules_are_generated_from_the_shipped_policy() {
             .unwrap();
     assert_eq!(shipped, out, "manifests/alerts.yml is stale: andon rules policies/erlmcp-tps.yaml > manifests/alerts.yml");
 }
+
+#[test]
+fn grafana_dashboard_queries_parse_and_name_real_metrics() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(|e| e.replace("$service", ".*")))
+        .collect();
+    assert!(exprs.len() >= 9);
+    // Every metric the dashboard names is one andon or the stand-in exports.
+    // Families appear once they have a child: record one decision, one error of each kind.
+    let m = andon::record::metrics::Metrics::new();
+    let p = andon::policy::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/erlmcp-tps.yaml"
+    ))
+    .unwrap();
+    let mut st = andon::core::CoreState::default();
+    let obs =
+        andon::core::Observations::values(0, &[(andon::policy::SignalKind::Throughput, 100.0)]);
+    let d = andon::core::decide_in_place(
+        &p,
+        &p.services[0],
+        &obs,
+        andon::core::Replicas::steady(8),
+        &mut st,
+        0,
+    );
+    m.record("erlmcp", &d, 8, 8);
+    m.source_error("prometheus");
+    m.actuator_error("scale");
+    let standin = andon::standin::ErlmcpMetrics::new();
+    standin.duration.observe(0.1);
+    standin.cpu.set(1.0);
+    standin.run_queue.set(1);
+    let exported = m.encode() + &standin.encode();
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("andon_") || w.starts_with("erlmcp_"))
+        {
+            let base = ["_bucket", "_sum", "_count", "_total"]
+                .iter()
+                .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+            let typed = |n: &str| exported.contains(&format!("# TYPE {n} "));
+            assert!(
+                typed(name) || typed(base),
+                "the dashboard queries `{name}`, which nothing exports"
+            );
+        }
+    }
+    // And every query parses: promtool checks them as recording rules.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules += &format!(
+            "      - record: dashboard_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        );
+    }
+    let path = temp_file("dashboard-rules.yml", &rules);
+    let out = Command::new("promtool")
+        .args(["check", "rules", &path])
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

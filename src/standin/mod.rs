@@ -112,6 +112,17 @@ impl ErlmcpMetrics {
                 transport: "http".into(),
             })
             .set(0);
+        // Series exist from the start, at 0: rate() of "no errors yet" is 0, not missing.
+        for method in crate::scenario::METHODS {
+            m.requests.get_or_create(&MethodLabel {
+                method: method.into(),
+            });
+        }
+        for e in ["shed", "timeout", "internal", "jsonrpc"] {
+            m.errors.get_or_create(&ErrorLabel {
+                error_type: e.into(),
+            });
+        }
         ErlmcpMetrics { registry, ..m }
     }
 
