@@ -114,14 +114,18 @@ impl ErlmcpMetrics {
             .set(0);
         // Series exist from the start, at 0: rate() of "no errors yet" is 0, not missing.
         for method in crate::scenario::METHODS {
-            m.requests.get_or_create(&MethodLabel {
-                method: method.into(),
-            });
+            m.requests
+                .get_or_create(&MethodLabel {
+                    method: method.into(),
+                })
+                .inc_by(0);
         }
         for e in ["shed", "timeout", "internal", "jsonrpc"] {
-            m.errors.get_or_create(&ErrorLabel {
-                error_type: e.into(),
-            });
+            m.errors
+                .get_or_create(&ErrorLabel {
+                    error_type: e.into(),
+                })
+                .inc_by(0);
         }
         ErlmcpMetrics { registry, ..m }
     }
