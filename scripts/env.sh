@@ -111,6 +111,8 @@ stop_pid() { # pidfile, name
 }
 
 down() {
+  # Best effort, every step: tearing down must not fail the run that called it.
+  set +e
   stop_pid "$DIR/prometheus.pid" Prometheus
   if alive "$DIR/dockerd.pid"; then
     docker -H "unix://$SOCK" swarm leave --force >/dev/null 2>&1 || true
@@ -118,8 +120,9 @@ down() {
   stop_pid "$DIR/dockerd.pid" dockerd
   # Network namespaces and overlay mounts under the exec root go with the daemon; make
   # sure nothing is left mounted before removing the directory.
-  grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$DIR"
+  grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$DIR" 2>/dev/null
+  return 0
 }
 
 case "${1:-}" in

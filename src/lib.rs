@@ -7,6 +7,7 @@ pub mod act;
 pub mod calibrate;
 pub mod control;
 pub mod core;
+pub mod drill;
 pub mod model;
 pub mod observe;
 pub mod policy;

@@ -123,14 +123,71 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
         #[arg(long, value_name = "STACK")]
         stack: Option<String>,
     },
-    /// Stand in for an erlmcp replica: erlmcp's metrics, /healthz, the admission endpoint
+    /// Replay a scenario as real MCP traffic against a live target and verify the controller
+    #[command(after_help = "Examples:\n  \
+andon drill chaos/connection-flood.yaml --target swarm:erlmcp --speed 10 --controller http://127.0.0.1:9464\n  \
+andon drill chaos/baseline.yaml --target http://127.0.0.1:8080 --json\n  \
+andon drill chaos/ci-faults.yaml --target swarm:erlmcp --controller http://127.0.0.1:9464 \\\n      --prometheus-pidfile /tmp/andon-env/prometheus.pid --report reports/faults\n\n\
+The steady state is checked before the load, the scenario's expect: block during and after it.\n\
+Exit codes: 0 every expectation held, 1 some deviated, 2 bad file, target or arguments.")]
+    Drill {
+        /// Scenario file, e.g. chaos/connection-flood.yaml
+        scenario: PathBuf,
+        /// http://HOST:PORT (one MCP endpoint) or swarm:SERVICE (its running tasks, followed)
+        #[arg(long)]
+        target: String,
+        /// Compress the phases, faults and expectation windows N times
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// The controller's base URL: tier, shedding and stop flag from its /status
+        #[arg(long, value_name = "URL")]
+        controller: Option<String>,
+        /// The controller's Swarm service (for the restart_controller fault)
+        #[arg(long, value_name = "SERVICE")]
+        controller_service: Option<String>,
+        /// Prometheus' pidfile (for the prometheus_down fault: SIGSTOP, then SIGCONT)
+        #[arg(long, value_name = "FILE")]
+        prometheus_pidfile: Option<String>,
+        /// Container port of the MCP endpoint, for swarm targets
+        #[arg(long, default_value_t = 8080)]
+        target_port: u16,
+        /// Requests in flight at most; past it a send counts as a generator error
+        #[arg(long, default_value_t = 20_000)]
+        max_in_flight: u32,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+        /// Write report.json, histograms.hlog and index.html (SVG charts) into DIR
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Stand in for an erlmcp replica: MCP on /mcp with the replica model, erlmcp's metrics
     #[command(
         name = "stand-in",
-        after_help = "Example:\n  andon stand-in --listen 0.0.0.0:8080"
+        after_help = "Examples:\n  andon stand-in --listen 0.0.0.0:8080\n  \
+andon stand-in --capacity 200 --conn-capacity 20     # saturates early, like a busy replica\n  \
+andon stand-in --zero-latency                        # no model delay: for load-generator benchmarks\n\n\
+MCP (streamable HTTP) on POST /mcp; erlmcp's metrics on /metrics; /healthz;\n\
+POST /admin/admission {\"admit\": F|null} sets the shedding limit."
     )]
     StandIn {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Messages per second this replica serves at full utilisation
+        #[arg(long, default_value_t = 400.0)]
+        capacity: f64,
+        /// Messages per second one session (one Erlang process in erlmcp) is served at most
+        #[arg(long, default_value_t = 50.0)]
+        conn_capacity: f64,
+        /// Median latency when idle
+        #[arg(long, default_value = "11ms", value_parser = parse_duration)]
+        base_latency: Duration,
+        /// Requests in flight at most; past it the answer is 503 (overload)
+        #[arg(long, default_value_t = 2000)]
+        queue_limit: usize,
+        /// Serve with no model delay (to measure the load generator)
+        #[arg(long)]
+        zero_latency: bool,
     },
     /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
     #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
@@ -211,7 +268,74 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             json_logs: matches!(log_format, LogFormat::Json),
             admission_port,
         })),
-        Command::StandIn { listen } => Ok(andon::standin::serve(listen)),
+        Command::StandIn {
+            listen,
+            capacity,
+            conn_capacity,
+            base_latency,
+            queue_limit,
+            zero_latency,
+        } => {
+            for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Fail(format!(
+                        "{name} {v}: allowed: messages per second > 0"
+                    )));
+                }
+            }
+            Ok(andon::standin::serve(andon::standin::Options {
+                listen,
+                capacity,
+                conn_capacity,
+                base_latency,
+                queue_limit,
+                zero_latency,
+            }))
+        }
+        Command::Drill {
+            scenario,
+            target,
+            speed,
+            controller,
+            controller_service,
+            prometheus_pidfile,
+            target_port,
+            max_in_flight,
+            json,
+            report: report_dir,
+        } => {
+            if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
+                return Err(Fail(format!(
+                    "--speed {speed}: allowed: a factor above 0, at most 1000"
+                )));
+            }
+            let sc = scenario::load(&scenario.to_string_lossy())?;
+            let target = andon::drill::Target::parse(&target).map_err(Fail)?;
+            andon::run::init_logging(false);
+            let opts = andon::drill::Options {
+                target,
+                target_port,
+                speed,
+                controller,
+                controller_service,
+                prometheus_pidfile,
+                max_in_flight,
+                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let result = andon::drill::run(&sc, opts).map_err(Fail)?;
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                print!("{}", andon::drill::report::terminal(&result));
+            }
+            if let Some(dir) = report_dir {
+                let path = andon::drill::report::write_dir(&result, &dir)?;
+                if !json {
+                    println!("report: {}", path.display());
+                }
+            }
+            Ok(result.verdict.exit_code() as u8)
+        }
         Command::Probe { url } => Ok(andon::run::probe(&url)),
         Command::Check { policies } => {
             let mut ok = true;

@@ -1,12 +1,25 @@
-//! `andon stand-in`: a server that stands in for an erlmcp replica. It serves erlmcp's own
-//! metric names on /metrics, /healthz, and the admission endpoint that andon's HTTP
-//! shedding actuator drives.
+//! `andon stand-in`: a server that stands in for an erlmcp replica (erlmcp cannot be built
+//! here, and its own /metrics is not wired up).
+//!
+//! - MCP streamable HTTP on POST /mcp, on rmcp (mcp.rs): sessions by `Mcp-Session-Id`,
+//!   DELETE ends one; answers are SSE, as the official SDKs answer.
+//! - The replica model in real time (realtime.rs): a middleware in front of rmcp sheds,
+//!   delays and fails requests as an erlmcp replica at this load would.
+//! - /metrics with erlmcp's own names, /healthz, and POST /admin/admission, which andon's
+//!   HTTP shedding actuator drives.
+
+pub mod mcp;
+pub mod realtime;
 
 use crate::act::admission::{Admission, ADMISSION_PATH};
-use axum::extract::State;
+use crate::model::ReplicaParams;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,9 +27,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use realtime::{Admit, RealTime};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
@@ -137,20 +155,180 @@ impl ErlmcpMetrics {
     }
 }
 
+/// Options of `andon stand-in`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Messages per second the replica serves at ρ = 1.
+    pub capacity: f64,
+    /// Messages per second one session is served at most.
+    pub conn_capacity: f64,
+    /// Median latency when idle.
+    pub base_latency: Duration,
+    /// Requests in flight at most; past it, 503 (overload).
+    pub queue_limit: usize,
+    /// No model delay (to measure the load generator).
+    pub zero_latency: bool,
+}
+
+impl Options {
+    /// The calibrated erlmcp model, rescaled to this replica's capacity.
+    pub fn params(&self) -> ReplicaParams {
+        let d = ReplicaParams::default();
+        let scale = self.capacity / d.capacity_rps;
+        ReplicaParams {
+            capacity_rps: self.capacity,
+            conn_capacity_rps: self.conn_capacity,
+            base_median_s: self.base_latency.as_secs_f64(),
+            cpu_scale_rps: d.cpu_scale_rps * scale,
+            ..d
+        }
+    }
+}
+
 pub struct StandIn {
     pub metrics: ErlmcpMetrics,
     pub admission: Mutex<Admission>,
+    pub model: RealTime,
+    pub sessions: Arc<LocalSessionManager>,
+    pub in_flight: AtomicUsize,
+    pub queue_limit: usize,
 }
 
 pub fn router(s: Arc<StandIn>) -> Router {
+    let mut config = StreamableHttpServerConfig::default()
+        // Containers are reached as 127.0.0.1:PORT or a node's address: accept any Host.
+        .disable_allowed_hosts()
+        .with_sse_keep_alive(None)
+        .with_sse_retry(None);
+    config = config.with_legacy_session_mode(true);
+    let service =
+        StreamableHttpService::new(|| Ok(mcp::StandInMcp::new()), s.sessions.clone(), config);
+    let mcp = Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(s.clone(), model_layer));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route(ADMISSION_PATH, get(get_admission).post(set_admission))
         .with_state(s)
+        .merge(mcp)
+}
+
+#[derive(serde::Deserialize)]
+struct Peek {
+    method: Option<String>,
+}
+
+/// In front of rmcp: count, shed, delay and fail as the model says, then time the answer.
+async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if req.method() == axum::http::Method::DELETE {
+        if let Some(id) = &session {
+            s.model.forget_session(id);
+        }
+        return next.run(req).await;
+    }
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB").into_response();
+    };
+    let method = serde_json::from_slice::<Peek>(&bytes)
+        .ok()
+        .and_then(|p| p.method)
+        .unwrap_or_else(|| "unknown".into());
+    let req = Request::from_parts(parts, Body::from(bytes));
+    s.metrics
+        .requests
+        .get_or_create(&MethodLabel {
+            method: method.clone(),
+        })
+        .inc();
+    let error = |t: &str| {
+        s.metrics
+            .errors
+            .get_or_create(&ErrorLabel {
+                error_type: t.into(),
+            })
+            .inc();
+    };
+    // Notifications and the handshake are not work: only requests meet the model.
+    let modelled = method != "initialize" && !method.starts_with("notifications/");
+    if modelled {
+        match s.model.request(session.as_deref()) {
+            Admit::Shed => {
+                error("shed");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "shed: over the admission limit\n",
+                )
+                    .into_response();
+            }
+            Admit::Serve { delay, fail } => {
+                let n = s.in_flight.fetch_add(1, Ordering::Relaxed);
+                let _guard = InFlight(&s.in_flight);
+                if n >= s.queue_limit {
+                    error("overload");
+                    return (StatusCode::SERVICE_UNAVAILABLE, "overload: queue full\n")
+                        .into_response();
+                }
+                tokio::time::sleep(delay).await;
+                if fail {
+                    error("internal");
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error (modelled)\n",
+                    )
+                        .into_response();
+                }
+            }
+        }
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::NOT_FOUND {
+        error("session");
+    }
+    s.metrics.duration.observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn metrics(State(s): State<Arc<StandIn>>) -> Response {
+    let live = s.sessions.sessions.read().await.len();
+    s.metrics
+        .connections
+        .get_or_create(&TransportLabel {
+            transport: "http".into(),
+        })
+        .set(live as i64);
+    let (cpu, queued) = s.model.gauges();
+    s.metrics.cpu.set(cpu * 100.0);
+    s.metrics
+        .run_queue
+        .set(s.in_flight.load(Ordering::Relaxed) as i64);
+    let p = &s.model.params;
+    s.metrics
+        .memory
+        .get_or_create(&TypeName {
+            r#type: "total".into(),
+        })
+        .set(p.memory(live as f64, queued) as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -190,6 +368,7 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
                 tracing::info!(admit = ?a.admit, "admission limit set");
             }
             *cur = a;
+            s.model.set_admit(a.admit);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -197,9 +376,10 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
 }
 
 /// Serves until SIGTERM/SIGINT. Returns the exit code.
-pub fn serve(listen: SocketAddr) -> u8 {
+pub fn serve(opts: Options) -> u8 {
     crate::run::init_logging(false);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -210,31 +390,36 @@ pub fn serve(listen: SocketAddr) -> u8 {
         }
     };
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
+        let listener = match tokio::net::TcpListener::bind(opts.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("--listen {listen}: {e}");
+                eprintln!("--listen {}: {e}", opts.listen);
                 return 2;
             }
         };
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.keep_alive = Some(Duration::from_secs(300));
+        sessions.session_config.sse_retry = None;
         let state = Arc::new(StandIn {
             metrics: ErlmcpMetrics::new(),
             admission: Mutex::new(Admission { admit: None }),
+            model: RealTime::new(opts.params(), opts.zero_latency),
+            sessions: Arc::new(sessions),
+            in_flight: AtomicUsize::new(0),
+            queue_limit: opts.queue_limit,
         });
-        tracing::info!(%listen, "andon stand-in: serving");
+        tracing::info!(listen = %opts.listen, capacity = opts.capacity, conn_capacity = opts.conn_capacity, zero_latency = opts.zero_latency, "andon stand-in: serving MCP on /mcp");
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
-            if let (Ok(mut t), Ok(mut i)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
+            if let (Ok(mut t), Ok(mut i)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
                 tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
             }
         };
-        match axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        // Small SSE writes need TCP_NODELAY, or Nagle and delayed ACKs add ~40 ms each.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        match axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stand-in: {e}");

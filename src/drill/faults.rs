@@ -1,0 +1,178 @@
+//! Faults at their scenario times: kill or pause tasks' containers, stop Prometheus (or
+//! make it unreachable), SIGKILL the controller and let Swarm restart it.
+
+use super::FaultEvent;
+use crate::scenario::{Fault, FaultKind};
+use crate::swarm::Swarm;
+use bollard::query_parameters::KillContainerOptions;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+pub struct Context {
+    pub swarm: Option<Swarm>,
+    pub service: Option<String>,
+    pub controller_service: Option<String>,
+    pub prometheus_pidfile: Option<String>,
+}
+
+pub async fn run(
+    ctx: Context,
+    faults: Vec<Fault>,
+    start: Instant,
+    log: Rc<RefCell<Vec<FaultEvent>>>,
+) {
+    for f in faults {
+        let at = tokio::time::Instant::from_std(start + f.at);
+        tokio::time::sleep_until(at).await;
+        let (injected, detail) = inject(&ctx, &f.kind).await;
+        if injected {
+            tracing::info!(fault = %f.describe(), %detail, "fault injected");
+        } else {
+            tracing::warn!(fault = %f.describe(), %detail, "fault NOT injected");
+        }
+        log.borrow_mut().push(FaultEvent {
+            t_s: start.elapsed().as_secs_f64(),
+            fault: f.describe(),
+            injected,
+            detail,
+        });
+    }
+}
+
+async fn containers(swarm: &Swarm, service: &str, n: u32) -> Result<Vec<String>, String> {
+    let tasks = swarm.tasks(service).await.map_err(|e| e.to_string())?;
+    Ok(tasks
+        .into_iter()
+        .filter(|t| t.running)
+        .filter_map(|t| t.container_id)
+        .take(n as usize)
+        .collect())
+}
+
+fn signal_pidfile(pidfile: &str, sig: &str) -> Result<(), String> {
+    let pid = std::fs::read_to_string(pidfile).map_err(|e| format!("{pidfile}: {e}"))?;
+    let pid = pid.trim();
+    let ok = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("kill {sig} {pid} failed"))
+    }
+}
+
+async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
+    match kind {
+        FaultKind::KillTasks(n) => {
+            let (Some(sw), Some(svc)) = (&ctx.swarm, &ctx.service) else {
+                return (false, "killing tasks needs --target swarm:SERVICE".into());
+            };
+            match containers(sw, svc, *n).await {
+                Ok(ids) if ids.len() as u32 == *n => {
+                    for id in &ids {
+                        if let Err(e) = sw
+                            .docker
+                            .kill_container(id, None::<KillContainerOptions>)
+                            .await
+                        {
+                            return (false, format!("kill {id}: {e}"));
+                        }
+                    }
+                    (
+                        true,
+                        format!(
+                            "killed {}",
+                            ids.iter()
+                                .map(|i| &i[..12.min(i.len())])
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                }
+                Ok(ids) => (false, format!("only {} running task(s) to kill", ids.len())),
+                Err(e) => (false, e),
+            }
+        }
+        FaultKind::PauseTasks { count, duration } => {
+            let (Some(sw), Some(svc)) = (&ctx.swarm, &ctx.service) else {
+                return (false, "pausing tasks needs --target swarm:SERVICE".into());
+            };
+            match containers(sw, svc, *count).await {
+                Ok(ids) if !ids.is_empty() => {
+                    for id in &ids {
+                        if let Err(e) = sw.docker.pause_container(id).await {
+                            return (false, format!("pause {id}: {e}"));
+                        }
+                    }
+                    let (sw, ids2, d) = (sw.clone(), ids.clone(), *duration);
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(d).await;
+                        for id in &ids2 {
+                            let _ = sw.docker.unpause_container(id).await;
+                        }
+                    });
+                    (
+                        true,
+                        format!(
+                            "paused {} for {}",
+                            ids.len(),
+                            humantime::format_duration(*duration)
+                        ),
+                    )
+                }
+                Ok(_) => (false, "no running task to pause".into()),
+                Err(e) => (false, e),
+            }
+        }
+        FaultKind::PrometheusDown(d) => {
+            let Some(pf) = &ctx.prometheus_pidfile else {
+                return (
+                    false,
+                    "stopping Prometheus needs --prometheus-pidfile".into(),
+                );
+            };
+            // SIGSTOP: Prometheus stops answering (queries time out), then SIGCONT.
+            if let Err(e) = signal_pidfile(pf, "-STOP") {
+                return (false, e);
+            }
+            let (pf2, d2) = (pf.clone(), *d);
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(d2).await;
+                if let Err(e) = signal_pidfile(&pf2, "-CONT") {
+                    tracing::error!(error = %e, "could not resume Prometheus: resume it by hand (kill -CONT)");
+                }
+            });
+            (
+                true,
+                format!(
+                    "Prometheus stopped (SIGSTOP) for {}",
+                    humantime::format_duration(*d)
+                ),
+            )
+        }
+        FaultKind::RestartController { .. } => {
+            let (Some(sw), Some(svc)) = (&ctx.swarm, &ctx.controller_service) else {
+                return (
+                    false,
+                    "restarting the controller needs --controller-service NAME".into(),
+                );
+            };
+            match containers(sw, svc, 1).await {
+                Ok(ids) if !ids.is_empty() => match sw
+                    .docker
+                    .kill_container(&ids[0], None::<KillContainerOptions>)
+                    .await
+                {
+                    Ok(()) => (true, "SIGKILLed the controller; Swarm restarts it".into()),
+                    Err(e) => (false, e.to_string()),
+                },
+                Ok(_) => (false, format!("no running task of {svc}")),
+                Err(e) => (false, e),
+            }
+        }
+    }
+}

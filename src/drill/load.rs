@@ -1,0 +1,410 @@
+//! The load engine: MCP sessions opened and closed along each phase's connection ramp,
+//! and requests sent open-loop at the phase's rate, spread round-robin over the sessions.
+//!
+//! As in wrk2, each request has an intended send time on a fixed schedule, and its latency
+//! is measured from that time, not from when it actually went out: a server stall then
+//! shows in the latency of every request that should have been sent during it
+//! (coordinated omission corrected). Everything runs on one thread (a current-thread
+//! runtime with a LocalSet), so the generator uses at most one core by construction.
+
+use super::mcp::{self, ErrorClass};
+use super::stats::Stats;
+use crate::scenario::Scenario;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector)
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    /// None while `initialize` is in flight.
+    id: Option<Rc<str>>,
+    addr: SocketAddr,
+    /// Lost (404, refused): to be replaced.
+    dead: bool,
+}
+
+/// Where sessions go: fixed, or kept up to date by discovery (swarm:SERVICE).
+pub type Endpoints = Rc<RefCell<Vec<SocketAddr>>>;
+
+pub struct Engine {
+    pub client: HttpClient,
+    pub endpoints: Endpoints,
+    pub stats: Rc<RefCell<Stats>>,
+    sessions: Rc<RefCell<Vec<Session>>>,
+    opening: Rc<RefCell<u32>>,
+    in_flight: Rc<RefCell<u32>>,
+    pub max_in_flight: u32,
+    pub timeout: Duration,
+    rr_endpoint: usize,
+    rr_session: usize,
+    request_id: u64,
+    rng: u64,
+    /// Sessions opened, failed to open, and replaced after loss.
+    pub opened: Rc<RefCell<u64>>,
+    pub open_failures: Rc<RefCell<u64>>,
+}
+
+impl Engine {
+    pub fn new(
+        endpoints: Endpoints,
+        stats: Rc<RefCell<Stats>>,
+        timeout: Duration,
+        max_in_flight: u32,
+    ) -> Engine {
+        Engine {
+            client: http_client(),
+            endpoints,
+            stats,
+            sessions: Rc::default(),
+            opening: Rc::default(),
+            in_flight: Rc::default(),
+            max_in_flight,
+            timeout,
+            rr_endpoint: 0,
+            rr_session: 0,
+            request_id: 1,
+            rng: 0x00A1_D0C5,
+            opened: Rc::default(),
+            open_failures: Rc::default(),
+        }
+    }
+
+    /// Live sessions (opened and not lost).
+    pub fn sessions(&self) -> u32 {
+        self.sessions
+            .borrow()
+            .iter()
+            .filter(|s| s.id.is_some() && !s.dead)
+            .count() as u32
+    }
+
+    fn next_random(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Opens or closes sessions toward `target` (lost ones are dropped and replaced).
+    pub fn follow_sessions(&mut self, target: u32) {
+        {
+            let mut s = self.sessions.borrow_mut();
+            s.retain(|x| !x.dead);
+        }
+        let have = self.sessions.borrow().len() as u32;
+        if have > target {
+            let closing: Vec<Session> = {
+                let mut s = self.sessions.borrow_mut();
+                let n = s.len() - target as usize;
+                s.drain(..n).collect()
+            };
+            for sess in closing {
+                if let Some(id) = sess.id {
+                    let client = self.client.clone();
+                    tokio::task::spawn_local(async move {
+                        let req = Request::delete(format!("http://{}/mcp", sess.addr))
+                            .header("mcp-session-id", &*id)
+                            .body(Full::new(Bytes::new()));
+                        if let Ok(req) = req {
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(2), client.request(req))
+                                    .await;
+                        }
+                    });
+                }
+            }
+            return;
+        }
+        let eps = self.endpoints.borrow().clone();
+        if eps.is_empty() {
+            return;
+        }
+        for _ in have..target {
+            let addr = eps[self.rr_endpoint % eps.len()];
+            self.rr_endpoint = self.rr_endpoint.wrapping_add(1);
+            let idx = {
+                let mut s = self.sessions.borrow_mut();
+                s.push(Session {
+                    id: None,
+                    addr,
+                    dead: false,
+                });
+                s.len() - 1
+            };
+            *self.opening.borrow_mut() += 1;
+            let (client, sessions, opening, opened, failures) = (
+                self.client.clone(),
+                self.sessions.clone(),
+                self.opening.clone(),
+                self.opened.clone(),
+                self.open_failures.clone(),
+            );
+            let timeout = self.timeout;
+            tokio::task::spawn_local(async move {
+                let id = open_session(&client, addr, timeout).await;
+                *opening.borrow_mut() -= 1;
+                let mut s = sessions.borrow_mut();
+                // The vector may have shifted (closes drain from the front): the session is
+                // the unopened one to this address, at `idx` if it is still there.
+                let unopened = |x: &Session| x.id.is_none() && x.addr == addr && !x.dead;
+                let at = if s.get(idx).is_some_and(unopened) {
+                    Some(idx)
+                } else {
+                    s.iter().position(unopened)
+                };
+                let target = at.and_then(|i| s.get_mut(i));
+                if let Some(sess) = target {
+                    match id {
+                        Some(id) => {
+                            sess.id = Some(id.into());
+                            *opened.borrow_mut() += 1;
+                        }
+                        None => {
+                            sess.dead = true;
+                            *failures.borrow_mut() += 1;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Sends one request now, intended at `intended`, on the next session in turn.
+    pub fn send(&mut self, phase: usize, method: &'static str, intended: Instant) {
+        self.stats.borrow_mut().scheduled(phase);
+        // The next live session in turn (skipping ones still opening or lost).
+        let pick = {
+            let s = self.sessions.borrow();
+            let n = s.len();
+            (0..n).find_map(|k| {
+                let i = (self.rr_session + k) % n;
+                let x = &s[i];
+                (x.id.is_some() && !x.dead).then(|| (i, x.addr, x.id.clone()))
+            })
+        };
+        if let Some((i, ..)) = pick {
+            self.rr_session = i + 1;
+        }
+        let Some((idx, addr, Some(id))) = pick else {
+            // Nowhere to send: the service refused every session.
+            self.stats
+                .borrow_mut()
+                .record(phase, method, 0, Some(ErrorClass::Refused));
+            return;
+        };
+        if *self.in_flight.borrow() >= self.max_in_flight {
+            self.stats
+                .borrow_mut()
+                .record(phase, method, 0, Some(ErrorClass::Generator));
+            return;
+        }
+        *self.in_flight.borrow_mut() += 1;
+        let body = mcp::request_body(method, self.request_id);
+        self.request_id += 1;
+        let (client, stats, in_flight, sessions) = (
+            self.client.clone(),
+            self.stats.clone(),
+            self.in_flight.clone(),
+            self.sessions.clone(),
+        );
+        let deadline = intended + self.timeout;
+        tokio::task::spawn_local(async move {
+            let outcome = request(&client, addr, Some(&id), body, deadline).await;
+            let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
+            *in_flight.borrow_mut() -= 1;
+            if matches!(
+                outcome.0,
+                Some(ErrorClass::SessionLost | ErrorClass::Refused)
+            ) {
+                if let Some(s) = sessions.borrow_mut().get_mut(idx) {
+                    if s.id.as_deref() == Some(&*id) {
+                        s.dead = true;
+                    }
+                }
+            }
+            stats.borrow_mut().record(phase, method, micros, outcome.0);
+        });
+    }
+
+    /// Picks a method by the phase's mix.
+    pub fn pick_method(&mut self, mix: &[(&'static str, f64)]) -> &'static str {
+        let r = self.next_random();
+        let mut acc = 0.0;
+        for (m, w) in mix {
+            acc += w;
+            if r < acc {
+                return m;
+            }
+        }
+        mix.last().map_or("ping", |(m, _)| m)
+    }
+}
+
+/// POST initialize and notifications/initialized; the session id, or None.
+async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
+    let req = Request::post(format!("http://{addr}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Full::new(Bytes::from(mcp::initialize_body())))
+        .ok()?;
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let id = resp
+        .headers()
+        .get("mcp-session-id")?
+        .to_str()
+        .ok()?
+        .to_string();
+    let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
+    let (class, _) = request(
+        client,
+        addr,
+        Some(&id),
+        mcp::INITIALIZED_BODY.to_string(),
+        Instant::now() + timeout,
+    )
+    .await;
+    class.is_none().then_some(id)
+}
+
+/// One POST to /mcp. Returns the error class (None = success) and the HTTP status.
+pub async fn request(
+    client: &HttpClient,
+    addr: SocketAddr,
+    session: Option<&str>,
+    body: String,
+    deadline: Instant,
+) -> (Option<ErrorClass>, u16) {
+    let mut b = Request::post(format!("http://{addr}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(s) = session {
+        b = b.header("mcp-session-id", s);
+    }
+    let Ok(req) = b.body(Full::new(Bytes::from(body))) else {
+        return (Some(ErrorClass::Reset), 0);
+    };
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+        Err(_) => return (Some(ErrorClass::Timeout), 0),
+        Ok(Err(e)) => {
+            return (
+                Some(if e.is_connect() {
+                    ErrorClass::Refused
+                } else {
+                    ErrorClass::Reset
+                }),
+                0,
+            );
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    let body = match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+        Err(_) => return (Some(ErrorClass::Timeout), status),
+        Ok(Err(_)) => return (Some(ErrorClass::Reset), status),
+        Ok(Ok(b)) => b.to_bytes(),
+    };
+    (mcp::classify(status, &body), status)
+}
+
+/// Runs the schedule of `scenario` until it ends. `tick` is called about every 10 ms with
+/// the phase, for housekeeping (sessions, seconds).
+pub async fn run_schedule(
+    engine: &mut Engine,
+    scenario: &Scenario,
+    start: Instant,
+    mut on_second: impl FnMut(&mut Engine, usize, u64),
+) {
+    let total = scenario.duration();
+    let mixes: Vec<Vec<(&'static str, f64)>> = scenario
+        .phases
+        .iter()
+        .map(|p| {
+            p.mix
+                .iter()
+                .map(|(m, w)| {
+                    (
+                        crate::scenario::METHODS
+                            .iter()
+                            .find(|x| **x == m)
+                            .copied()
+                            .unwrap_or("ping"),
+                        *w,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    // The next intended send time, as an offset from start.
+    let mut next_due = Duration::ZERO;
+    let mut last_second = 0u64;
+    loop {
+        let now = start.elapsed();
+        if now >= total {
+            break;
+        }
+        let Some((pi, into)) = scenario.phase_at(now) else {
+            break;
+        };
+        let phase = &scenario.phases[pi];
+        let second = now.as_secs();
+        if second != last_second {
+            on_second(engine, pi, second);
+            last_second = second;
+        }
+        let target = phase.connections_at(into);
+        engine.follow_sessions(target);
+        // The rate follows the sessions actually open: one still opening sends nothing yet.
+        let live = engine.sessions();
+        let rate = phase.rate_per_connection(target) * live as f64;
+        if rate <= 0.0 {
+            next_due = now;
+        } else {
+            let gap = Duration::from_secs_f64(1.0 / rate);
+            // Due sends, each at its intended time; a lag means the generator fell behind.
+            let lag = now.saturating_sub(next_due).as_secs_f64() * 1000.0;
+            {
+                let mut st = engine.stats.borrow_mut();
+                st.window_lag_ms = st.window_lag_ms.max(lag);
+            }
+            let mut sent = 0;
+            while next_due <= now && sent < 100_000 {
+                let method = engine.pick_method(&mixes[pi]);
+                engine.send(pi, method, start + next_due);
+                next_due += gap;
+                sent += 1;
+            }
+        }
+        let wake = (start + next_due).min(Instant::now() + Duration::from_millis(10));
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            wake.max(Instant::now() + Duration::from_micros(200)),
+        ))
+        .await;
+    }
+}

@@ -1,0 +1,157 @@
+//! The drill's eyes: the target's tasks (discovery, followed as Swarm scales), the
+//! service's replicas from the Docker API, and the controller's tier, shedding and stop
+//! flag from its /status.
+
+use super::load::Endpoints;
+use super::Target;
+use crate::policy::Tier;
+use crate::scenario::expect::Outcome;
+use crate::swarm::Swarm;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    pub replicas: Option<u32>,
+    pub ready: Option<u32>,
+    pub tier: Option<Tier>,
+    pub shed_admit: Option<f64>,
+    pub stopped: Option<bool>,
+}
+
+/// Host-mode endpoints of a service's running tasks.
+pub async fn discover(swarm: &Swarm, service: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let tasks = swarm.tasks(service).await.map_err(|e| e.to_string())?;
+    let nodes: HashMap<String, String> = swarm.node_addresses().await.unwrap_or_default();
+    let mut out: Vec<SocketAddr> = tasks
+        .iter()
+        .filter(|t| t.running)
+        .filter_map(|t| {
+            let p = t.host_port(port)?;
+            let host = t
+                .node_id
+                .as_ref()
+                .and_then(|n| nodes.get(n))
+                .map_or("127.0.0.1", String::as_str);
+            format!("{host}:{p}").parse().ok()
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// One look at everything the drill watches.
+pub async fn observe(
+    watched: &Rc<RefCell<Watched>>,
+    swarm: Option<&Swarm>,
+    target: &Target,
+    port: u16,
+    endpoints: &Endpoints,
+    http: &reqwest::Client,
+    controller: Option<&str>,
+) {
+    let mut w = watched.borrow().clone();
+    if let (Some(sw), Target::Swarm(svc)) = (swarm, target) {
+        if let Ok(info) = sw.inspect(svc).await {
+            w.replicas = Some(info.replicas);
+        }
+        if let Ok(eps) = discover(sw, svc, port).await {
+            w.ready = Some(eps.len() as u32);
+            // New sessions follow scale changes; existing ones stay where they are.
+            if !eps.is_empty() {
+                *endpoints.borrow_mut() = eps;
+            }
+        }
+    }
+    if let Some(url) = controller {
+        if let Some(v) = controller_status(http, url).await {
+            let svc = target.service();
+            let entry = v["services"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|s| svc.is_none_or(|n| s["service"] == n))
+                    .cloned()
+            });
+            if let Some(e) = entry {
+                w.tier = e["tier"].as_str().and_then(Tier::from_name);
+                w.shed_admit = e["shed_admit"].as_f64();
+                w.stopped = e["stopped"].as_bool();
+            }
+        } else {
+            w.tier = None;
+        }
+    }
+    *watched.borrow_mut() = w;
+}
+
+async fn controller_status(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = http
+        .get(format!("{}/status", url.trim_end_matches('/')))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+/// Before any load: every endpoint opens a session and answers pings, and the controller
+/// (when given) answers /status and knows the service.
+pub async fn steady_state(
+    endpoints: &Endpoints,
+    http: &reqwest::Client,
+    controller: Option<&str>,
+    service: Option<&str>,
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let client = super::load::http_client();
+    let eps = endpoints.borrow().clone();
+    let (mut ok, mut total) = (0, 0);
+    let mut last_error = String::new();
+    for addr in &eps {
+        total += 1;
+        let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (class, status) = super::load::request(
+            &client,
+            *addr,
+            None,
+            super::mcp::initialize_body(),
+            deadline(),
+        )
+        .await;
+        if class.is_none() {
+            ok += 1;
+        } else {
+            last_error = format!("{addr}: {:?} (HTTP {status})", class);
+        }
+    }
+    out.push(Outcome {
+        text: "before the load: every target answers MCP initialize".into(),
+        held: total > 0 && ok == total,
+        observed: if ok == total {
+            format!("{ok} of {total} endpoints")
+        } else {
+            format!("{ok} of {total} endpoints; {last_error}")
+        },
+    });
+    if let Some(url) = controller {
+        let v = controller_status(http, url).await;
+        let known = v.as_ref().is_some_and(|v| {
+            v["services"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| service.is_none_or(|n| s["service"] == n)))
+        });
+        out.push(Outcome {
+            text: "before the load: the controller answers /status and watches the service".into(),
+            held: known,
+            observed: match (&v, known) {
+                (None, _) => format!("{url}/status did not answer"),
+                (Some(_), false) => "the controller does not list the service".into(),
+                (Some(_), true) => "yes".into(),
+            },
+        });
+    }
+    out
+}

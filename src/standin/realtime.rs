@@ -1,0 +1,241 @@
+//! The replica model of `crate::model::replica`, enforced in real time: each request is
+//! admitted or shed, then delayed by a latency drawn from the model at the replica's
+//! current load, and sometimes failed as the model's error rate says.
+//!
+//! Load is measured, not configured: an exponentially weighted rate (τ = 1 s) for the
+//! replica and for each session. The replica's capacity is small and configurable, so a
+//! replica saturates on a 2-core machine the way an erlmcp replica does on its 2 CPUs.
+
+use crate::model::ReplicaParams;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TAU_S: f64 = 1.0;
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admit {
+    /// Refuse at once with 503: over the admission limit.
+    Shed,
+    /// Serve after `delay`; `fail` answers 500 instead (an internal error).
+    Serve { delay: Duration, fail: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Rate {
+    value: f64,
+    last: Instant,
+}
+
+impl Rate {
+    fn new(now: Instant) -> Rate {
+        Rate {
+            value: 0.0,
+            last: now,
+        }
+    }
+    /// Counts one event at `now`; returns the rate in events/s.
+    fn tick(&mut self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.value = self.value * (-dt / TAU_S).exp() + 1.0 / TAU_S;
+        self.last = now;
+        self.value
+    }
+    fn peek(&self, now: Instant) -> f64 {
+        self.value * (-now.saturating_duration_since(self.last).as_secs_f64() / TAU_S).exp()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    rate: Rate,
+    mailbox_s: f64,
+    tokens: f64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    last: Instant,
+    rate: Rate,
+    backlog_s: f64,
+    tokens: f64,
+    admit: Option<f64>,
+    sessions: HashMap<String, Session>,
+    rng: u64,
+}
+
+pub struct RealTime {
+    pub params: ReplicaParams,
+    /// No model delay at all (for measuring the load generator).
+    pub zero: bool,
+    inner: Mutex<Inner>,
+}
+
+impl RealTime {
+    pub fn new(params: ReplicaParams, zero: bool) -> RealTime {
+        let now = Instant::now();
+        RealTime {
+            params,
+            zero,
+            inner: Mutex::new(Inner {
+                last: now,
+                rate: Rate::new(now),
+                backlog_s: 0.0,
+                tokens: 0.0,
+                admit: None,
+                sessions: HashMap::new(),
+                rng: 0x57A4_D1E5,
+            }),
+        }
+    }
+
+    pub fn set_admit(&self, admit: Option<f64>) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.admit = admit;
+        }
+    }
+
+    pub fn forget_session(&self, id: &str) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.sessions.remove(id);
+        }
+    }
+
+    /// Decides a request of `session` arriving now.
+    pub fn request(&self, session: Option<&str>) -> Admit {
+        let p = &self.params;
+        let now = Instant::now();
+        let Ok(mut i) = self.inner.lock() else {
+            return Admit::Serve {
+                delay: Duration::ZERO,
+                fail: false,
+            };
+        };
+        let dt = now.saturating_duration_since(i.last).as_secs_f64();
+        i.last = now;
+        // Admission first: token buckets at admit × capacity, for the replica and the session.
+        if let Some(a) = i.admit {
+            let cap = a * p.capacity_rps;
+            i.tokens = (i.tokens + dt * cap).min(cap * 0.1 + 1.0);
+        }
+        let admit = i.admit;
+        let sess = session.map(|id| {
+            let s = i.sessions.entry(id.to_string()).or_insert_with(|| Session {
+                rate: Rate::new(now),
+                mailbox_s: 0.0,
+                tokens: 1.0,
+            });
+            let sdt = now.saturating_duration_since(s.rate.last).as_secs_f64();
+            if let Some(a) = admit {
+                let cap = a * p.conn_capacity_rps;
+                s.tokens = (s.tokens + sdt * cap).min(cap * 0.1 + 1.0);
+            }
+            s.clone()
+        });
+        if admit.is_some() && (i.tokens < 1.0 || sess.as_ref().is_some_and(|s| s.tokens < 1.0)) {
+            return Admit::Shed;
+        }
+        if admit.is_some() {
+            i.tokens -= 1.0;
+        }
+        let rate = i.rate.tick(now);
+        let rho = rate / p.capacity_rps;
+        i.backlog_s = (i.backlog_s + (rho - 1.0) * dt).clamp(0.0, p.max_backlog_s);
+        let mut mailbox = 0.0;
+        if let Some(id) = session {
+            if let Some(s) = i.sessions.get_mut(id) {
+                if admit.is_some() {
+                    s.tokens -= 1.0;
+                }
+                let srate = s.rate.tick(now);
+                let target = p.conn_wait_ss(srate);
+                s.mailbox_s = p.lag_wait(s.mailbox_s, target, dt.max(1e-3));
+                mailbox = s.mailbox_s;
+            }
+        }
+        if self.zero {
+            return Admit::Serve {
+                delay: Duration::ZERO,
+                fail: false,
+            };
+        }
+        let median = p.cpu_median_s(rho) + mailbox + i.backlog_s;
+        let (u1, u2, u3) = (next(&mut i.rng), next(&mut i.rng), next(&mut i.rng));
+        // Box-Muller: a standard normal, then the log-normal around the median.
+        let z = (-2.0 * u1.max(1e-12).ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        let delay = (median * (p.sigma * z).exp()).min(60.0);
+        Admit::Serve {
+            delay: Duration::from_secs_f64(delay),
+            fail: u3 < p.error_share(rho.min(1.0)),
+        }
+    }
+
+    /// CPU share and queued requests for /metrics, from the current load.
+    pub fn gauges(&self) -> (f64, f64) {
+        let now = Instant::now();
+        let Ok(i) = self.inner.lock() else {
+            return (0.0, 0.0);
+        };
+        let rate = i.rate.peek(now);
+        let mailbox = i.sessions.values().map(|s| s.mailbox_s).fold(0.0, f64::max);
+        let queued = i
+            .sessions
+            .values()
+            .map(|s| s.rate.peek(now) * s.mailbox_s)
+            .sum::<f64>()
+            + i.backlog_s * self.params.capacity_rps;
+        (
+            self.params.cpu(rate.min(self.params.capacity_rps), mailbox),
+            queued,
+        )
+    }
+}
+
+fn next(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(capacity: f64) -> ReplicaParams {
+        ReplicaParams {
+            capacity_rps: capacity,
+            cpu_scale_rps: capacity / 3.0,
+            ..ReplicaParams::default()
+        }
+    }
+
+    #[test]
+    fn admission_sheds_past_the_limit() {
+        let rt = RealTime::new(params(100.0), false);
+        rt.set_admit(Some(0.5));
+        // 200 requests at once: the bucket holds ~6 (0.1 s of 50/s, plus one).
+        let shed = (0..200).filter(|_| rt.request(None) == Admit::Shed).count();
+        assert!(shed > 180, "{shed}");
+        rt.set_admit(None);
+        assert!(matches!(rt.request(None), Admit::Serve { .. }));
+    }
+
+    #[test]
+    fn latency_grows_with_load() {
+        let rt = RealTime::new(params(100.0), false);
+        let light = match rt.request(None) {
+            Admit::Serve { delay, .. } => delay,
+            Admit::Shed => unreachable!(),
+        };
+        let mut heavy = Duration::ZERO;
+        for _ in 0..2000 {
+            if let Admit::Serve { delay, .. } = rt.request(None) {
+                heavy = heavy.max(delay);
+            }
+        }
+        assert!(heavy > light * 5, "{light:?} {heavy:?}");
+    }
+}
