@@ -176,3 +176,10 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
         }
     }
 }
+
+/// Sends SIGCONT to Prometheus (harmless when it runs).
+pub fn resume_prometheus(pidfile: &str) {
+    if let Err(e) = signal_pidfile(pidfile, "-CONT") {
+        tracing::warn!(error = %e, "could not resume Prometheus");
+    }
+}

@@ -293,6 +293,12 @@ async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
     }
     engine.follow_sessions(0);
     *stop.borrow_mut() = true;
+    // Whatever happened, never leave Prometheus stopped behind us.
+    if let Some(pf) = &opts.prometheus_pidfile {
+        if !scenario.faults.iter().all(|f| !matches!(f.kind, crate::scenario::FaultKind::PrometheusDown(_))) {
+            faults::resume_prometheus(pf);
+        }
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     progress.finish();
 

@@ -16,6 +16,8 @@ pub enum Metric {
     TimeoutRateBelow(f64),
     ReplicasAtMost(u32),
     ReplicasAtLeast(u32),
+    /// Replicas never go down within the window (e.g. while Prometheus is away).
+    NoScaleDown,
     /// Replicas are at or below `replicas` within `within` after phase `after` ends.
     ReplicasBackTo {
         replicas: u32,
@@ -123,6 +125,9 @@ pub(super) fn build(
             n.clamp(0, u32::MAX as i64) as u32
         )));
     }
+    if e.no_scale_down == Some(true) {
+        metrics.push(Some(Metric::NoScaleDown));
+    }
     if let Some(n) = e.replicas_at_least {
         metrics.push(Some(Metric::ReplicasAtLeast(
             n.clamp(0, u32::MAX as i64) as u32
@@ -160,7 +165,7 @@ pub(super) fn build(
         );
     }
     if metrics.len() != 1 {
-        c.error(path, "name exactly one of tier_at_most, p95_below, error_rate_below, timeout_rate_below, replicas_at_most, replicas_at_least, replicas_back_to");
+        c.error(path, "name exactly one of tier_at_most, p95_below, error_rate_below, timeout_rate_below, replicas_at_most, replicas_at_least, replicas_back_to, no_scale_down");
         return None;
     }
     let metric = metrics.pop().flatten()?;
@@ -192,6 +197,7 @@ fn describe(m: &Metric, w: &Window, phases: &[Phase]) -> String {
         Metric::TimeoutRateBelow(r) => format!("timeouts < {}%", r * 100.0),
         Metric::ReplicasAtMost(n) => format!("replicas ≤ {n}"),
         Metric::ReplicasAtLeast(n) => format!("replicas ≥ {n}"),
+        Metric::NoScaleDown => "no scale-down".to_string(),
         Metric::ReplicasBackTo {
             replicas,
             after,
@@ -268,6 +274,21 @@ impl Expectation {
             None => (Duration::ZERO, Duration::MAX),
         };
         let from = start + self.window.skip;
+        if self.metric == Metric::NoScaleDown {
+            let reps: Vec<(Duration, u32)> = points
+                .iter()
+                .filter(|p| p.t >= from && p.t < end)
+                .filter_map(|p| p.replicas.map(|r| (p.t, r)))
+                .collect();
+            let Some(&(_, first)) = reps.first() else {
+                return outcome(false, "no observation in the window".into());
+            };
+            let drop = reps.windows(2).find(|w| w[1].1 < w[0].1);
+            return match drop {
+                None => outcome(true, format!("held at ≥ {first} for {} samples", reps.len())),
+                Some(w) => outcome(false, format!("{} → {} at {:.0} s", w[0].1, w[1].1, w[1].0.as_secs_f64())),
+            };
+        }
         let window = points.iter().filter(|p| p.t >= from && p.t < end);
         // Worst observation in the window, and when.
         let mut worst: Option<(f64, Duration)> = None;
@@ -280,7 +301,7 @@ impl Expectation {
                 Metric::TimeoutRateBelow(_) => p.timeout_rate,
                 Metric::ReplicasAtMost(_) => p.replicas.map(f64::from),
                 Metric::ReplicasAtLeast(_) => p.replicas.map(|r| -(r as f64)),
-                Metric::ReplicasBackTo { .. } => None,
+                Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => None,
             };
             let Some(v) = v else { continue };
             seen += 1;
@@ -314,7 +335,7 @@ impl Expectation {
                 -w >= n as f64,
                 format!("min {:.0} (at {at:.0} s); {seen} samples", -w),
             ),
-            Metric::ReplicasBackTo { .. } => outcome(false, "not a window metric".into()),
+            Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => outcome(false, "not a window metric".into()),
         }
     }
 }

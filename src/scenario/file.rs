@@ -124,6 +124,7 @@ pub struct ExpectFile {
     pub replicas_at_most: Option<i64>,
     pub replicas_at_least: Option<i64>,
     pub replicas_back_to: Option<i64>,
+    pub no_scale_down: Option<bool>,
     /// Window: a phase name or `all` (the default).
     pub during: Option<String>,
     /// Ignore the first part of the window.
