@@ -142,9 +142,15 @@ impl Swarm {
                     .into_iter()
                     .filter_map(|p| Some((p.target_port? as u16, p.published_port? as u16)))
                     .collect();
-                // Host-mode ports are listed once per address family: deduplicate.
-                ports.sort_unstable();
-                ports.dedup();
+                // Host-mode ports are listed once per address family, and on Docker 20.10
+                // the two may differ (IPv4 first, then IPv6, as `docker service ps`
+                // shows them): keep the first of each pair, in the API's order.
+                let mut seen = Vec::new();
+                ports.retain(|p| {
+                    let first = !seen.contains(&p.0);
+                    seen.push(p.0);
+                    first
+                });
                 TaskInfo {
                     id: t.id.unwrap_or_default(),
                     slot: t.slot,

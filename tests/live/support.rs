@@ -347,11 +347,12 @@ impl Controller {
             policy.display().to_string(),
             "--prometheus".into(),
             prometheus.into(),
-            "--interval".into(),
-            "1s".into(),
             "--listen".into(),
             listen.clone(),
         ];
+        if !extra.contains(&"--interval") {
+            args.extend(["--interval".to_string(), "1s".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Controller {
             child: None,
