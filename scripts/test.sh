@@ -33,3 +33,4 @@ scripts/env.sh up
 # shellcheck disable=SC1091
 source "$ANDON_ENV_DIR/env"
 cargo test --locked --test live -- --ignored --test-threads=1
+cargo test --locked --test e2e -- --ignored --test-threads=1

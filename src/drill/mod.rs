@@ -295,7 +295,11 @@ async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
     *stop.borrow_mut() = true;
     // Whatever happened, never leave Prometheus stopped behind us.
     if let Some(pf) = &opts.prometheus_pidfile {
-        if !scenario.faults.iter().all(|f| !matches!(f.kind, crate::scenario::FaultKind::PrometheusDown(_))) {
+        if !scenario
+            .faults
+            .iter()
+            .all(|f| !matches!(f.kind, crate::scenario::FaultKind::PrometheusDown(_)))
+        {
             faults::resume_prometheus(pf);
         }
     }

@@ -285,8 +285,14 @@ impl Expectation {
             };
             let drop = reps.windows(2).find(|w| w[1].1 < w[0].1);
             return match drop {
-                None => outcome(true, format!("held at ≥ {first} for {} samples", reps.len())),
-                Some(w) => outcome(false, format!("{} → {} at {:.0} s", w[0].1, w[1].1, w[1].0.as_secs_f64())),
+                None => outcome(
+                    true,
+                    format!("held at ≥ {first} for {} samples", reps.len()),
+                ),
+                Some(w) => outcome(
+                    false,
+                    format!("{} → {} at {:.0} s", w[0].1, w[1].1, w[1].0.as_secs_f64()),
+                ),
             };
         }
         let window = points.iter().filter(|p| p.t >= from && p.t < end);
@@ -335,7 +341,9 @@ impl Expectation {
                 -w >= n as f64,
                 format!("min {:.0} (at {at:.0} s); {seen} samples", -w),
             ),
-            Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => outcome(false, "not a window metric".into()),
+            Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => {
+                outcome(false, "not a window metric".into())
+            }
         }
     }
 }

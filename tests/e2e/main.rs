@@ -24,22 +24,53 @@ impl StandIns {
         let replicas = replicas.to_string();
         let image = image();
         let (ok, out) = docker(&[
-            "service", "create", "--detach", "--name", SERVICE, "--replicas", &replicas,
-            "--publish", "mode=host,target=8080", "--label", "andon.enable=true",
-            "--label", "prometheus.io/scrape=true", "--label", "andon.test=true",
-            &image, "stand-in", "--listen", "0.0.0.0:8080", "--capacity", "400", "--conn-capacity", "50",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            SERVICE,
+            "--replicas",
+            &replicas,
+            "--publish",
+            "mode=host,target=8080",
+            "--label",
+            "andon.enable=true",
+            "--label",
+            "prometheus.io/scrape=true",
+            "--label",
+            "andon.test=true",
+            &image,
+            "stand-in",
+            "--listen",
+            "0.0.0.0:8080",
+            "--capacity",
+            "400",
+            "--conn-capacity",
+            "50",
         ]);
         assert!(ok, "{out}");
-        let s = StandIns { name: SERVICE.into() };
+        let s = StandIns {
+            name: SERVICE.into(),
+        };
         let want: u32 = replicas.parse().unwrap();
-        wait_for(Duration::from_secs(40), "stand-ins running", || (s.running() >= want).then_some(()));
+        wait_for(Duration::from_secs(40), "stand-ins running", || {
+            (s.running() >= want).then_some(())
+        });
         // Prometheus' swarm discovery refreshes every 2 s, scrapes every 2 s.
         std::thread::sleep(Duration::from_secs(6));
         s
     }
 
     fn running(&self) -> u32 {
-        let (_, out) = docker(&["service", "ps", &self.name, "--filter", "desired-state=running", "--format", "{{.CurrentState}}"]);
+        let (_, out) = docker(&[
+            "service",
+            "ps",
+            &self.name,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+        ]);
         out.lines().filter(|l| l.starts_with("Running")).count() as u32
     }
 }
@@ -52,7 +83,8 @@ impl Drop for StandIns {
 
 fn controller(dir: &std::path::Path, extra: &[&str]) -> Controller {
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/drill-fast.yaml");
-    let prom = std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/env.sh)");
+    let prom =
+        std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/env.sh)");
     let mut args = vec!["--interval", "2s"];
     args.extend_from_slice(extra);
     Controller::start(&policy, &prom, &args, dir.join("andon.log"))
@@ -72,19 +104,44 @@ fn drill(scenario: &str, ctl: &Controller, extra: &[&str]) -> (i32, serde_json::
         "--json".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::new(andon_bin()).args(&args).env("DOCKER_HOST", docker_host()).output().unwrap();
+    let out = Command::new(andon_bin())
+        .args(&args)
+        .env("DOCKER_HOST", docker_host())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("drill printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.code().unwrap_or(-1), v)
 }
 
 fn summary(v: &serde_json::Value) -> String {
     let mut s = String::new();
-    for e in v["before"].as_array().into_iter().chain(v["expectations"].as_array()).flatten() {
-        s += &format!("  {} {}: {}\n", if e["held"] == true { "held" } else { "DEVIATED" }, e["text"], e["observed"]);
+    for e in v["before"]
+        .as_array()
+        .into_iter()
+        .chain(v["expectations"].as_array())
+        .flatten()
+    {
+        s += &format!(
+            "  {} {}: {}\n",
+            if e["held"] == true {
+                "held"
+            } else {
+                "DEVIATED"
+            },
+            e["text"],
+            e["observed"]
+        );
     }
-    s += &format!("  max replicas {}, max tier {}, counts {}\n", v["max_replicas"], v["max_tier"], v["counts"]);
+    s += &format!(
+        "  max replicas {}, max tier {}, counts {}\n",
+        v["max_replicas"], v["max_tier"], v["counts"]
+    );
     s
 }
 
@@ -94,16 +151,35 @@ fn ci_flood_passes_with_the_controller_scaling_before_red() {
     let dir = tmpdir("e2e-flood");
     let _svc = StandIns::create(2);
     let ctl = controller(&dir, &[]);
-    let (code, v) = drill("chaos/ci-flood.yaml", &ctl, &["--report", dir.join("report").to_str().unwrap()]);
+    let (code, v) = drill(
+        "chaos/ci-flood.yaml",
+        &ctl,
+        &["--report", dir.join("report").to_str().unwrap()],
+    );
     eprintln!("ci-flood with andon:\n{}", summary(&v));
-    assert_eq!(v["verdict"], "pass", "{}\ncontroller log:\n{}", summary(&v), ctl.logs());
+    assert_eq!(
+        v["verdict"],
+        "pass",
+        "{}\ncontroller log:\n{}",
+        summary(&v),
+        ctl.logs()
+    );
     assert_eq!(code, 0);
     // It scaled up before p95 crossed the red line (250 ms), if it ever did.
     let tl = v["timeline"].as_array().unwrap();
-    let first_scale = tl.iter().find(|s| s["replicas"].as_u64().unwrap_or(0) > 2).map(|s| s["t_s"].as_f64().unwrap());
-    let first_red = tl.iter().find(|s| s["p95_ms"].as_f64().unwrap_or(0.0) > 250.0).map(|s| s["t_s"].as_f64().unwrap());
+    let first_scale = tl
+        .iter()
+        .find(|s| s["replicas"].as_u64().unwrap_or(0) > 2)
+        .map(|s| s["t_s"].as_f64().unwrap());
+    let first_red = tl
+        .iter()
+        .find(|s| s["p95_ms"].as_f64().unwrap_or(0.0) > 250.0)
+        .map(|s| s["t_s"].as_f64().unwrap());
     let scaled_at = first_scale.expect("the controller scaled up");
-    assert!(first_red.is_none_or(|r| scaled_at < r), "scaled at {scaled_at} s, p95 crossed red at {first_red:?} s");
+    assert!(
+        first_red.is_none_or(|r| scaled_at < r),
+        "scaled at {scaled_at} s, p95 crossed red at {first_red:?} s"
+    );
     assert!(dir.join("report/index.html").exists() && dir.join("report/histograms.hlog").exists());
 }
 
@@ -128,15 +204,35 @@ fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
     let dir = tmpdir("e2e-faults");
     let _svc = StandIns::create(4);
     let ctl = controller(&dir, &[]);
-    let pidfile = format!("{}/prometheus.pid", std::env::var("ANDON_ENV_DIR").expect("ANDON_ENV_DIR"));
-    let (code, v) = drill("chaos/ci-faults.yaml", &ctl, &["--prometheus-pidfile", &pidfile]);
+    let pidfile = format!(
+        "{}/prometheus.pid",
+        std::env::var("ANDON_ENV_DIR").expect("ANDON_ENV_DIR")
+    );
+    let (code, v) = drill(
+        "chaos/ci-faults.yaml",
+        &ctl,
+        &["--prometheus-pidfile", &pidfile],
+    );
     eprintln!("ci-faults:\n{}", summary(&v));
     let faults = v["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 2, "{faults:?}");
     assert!(faults.iter().all(|f| f["injected"] == true), "{faults:?}");
-    assert_eq!(v["verdict"], "pass", "{}\ncontroller log:\n{}", summary(&v), ctl.logs());
+    assert_eq!(
+        v["verdict"],
+        "pass",
+        "{}\ncontroller log:\n{}",
+        summary(&v),
+        ctl.logs()
+    );
     assert_eq!(code, 0);
     // The controller saw the outage: its line stopped at some point.
-    assert!(v["timeline"].as_array().unwrap().iter().any(|s| s["stopped"] == true), "the line never stopped");
+    assert!(
+        v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stopped"] == true),
+        "the line never stopped"
+    );
     assert!(ctl.logs().contains("line stopped"));
 }
