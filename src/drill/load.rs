@@ -61,7 +61,15 @@ pub struct Engine {
     /// Sessions opened, failed to open, and replaced after loss.
     pub opened: Rc<RefCell<u64>>,
     pub open_failures: Rc<RefCell<u64>>,
+    /// After a failed open, no new opens until then: an overloaded server must not be
+    /// stormed with handshakes.
+    retry_after: Rc<RefCell<Option<Instant>>>,
 }
+
+/// Session handshakes in flight at most.
+const MAX_OPENING: u32 = 64;
+/// Pause after a failed handshake before opening more.
+const OPEN_BACKOFF: Duration = Duration::from_millis(500);
 
 impl Engine {
     pub fn new(
@@ -85,6 +93,7 @@ impl Engine {
             rng: 0x00A1_D0C5,
             opened: Rc::default(),
             open_failures: Rc::default(),
+            retry_after: Rc::default(),
         }
     }
 
@@ -136,10 +145,11 @@ impl Engine {
             return;
         }
         let eps = self.endpoints.borrow().clone();
-        if eps.is_empty() {
+        if eps.is_empty() || self.retry_after.borrow().is_some_and(|t| Instant::now() < t) {
             return;
         }
-        for _ in have..target {
+        let room = MAX_OPENING.saturating_sub(*self.opening.borrow());
+        for _ in have..target.min(have + room) {
             let addr = eps[self.rr_endpoint % eps.len()];
             self.rr_endpoint = self.rr_endpoint.wrapping_add(1);
             let idx = {
@@ -152,12 +162,13 @@ impl Engine {
                 s.len() - 1
             };
             *self.opening.borrow_mut() += 1;
-            let (client, sessions, opening, opened, failures) = (
+            let (client, sessions, opening, opened, failures, retry_after) = (
                 self.client.clone(),
                 self.sessions.clone(),
                 self.opening.clone(),
                 self.opened.clone(),
                 self.open_failures.clone(),
+                self.retry_after.clone(),
             );
             let timeout = self.timeout;
             tokio::task::spawn_local(async move {
@@ -182,6 +193,7 @@ impl Engine {
                         None => {
                             sess.dead = true;
                             *failures.borrow_mut() += 1;
+                            *retry_after.borrow_mut() = Some(Instant::now() + OPEN_BACKOFF);
                         }
                     }
                 }

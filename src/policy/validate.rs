@@ -9,15 +9,7 @@ use std::time::Duration;
 
 /// Reads and checks a policy file.
 pub fn load(path: &str) -> Result<Policy, FileErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        FileErrors(vec![FileError {
-            file: path.to_string(),
-            pos: yaml::Pos { line: 1, col: 1 },
-            field: String::new(),
-            message: format!("cannot read the policy file: {e}"),
-        }])
-    })?;
-    from_str(path, &text)
+    from_str(path, &yaml::read(path, "policy")?)
 }
 
 /// Checks policy text; `file` names it in messages.

@@ -167,6 +167,18 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Reads a file to check; an unreadable file is one error at 1:1 saying what it was.
+pub fn read(path: &str, what: &str) -> Result<String, FileErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        FileErrors(vec![FileError {
+            file: path.to_string(),
+            pos: Pos { line: 1, col: 1 },
+            field: String::new(),
+            message: format!("cannot read the {what} file: {e}"),
+        }])
+    })
+}
+
 /// Parses `text` as `T`, mapping serde-saphyr's error to a positioned [`FileError`].
 pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, FileError> {
     let options = serde_saphyr::options! { with_snippet: false };

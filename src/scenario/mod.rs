@@ -6,7 +6,7 @@ pub mod file;
 
 use crate::policy::units::{self, Unit};
 use crate::policy::validate::Checker;
-use crate::policy::yaml::{self, FileError, FileErrors, PositionIndex};
+use crate::policy::yaml::{self, FileErrors, PositionIndex};
 use crate::policy::Tier;
 use file::*;
 use std::time::Duration;
@@ -202,15 +202,7 @@ impl Scenario {
 
 /// Reads and checks a scenario file.
 pub fn load(path: &str) -> Result<Scenario, FileErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        FileErrors(vec![FileError {
-            file: path.to_string(),
-            pos: yaml::Pos { line: 1, col: 1 },
-            field: String::new(),
-            message: format!("cannot read the scenario file: {e}"),
-        }])
-    })?;
-    from_str(path, &text)
+    from_str(path, &yaml::read(path, "scenario")?)
 }
 
 pub fn from_str(file: &str, text: &str) -> Result<Scenario, FileErrors> {

@@ -13,72 +13,16 @@ use support::*;
 const SERVICE: &str = "erlmcp";
 
 /// The stand-in service as the drills expect it: opted in, scraped, capacity 400 msg/s.
-struct StandIns {
-    name: String,
-}
-
-impl StandIns {
-    fn create(replicas: u32) -> StandIns {
-        let _ = docker(&["service", "rm", SERVICE]);
-        std::thread::sleep(Duration::from_secs(2));
-        let replicas = replicas.to_string();
-        let image = image();
-        let (ok, out) = docker(&[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            SERVICE,
-            "--replicas",
-            &replicas,
-            "--publish",
-            "mode=host,target=8080",
-            "--label",
-            "andon.enable=true",
-            "--label",
-            "prometheus.io/scrape=true",
-            "--label",
-            "andon.test=true",
-            &image,
-            "stand-in",
-            "--listen",
-            "0.0.0.0:8080",
-            "--capacity",
-            "400",
-            "--conn-capacity",
-            "50",
-        ]);
-        assert!(ok, "{out}");
-        let s = StandIns {
-            name: SERVICE.into(),
-        };
-        let want: u32 = replicas.parse().unwrap();
-        wait_for(Duration::from_secs(40), "stand-ins running", || {
-            (s.running() >= want).then_some(())
-        });
-        // Prometheus' swarm discovery refreshes every 2 s, scrapes every 2 s.
-        std::thread::sleep(Duration::from_secs(6));
-        s
-    }
-
-    fn running(&self) -> u32 {
-        let (_, out) = docker(&[
-            "service",
-            "ps",
-            &self.name,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "{{.CurrentState}}",
-        ]);
-        out.lines().filter(|l| l.starts_with("Running")).count() as u32
-    }
-}
-
-impl Drop for StandIns {
-    fn drop(&mut self) {
-        let _ = docker(&["service", "rm", &self.name]);
-    }
+fn stand_ins(replicas: u32) -> Service {
+    let s = Service::create_with(
+        SERVICE,
+        replicas,
+        &["andon.enable=true", "prometheus.io/scrape=true"],
+        &["--capacity", "400", "--conn-capacity", "50"],
+    );
+    // Prometheus' swarm discovery refreshes every 2 s, scrapes every 2 s.
+    std::thread::sleep(Duration::from_secs(6));
+    s
 }
 
 fn controller(dir: &std::path::Path, extra: &[&str]) -> Controller {
@@ -149,7 +93,7 @@ fn summary(v: &serde_json::Value) -> String {
 #[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
 fn ci_flood_passes_with_the_controller_scaling_before_red() {
     let dir = tmpdir("e2e-flood");
-    let _svc = StandIns::create(2);
+    let _svc = stand_ins(2);
     let ctl = controller(&dir, &[]);
     let (code, v) = drill(
         "chaos/ci-flood.yaml",
@@ -189,7 +133,7 @@ fn the_same_drill_with_the_controller_in_dry_run_deviates() {
     // Proof that the verification can fail: nothing scales, so the flood's peak breaks
     // the hypothesis.
     let dir = tmpdir("e2e-dry");
-    let _svc = StandIns::create(2);
+    let _svc = stand_ins(2);
     let ctl = controller(&dir, &["--dry-run"]);
     let (code, v) = drill("chaos/ci-flood.yaml", &ctl, &["--speed", "1.5"]);
     eprintln!("ci-flood with andon --dry-run:\n{}", summary(&v));
@@ -202,7 +146,7 @@ fn the_same_drill_with_the_controller_in_dry_run_deviates() {
 #[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
 fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
     let dir = tmpdir("e2e-faults");
-    let _svc = StandIns::create(4);
+    let _svc = stand_ins(4);
     let ctl = controller(&dir, &[]);
     let pidfile = format!(
         "{}/prometheus.pid",

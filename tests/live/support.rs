@@ -254,6 +254,21 @@ pub struct Service {
 
 impl Service {
     pub fn create(name: &str, replicas: u32, opted_in: bool) -> Service {
+        let labels: &[&str] = if opted_in {
+            &["andon.enable=true"]
+        } else {
+            &[]
+        };
+        Service::create_with(name, replicas, labels, &[])
+    }
+
+    /// A stand-in service with extra labels and extra `stand-in` arguments.
+    pub fn create_with(
+        name: &str,
+        replicas: u32,
+        labels: &[&str],
+        standin_args: &[&str],
+    ) -> Service {
         let _ = docker(&["service", "rm", name]);
         let replicas = replicas.to_string();
         let image = image();
@@ -270,10 +285,11 @@ impl Service {
             "--label",
             "andon.test=true",
         ];
-        if opted_in {
-            args.extend(["--label", "andon.enable=true"]);
+        for l in labels {
+            args.extend(["--label", *l]);
         }
         args.extend([image.as_str(), "stand-in", "--listen", "0.0.0.0:8080"]);
+        args.extend(standin_args);
         let (ok, out) = docker(&args);
         assert!(ok, "docker service create: {out}");
         let s = Service {
