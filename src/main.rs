@@ -151,8 +151,9 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file, target or arg
         /// Container port of the MCP endpoint, for swarm targets
         #[arg(long, default_value_t = 8080)]
         target_port: u16,
-        /// Requests in flight at most; past it a send counts as a generator error
-        #[arg(long, default_value_t = 20_000)]
+        /// Requests in flight at most; past it a send counts as a generator error. Each is a
+        /// connection: Docker's userland proxy for published ports dies past a few thousand
+        #[arg(long, default_value_t = 4096)]
         max_in_flight: u32,
         /// Print one JSON object
         #[arg(long)]

@@ -67,9 +67,9 @@ pub struct Engine {
 }
 
 /// Session handshakes in flight at most.
-const MAX_OPENING: u32 = 64;
+const MAX_OPENING: u32 = 32;
 /// Pause after a failed handshake before opening more.
-const OPEN_BACKOFF: Duration = Duration::from_millis(500);
+const OPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Engine {
     pub fn new(
@@ -145,7 +145,12 @@ impl Engine {
             return;
         }
         let eps = self.endpoints.borrow().clone();
-        if eps.is_empty() || self.retry_after.borrow().is_some_and(|t| Instant::now() < t) {
+        if eps.is_empty()
+            || self
+                .retry_after
+                .borrow()
+                .is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
         let room = MAX_OPENING.saturating_sub(*self.opening.borrow());
