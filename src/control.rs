@@ -26,7 +26,6 @@ pub const STATE_REFRESH: Duration = Duration::from_secs(30);
 
 pub struct Options {
     pub dry_run: bool,
-    pub interval: Duration,
 }
 
 /// What the loop keeps per service between ticks.

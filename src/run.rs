@@ -46,6 +46,15 @@ pub fn init_logging(json: bool) {
     };
 }
 
+/// The runtime of the one-thread jobs (`run`, `drill`, `probe`): a current-thread
+/// runtime keeps each at most one core, by construction.
+pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 /// Runs until a signal. Returns the exit code: 0 after a clean stop, 2 when the
 /// configuration or the environment does not allow starting.
 pub fn run(args: RunArgs) -> u8 {
@@ -62,13 +71,10 @@ pub fn run(args: RunArgs) -> u8 {
             s.name = format!("{stack}_{}", s.name);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match single_thread_runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            eprintln!("{e}");
             return 2;
         }
     };
@@ -151,7 +157,6 @@ pub fn run(args: RunArgs) -> u8 {
             admission,
             Options {
                 dry_run: args.dry_run,
-                interval: args.interval,
             },
             shared,
         );
@@ -185,12 +190,8 @@ pub fn run(args: RunArgs) -> u8 {
 /// `andon probe URL`: exit 0 when URL answers 2xx within 2 s. For healthchecks in an image
 /// that has no curl.
 pub fn probe(url: &str) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(_) => return 1,
+    let Ok(rt) = single_thread_runtime() else {
+        return 1;
     };
     rt.block_on(async {
         let client = match reqwest::Client::builder()

@@ -130,10 +130,7 @@ pub struct DrillResult {
 /// Runs a drill. Errors before the load starts (bad target, no Docker) are returned as
 /// Err (exit 2); everything after is in the result.
 pub fn run(scenario: &Scenario, opts: Options) -> Result<DrillResult, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let rt = crate::run::single_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, drill(scenario, opts))
 }

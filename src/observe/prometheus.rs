@@ -106,10 +106,6 @@ impl PromSource {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Reads every signal for every service; returns observations per service.
     pub async fn observe(
         &self,
