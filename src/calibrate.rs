@@ -83,7 +83,10 @@ pub fn run(policy: &Policy) -> Result<Vec<CalPoint>, String> {
         .map_or(f64::NAN, |p| p.p95_ms);
     // Bombing: the seed's figures are its worst, at the end of the bombing phase.
     let end = bomb.timeline.iter().rfind(|p| p.phase == "bombing");
-    let bomb_p95 = end.map_or(f64::NAN, |p| p.p95_ms);
+    // The seed's bombing p95 (2,800 ms) is above its own 2 s client timeout, so it can only
+    // be what the server measured; a client sees at most its timeout. Compare with the
+    // model's server-side p95.
+    let bomb_p95 = end.map_or(f64::NAN, |p| p.server_p95_ms);
     let bomb_err = end.map_or(f64::NAN, |p| p.error_rate * 100.0);
     Ok(vec![
         point("baseline, 25 connections: p95", 85.1, base_p95, "ms"),
@@ -105,7 +108,7 @@ pub fn run(policy: &Policy) -> Result<Vec<CalPoint>, String> {
             p95_at_connections(&flood, 500),
             "ms",
         ),
-        point("bombing, end: p95", 2800.0, bomb_p95, "ms"),
+        point("bombing, end: p95 (server side)", 2800.0, bomb_p95, "ms"),
         point("bombing, end: errors", 12.2, bomb_err, "%"),
     ])
 }

@@ -1,42 +1,28 @@
 //! The reconcile loop of `andon run`: observe → decide → act → record, once per tick.
 //!
-//! The decision is the pure core's; this is the thin shell around it. Per service:
+//! The step is [`crate::reconcile`]'s, the same one `andon simulate` runs; this is only the
+//! I/O around it. Per service:
 //! - skip it (and say why in /status) unless it exists and carries `andon.enable=true`;
-//! - on first sight, restore the core's state from the service's `andon.state` label, so a
-//!   restarted controller carries on where the last one stopped;
-//! - decide; then write replicas, shedding labels and state in one optimistic update;
-//!   if that fails, forget the decision's effect on the state (the step did not happen);
+//! - step: the reconciler restores its state from the `andon.state` label on first sight,
+//!   decides, and plans the spec changes;
+//! - write the plan in one optimistic update and report back whether it went through;
 //! - post the admission limit to every running task (level-triggered).
 
+use crate::act;
 use crate::act::admission::AdmissionClient;
-use crate::act::{self, Desired, SHED_LABEL, STATE_LABEL, TIER_LABEL};
-use crate::core::{self, CoreState, Decision, Observations, Replicas};
+use crate::core::Observations;
 use crate::observe::prometheus::PromSource;
 use crate::policy::{Policy, ServiceSpec};
+use crate::reconcile::{Reconciler, Restored, ServiceView};
 use crate::record::server::{now_ms, Shared};
 use crate::record::status::{self, DecisionStatus, ServiceStatus};
 use crate::swarm::{ServiceInfo, Swarm, SwarmError, TaskInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Write the state label at least this often while it changes, even with nothing else to
-/// write; changes that matter on restart (a scale, a tier, a window's edge) go at once.
-pub const STATE_REFRESH: Duration = Duration::from_secs(30);
+use std::time::Instant;
 
 pub struct Options {
     pub dry_run: bool,
-}
-
-/// What the loop keeps per service between ticks.
-#[derive(Default)]
-struct Runtime {
-    state: CoreState,
-    /// Restored from the label (or found none) already.
-    loaded: bool,
-    /// The state as last written, and when.
-    written: Option<(CoreState, u64)>,
-    last: Option<Decision>,
 }
 
 pub struct Controller {
@@ -45,7 +31,7 @@ pub struct Controller {
     swarm: Swarm,
     admission: AdmissionClient,
     opts: Options,
-    runtime: HashMap<String, Runtime>,
+    runtime: HashMap<String, Reconciler>,
     pub shared: Arc<Shared>,
 }
 
@@ -149,36 +135,28 @@ impl Controller {
         let ready = tasks.iter().filter(|t| t.running).count() as u32;
         status.ready = Some(ready);
 
-        let rt = self.runtime.entry(svc.name.clone()).or_default();
-        if !rt.loaded {
-            rt.loaded = true;
-            if let Some(json) = info.labels.get(STATE_LABEL) {
-                match serde_json::from_str::<CoreState>(json) {
-                    Ok(s) => {
-                        tracing::info!(service = %svc.name, "restored the core's state from label {STATE_LABEL}");
-                        rt.written = Some((s.clone(), now_ms()));
-                        rt.state = s;
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %svc.name, error = %e, "label {STATE_LABEL} does not parse; starting afresh")
-                    }
-                }
-            }
-        }
-
         let now = now_ms();
-        let replicas = Replicas {
-            current: info.replicas,
-            ready,
-            updating: info.updating,
+        let view = ServiceView {
+            replicas: info.replicas,
+            running: ready,
+            update: info.update,
+            update_started_ms: info.update_started_ms,
+            labels: info.labels.clone(),
         };
-        let before = rt.state.clone();
-        let d = core::decide_in_place(&self.policy, svc, obs, replicas, &mut rt.state, now);
-        let changed = d.desired != info.replicas
-            || rt.last.as_ref().is_none_or(|l| {
-                l.tier != d.tier || l.stopped != d.stopped || l.shed_admit != d.shed_admit
-            });
-        if changed {
+        let apply = !self.opts.dry_run;
+        let rt = self.runtime.entry(svc.name.clone()).or_default();
+        let plan = rt.step(&self.policy, svc, obs, &view, now, apply);
+        match &plan.restored {
+            Some(Restored::Label) => {
+                tracing::info!(service = %svc.name, "restored the core's state from label {}", act::STATE_LABEL)
+            }
+            Some(Restored::Unreadable(e)) => {
+                tracing::warn!(service = %svc.name, error = %e, "label {} does not parse; starting afresh, scale-down window seeded", act::STATE_LABEL)
+            }
+            Some(Restored::Seeded) | None => {}
+        }
+        let d = &plan.decision;
+        if plan.changed {
             tracing::info!(
                 service = %svc.name, tier = %d.tier, from = info.replicas, to = d.desired,
                 shed_admit = ?d.shed_admit, stopped = d.stopped, dry_run = self.opts.dry_run,
@@ -188,41 +166,20 @@ impl Controller {
             tracing::debug!(service = %svc.name, tier = %d.tier, replicas = d.desired, "{}", d.summary());
         }
 
-        if !self.opts.dry_run {
-            let state_due = match &rt.written {
-                None => true,
-                Some((w, at)) => {
-                    *w != rt.state
-                        && (restart_relevant(&self.policy, w, &rt.state)
-                            || now.saturating_sub(*at) >= STATE_REFRESH.as_millis() as u64)
-                }
-            };
-            let mut desired = Desired {
-                replicas: (d.desired != info.replicas).then_some(d.desired),
-                labels: shed_labels(&self.policy, svc, &d, info.replicas),
-            };
-            desired
-                .labels
-                .insert(TIER_LABEL.into(), Some(d.tier.name().into()));
-            let state_json = serde_json::to_string(&rt.state).unwrap_or_default();
-            if state_due || !desired.satisfied_by(&info) {
-                desired.labels.insert(STATE_LABEL.into(), Some(state_json));
-            }
-            match act::write(&self.swarm, info.clone(), &desired).await {
-                Ok(w) => {
-                    if !w.noop && desired.labels.contains_key(STATE_LABEL) {
-                        rt.written = Some((rt.state.clone(), now));
-                    }
-                }
+        if apply {
+            let ok = match act::write(&self.swarm, info.clone(), &plan.write).await {
+                Ok(_) => true,
                 Err(e) => {
-                    // The step did not happen: the core must not believe it did.
-                    rt.state = before;
                     self.shared.metrics.actuator_error("scale");
                     tracing::warn!(service = %svc.name, error = %e, "could not write the service");
                     status.last_error = Some(e.to_string());
+                    false
                 }
-            }
+            };
+            rt.committed(ok);
         }
+        let d = plan.decision;
+        let changed = plan.changed;
 
         self.shared
             .metrics
@@ -245,9 +202,7 @@ impl Controller {
             previous_change
         };
         status.last_decision = Some(ds);
-        let rt = self.runtime.entry(svc.name.clone()).or_default();
-        let shed = (!self.opts.dry_run).then_some((tasks, d.shed_admit));
-        rt.last = Some(d);
+        let shed = apply.then_some((tasks, plan.admission));
         (status, shed)
     }
 }
@@ -280,68 +235,4 @@ async fn read_services(swarm: &Swarm, names: &[String]) -> HashMap<String, Read>
         out.insert(name, read);
     }
     out
-}
-
-/// Changes to the state that a restarted controller must not miss: a scale event, a
-/// tier's timers, Jidoka's stop, the value at a window's edge, or that edge moving later by
-/// more than a tenth of its window (so that after a restart a window expires at most 10%
-/// early).
-fn restart_relevant(policy: &Policy, a: &CoreState, b: &CoreState) -> bool {
-    let edge_moved = |x: Option<&crate::core::state::Sample>,
-                      y: Option<&crate::core::state::Sample>,
-                      window: Duration| match (x, y) {
-        (Some(x), Some(y)) => {
-            x.value != y.value
-                || y.at_ms.saturating_sub(x.at_ms) >= (window.as_millis() as u64 / 10).max(1000)
-        }
-        (None, None) => false,
-        _ => true,
-    };
-    a.events != b.events
-        || a.tiers != b.tiers
-        || a.last_panic_ms != b.last_panic_ms
-        || a.stopped != b.stopped
-        || a.reversals_ms != b.reversals_ms
-        || edge_moved(
-            a.up_window.first(),
-            b.up_window.first(),
-            policy.behavior.scale_up.stabilization,
-        )
-        || edge_moved(
-            a.down_window.first(),
-            b.down_window.first(),
-            policy.behavior.scale_down.stabilization,
-        )
-}
-
-/// The shedding labels for a decision: andon's own, and Traefik's inFlightReq amount
-/// (admit × per-replica connection capacity × replicas; removed when not shedding).
-fn shed_labels(
-    policy: &Policy,
-    svc: &ServiceSpec,
-    d: &Decision,
-    replicas: u32,
-) -> std::collections::BTreeMap<String, Option<String>> {
-    let mut labels = std::collections::BTreeMap::new();
-    let traefik = act::traefik_inflight_label(&svc.name);
-    match d.shed_admit {
-        Some(a) => {
-            labels.insert(SHED_LABEL.to_string(), Some(format!("{a}")));
-            let per_replica = policy
-                .capacity_of(crate::policy::SignalKind::Connections)
-                .or_else(|| {
-                    policy
-                        .capacity_of(crate::policy::SignalKind::Throughput)
-                        .map(|t| t * 0.1)
-                })
-                .unwrap_or(100.0);
-            let amount = (a * per_replica * replicas.max(1) as f64).ceil().max(1.0);
-            labels.insert(traefik, Some(format!("{amount}")));
-        }
-        None => {
-            labels.insert(SHED_LABEL.to_string(), Some("none".into()));
-            labels.insert(traefik, None);
-        }
-    }
-    labels
 }

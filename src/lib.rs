@@ -11,6 +11,7 @@ pub mod drill;
 pub mod model;
 pub mod observe;
 pub mod policy;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod run;

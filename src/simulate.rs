@@ -1,19 +1,21 @@
 //! `andon simulate`: the decision core against a modelled erlmcp cluster, on virtual time.
 //!
 //! Each tick the scenario sets the load, faults strike at their times, the model serves
-//! the load, and a model of Prometheus turns the true figures into what a controller would
-//! read (rates over a window). Every `interval`, the core decides on that view; with
-//! control, the cluster follows the decision (replicas, shedding). Without control the
-//! core still runs, so the timeline shows which tier the service would be in.
+//! the load, and the modelled Prometheus scrapes it. Every `interval` the controller runs
+//! the same reconcile step as `andon run` ([`crate::reconcile`]) on what Prometheus answers
+//! and what the modelled Swarm shows, and the plan is applied to the modelled Swarm: spec
+//! writes (which may fail), labels (the core's state among them, so a modelled restart
+//! restores from the label), replicas, and admission at the replicas. Without control the
+//! step still runs, so the timeline shows which tier the service would be in, and nothing
+//! it would have done is remembered as done.
 
-use crate::core::{self, CoreState, Decision, Observations, Reading, Replicas};
-use crate::model::replica::{mixture_quantile, Component};
-use crate::model::{Cluster, Load, ReplicaParams, TickMetrics};
-use crate::policy::{Policy, ServiceSpec, SignalKind, Tier};
+use crate::core::Decision;
+use crate::model::{Cluster, Load, ModelPrometheus, ModelSwarm, ReplicaParams};
+use crate::policy::{Policy, ServiceSpec, Tier};
+use crate::reconcile::Reconciler;
 use crate::scenario::expect::{Outcome, Point};
 use crate::scenario::{FaultKind, Scenario, Verdict};
 use serde::Serialize;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +57,11 @@ pub struct TimelinePoint {
     pub ready: u32,
     pub connections: u32,
     pub offered_rps: f64,
+    /// Client-side latency of admitted requests (capped at the client timeout).
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// p95 as the server measures it, past the client's timeout too.
+    pub server_p95_ms: f64,
     /// Failures other than sheds, over offered.
     pub error_rate: f64,
     /// Shed (fast 503) over offered.
@@ -84,6 +89,8 @@ pub struct Summary {
     pub max_replicas: u32,
     pub scale_actions: u32,
     pub shed_requests: f64,
+    /// Service updates that failed (the `write_failures` fault).
+    pub failed_writes: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,105 +103,6 @@ pub struct SimResult {
     pub expectations: Vec<Outcome>,
     pub timeline: Vec<TimelinePoint>,
     pub events: Vec<Event>,
-}
-
-/// The Prometheus view of the model: rate-based signals averaged over the window,
-/// gauges as they are.
-struct PromView {
-    window: VecDeque<TickMetrics>,
-    len: usize,
-    sum_offered: f64,
-    sum_failed: f64,
-    sum_admitted: f64,
-    sigma: f64,
-    p95_factor: f64,
-}
-
-impl PromView {
-    fn new(len: usize, params: &ReplicaParams) -> Self {
-        PromView {
-            window: VecDeque::with_capacity(len + 1),
-            len: len.max(1),
-            sum_offered: 0.0,
-            sum_failed: 0.0,
-            sum_admitted: 0.0,
-            sigma: params.sigma,
-            p95_factor: params.p95_factor(),
-        }
-    }
-
-    fn add(&mut self, m: &TickMetrics, sign: f64) {
-        self.sum_offered += sign * m.offered_rps;
-        self.sum_failed += sign * (m.error_rps + m.shed_rps);
-        self.sum_admitted += sign * m.admitted_rps;
-    }
-
-    fn push(&mut self, m: TickMetrics) {
-        self.add(&m, 1.0);
-        self.window.push_back(m);
-        if self.window.len() > self.len {
-            if let Some(old) = self.window.pop_front() {
-                self.add(&old, -1.0);
-            }
-        }
-    }
-
-    fn observations(&self, policy: &Policy, now_ms: u64) -> Observations {
-        let n = self.window.len().max(1) as f64;
-        let last = self.window.back().copied().unwrap_or_default();
-        let value = |kind: SignalKind| -> f64 {
-            match kind {
-                SignalKind::ErrorRate => {
-                    if self.sum_offered > 1e-9 {
-                        (self.sum_failed / self.sum_offered).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    }
-                }
-                // histogram_quantile over all-zero rates is NaN, as in Prometheus.
-                // histogram_quantile over rate(...[1m]) is the p95 of the pooled window,
-                // not an average of p95s: pool each tick's latency (as one log-normal
-                // with that tick's p95) weighted by its requests.
-                SignalKind::P95Latency => {
-                    if self.sum_admitted > 1e-9 {
-                        let components: Vec<Component> = self
-                            .window
-                            .iter()
-                            .map(|m| Component {
-                                weight: m.admitted_rps,
-                                median_s: m.p95_s / self.p95_factor,
-                            })
-                            .collect();
-                        mixture_quantile(&components, self.sigma, 0.95)
-                    } else {
-                        // The shipped policy's query answers 0 for an idle service.
-                        0.0
-                    }
-                }
-                SignalKind::Cpu => last.cpu,
-                SignalKind::Memory => last.memory_bytes,
-                SignalKind::Connections => last.connections as f64,
-                SignalKind::Throughput => (self.sum_offered / n).max(0.0),
-                SignalKind::QueueDepth => last.queue_depth,
-            }
-        };
-        Observations {
-            readings: policy
-                .signals
-                .iter()
-                .map(|s| {
-                    (
-                        s.kind,
-                        Reading::Value {
-                            value: value(s.kind),
-                            at_ms: now_ms,
-                        },
-                    )
-                })
-                .collect(),
-            source_error: None,
-        }
-    }
 }
 
 /// Runs one scenario for one service of the policy.
@@ -219,18 +127,21 @@ pub fn run_with(
     let interval_ticks = ((opts.interval.as_secs_f64() / dt).round() as u64).max(1);
     let mut cluster = Cluster::new(params, scenario.replicas);
     cluster.detail = opts.record;
-    let mut view = PromView::new(
+    let mut prom = ModelPrometheus::new(
         (opts.rate_window.as_secs_f64() / dt).round() as usize,
+        opts.rate_window.as_millis() as u64,
+        scenario.scrape_interval.as_millis() as u64,
         &params,
     );
-    let mut state = CoreState::default();
+    let mut swarm = ModelSwarm::new();
+    let mut controller = Reconciler::new();
     let mut timeline = Vec::new();
     let mut events = Vec::new();
     let mut points = Vec::new();
     let mut next_fault = 0;
-    let mut prometheus_down_until = Duration::ZERO;
     let mut controller_down_until = Duration::ZERO;
     let mut last: Option<Decision> = None;
+    let mut last_write_ok = true;
     let mut summary = Summary {
         max_tier: Tier::Green,
         peak_p95_ms: 0.0,
@@ -238,22 +149,38 @@ pub fn run_with(
         max_replicas: cluster.replicas(),
         scale_actions: 0,
         shed_requests: 0.0,
+        failed_writes: 0,
     };
 
     for k in 0..ticks {
         let t = Duration::from_secs_f64(k as f64 * dt);
+        let now_ms = t.as_millis() as u64;
         let Some((pi, into)) = scenario.phase_at(t) else {
             break;
         };
         let phase = &scenario.phases[pi];
         while let Some(f) = scenario.faults.get(next_fault).filter(|f| f.at <= t) {
+            let until = |d: &Duration| (t + *d).as_millis() as u64;
             match &f.kind {
                 FaultKind::KillTasks(n) => cluster.kill(*n, opts.restart_delay.as_secs_f64()),
                 FaultKind::PauseTasks { count, duration } => {
                     cluster.pause(*count, duration.as_secs_f64())
                 }
-                FaultKind::PrometheusDown(d) => prometheus_down_until = t + *d,
-                FaultKind::RestartController { down_for } => controller_down_until = t + *down_for,
+                FaultKind::PrometheusDown(d) => prom.down_until_ms = until(d),
+                FaultKind::PrometheusStale(d) => prom.stale_until_ms = until(d),
+                FaultKind::ScrapeGap { targets, duration } => {
+                    prom.gap = Some((*targets, until(duration)))
+                }
+                FaultKind::WriteFailures(d) => swarm.fail_writes(until(d)),
+                FaultKind::RollingUpdate { duration, paused } => {
+                    swarm.start_update(now_ms, until(duration), *paused)
+                }
+                FaultKind::RestartController { down_for } => {
+                    // The process is gone with everything it held in memory; the next one
+                    // starts from the service's labels, as `andon run` does.
+                    controller_down_until = t + *down_for;
+                    controller = Reconciler::new();
+                }
             }
             if opts.record {
                 events.push(Event {
@@ -272,53 +199,49 @@ pub fn run_with(
             timeout_s: scenario.client_timeout.as_secs_f64(),
         };
         let m = cluster.step(dt, load);
-        view.push(m);
+        prom.push(m, now_ms);
 
         if k % interval_ticks == 0 && t >= controller_down_until {
-            let now_ms = t.as_millis() as u64;
-            let obs = if t < prometheus_down_until {
-                Observations {
-                    readings: Vec::new(),
-                    source_error: Some("Prometheus unreachable (connection refused)".into()),
-                }
-            } else {
-                view.observations(policy, now_ms)
-            };
-            let replicas = Replicas {
-                current: cluster.replicas(),
-                ready: cluster.ready(),
-                updating: false,
-            };
-            let d = core::decide_in_place(policy, service, &obs, replicas, &mut state, now_ms);
-            // Worth a line: the first decision, a change of what it asks for, or a change made.
-            let changed = (opts.controlled && d.desired != replicas.current)
-                || last.as_ref().is_none_or(|l| {
-                    l.desired != d.desired
-                        || l.tier != d.tier
-                        || l.stopped != d.stopped
-                        || l.shed_admit != d.shed_admit
-                });
-            if d.desired != replicas.current && opts.controlled {
-                summary.scale_actions += 1;
-            }
-            if opts.record && changed {
+            let obs = prom.observe(policy, now_ms);
+            let view = swarm.read(&cluster, now_ms);
+            let plan = controller.step(policy, service, &obs, view, now_ms, opts.controlled);
+            let d = &plan.decision;
+            if opts.record && plan.changed {
                 events.push(Event {
                     t_s: t.as_secs_f64(),
                     kind: "decision",
                     text: format!(
                         "{} {} → {}: {}",
                         d.tier,
-                        replicas.current,
+                        plan.current,
                         d.desired,
                         d.summary()
                     ),
                 });
             }
             if opts.controlled {
-                cluster.scale(d.desired);
-                cluster.set_shedding(d.shed_admit);
+                let scaled = plan.write.replicas.is_some_and(|r| r != plan.current);
+                let ok = swarm.write(&plan.write, &mut cluster, now_ms);
+                controller.committed(ok);
+                if ok && scaled {
+                    summary.scale_actions += 1;
+                }
+                if opts.record && ok != last_write_ok {
+                    events.push(Event {
+                        t_s: t.as_secs_f64(),
+                        kind: "write",
+                        text: if ok {
+                            "service updates go through again".into()
+                        } else {
+                            "service update failed (update out of sequence); the step is forgotten, admission still posted".into()
+                        },
+                    });
+                }
+                last_write_ok = ok;
+                // Admission goes to the replicas whether or not the spec write succeeded.
+                cluster.set_shedding(plan.admission);
             }
-            last = Some(d);
+            last = Some(plan.decision);
         }
 
         let (tier, shed_admit, stopped) = last.as_ref().map_or((Tier::Green, None, false), |d| {
@@ -354,6 +277,7 @@ pub fn run_with(
                 offered_rps: m.offered_rps,
                 p95_ms: admitted_p95_ms,
                 p99_ms: m.p99_s * 1000.0,
+                server_p95_ms: m.server_p95_s * 1000.0,
                 error_rate: m.error_rate(),
                 shed_rate: if m.offered_rps > 0.0 {
                     m.shed_rps / m.offered_rps
@@ -369,6 +293,7 @@ pub fn run_with(
         }
     }
 
+    summary.failed_writes = swarm.failed_writes;
     let expectations: Vec<Outcome> = scenario
         .expect
         .iter()

@@ -4,6 +4,7 @@
 //! it back with that version. A stale version is answered with a 500 "update out of
 //! sequence" (not a 409); `update` maps it to [`SwarmError::OutOfSequence`].
 
+use crate::reconcile::UpdateState;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ServiceSpec, ServiceUpdateStatusStateEnum, TaskState};
 use bollard::query_parameters::{
@@ -33,8 +34,10 @@ pub struct ServiceInfo {
     pub version: u64,
     pub replicas: u32,
     pub labels: HashMap<String, String>,
-    /// A rolling update (or its rollback) is in progress or paused.
-    pub updating: bool,
+    /// Swarm's update status: progressing, paused, or none.
+    pub update: UpdateState,
+    /// When the update started (ms since the epoch), if Swarm says.
+    pub update_started_ms: Option<u64>,
     pub spec: ServiceSpec,
 }
 
@@ -99,22 +102,28 @@ impl Swarm {
             .and_then(|r| r.replicas)
             .unwrap_or(0)
             .clamp(0, u32::MAX as i64) as u32;
-        let updating = matches!(
-            svc.update_status.as_ref().and_then(|u| u.state),
-            Some(
-                ServiceUpdateStatusStateEnum::UPDATING
-                    | ServiceUpdateStatusStateEnum::PAUSED
-                    | ServiceUpdateStatusStateEnum::ROLLBACK_STARTED
-                    | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED
-            )
-        );
+        use ServiceUpdateStatusStateEnum as S;
+        let update = match svc.update_status.as_ref().and_then(|u| u.state) {
+            Some(S::UPDATING | S::ROLLBACK_STARTED) => UpdateState::Progressing,
+            Some(S::PAUSED | S::ROLLBACK_PAUSED) => UpdateState::Paused,
+            Some(S::COMPLETED | S::ROLLBACK_COMPLETED) => UpdateState::Completed,
+            _ => UpdateState::None,
+        };
+        let update_started_ms = svc
+            .update_status
+            .as_ref()
+            .and_then(|u| u.started_at.as_deref())
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
         Ok(ServiceInfo {
             id: svc.id.unwrap_or_default(),
             name: name.to_string(),
             version: svc.version.and_then(|v| v.index).unwrap_or(0),
             replicas,
             labels: spec.labels.clone().unwrap_or_default(),
-            updating,
+            update,
+            update_started_ms,
             spec,
         })
     }

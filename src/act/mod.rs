@@ -9,53 +9,20 @@
 pub mod admission;
 
 use crate::swarm::{set_replicas, ServiceInfo, Swarm, SwarmError};
-use std::collections::BTreeMap;
 
-/// Labels andon owns on a service.
-pub const STATE_LABEL: &str = "andon.state";
-pub const TIER_LABEL: &str = "andon.tier";
-pub const SHED_LABEL: &str = "andon.shed.admit";
+pub use crate::reconcile::{traefik_inflight_label, Desired, SHED_LABEL, STATE_LABEL, TIER_LABEL};
 
-/// Traefik's inFlightReq middleware, named for the service. A label change does not
-/// restart tasks; an edge Traefik reading Swarm labels applies it.
-pub fn traefik_inflight_label(service: &str) -> String {
-    format!("traefik.http.middlewares.andon-shed-{service}.inflightreq.amount")
+/// Applies the spec changes to an inspected service's spec.
+fn apply_to(desired: &Desired, info: &mut ServiceInfo) {
+    if let Some(r) = desired.replicas {
+        set_replicas(&mut info.spec, r);
+    }
+    let labels = info.spec.labels.get_or_insert_with(Default::default);
+    desired.apply_labels(labels);
 }
 
-/// What one tick wants the service to look like. `None` leaves a field as it is; a label
-/// mapped to `None` is removed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Desired {
-    pub replicas: Option<u32>,
-    pub labels: BTreeMap<String, Option<String>>,
-}
-
-impl Desired {
-    /// Whether the inspected service already matches.
-    pub fn satisfied_by(&self, info: &ServiceInfo) -> bool {
-        self.replicas.is_none_or(|r| r == info.replicas)
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| info.labels.get(k).map(String::as_str) == v.as_deref())
-    }
-
-    fn apply_to(&self, info: &mut ServiceInfo) {
-        if let Some(r) = self.replicas {
-            set_replicas(&mut info.spec, r);
-        }
-        let labels = info.spec.labels.get_or_insert_with(Default::default);
-        for (k, v) in &self.labels {
-            match v {
-                Some(v) => {
-                    labels.insert(k.clone(), v.clone());
-                }
-                None => {
-                    labels.remove(k);
-                }
-            }
-        }
-    }
+fn satisfied(desired: &Desired, info: &ServiceInfo) -> bool {
+    desired.satisfied_by(info.replicas, &info.labels)
 }
 
 /// How a write went.
@@ -77,14 +44,14 @@ pub async fn write(
 ) -> Result<Written, SwarmError> {
     let mut conflicts = 0;
     loop {
-        if desired.satisfied_by(&info) {
+        if satisfied(desired, &info) {
             return Ok(Written {
                 conflicts,
                 noop: conflicts == 0,
             });
         }
         let version = info.version;
-        desired.apply_to(&mut info);
+        apply_to(desired, &mut info);
         match swarm.update(&info.name, version, info.spec.clone()).await {
             Ok(()) => {
                 return Ok(Written {

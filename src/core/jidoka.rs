@@ -17,6 +17,7 @@ pub fn classify(policy: &Policy, obs: &Observations, now_ms: u64) -> Qualities {
             (Some(_), _) => Quality::Error,
             (None, None) | (None, Some(Reading::Missing)) => Quality::Missing,
             (None, Some(Reading::Error { .. })) => Quality::Error,
+            (None, Some(Reading::Ambiguous { series })) => Quality::Ambiguous { series: *series },
             (None, Some(Reading::Value { value, at_ms })) => {
                 if !value.is_finite() {
                     Quality::NotFinite

@@ -17,7 +17,7 @@ pub mod smoothing;
 pub mod state;
 pub mod tier;
 
-pub use observation::{Observations, Quality, Reading, Replicas};
+pub use observation::{Observations, Quality, Reading, Replicas, UpdatePhase};
 pub use reason::Reason;
 pub use state::CoreState;
 
@@ -141,20 +141,15 @@ pub fn decide_in_place(
     let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
     let action = policy.action(tier);
 
-    if replicas.updating {
-        reasons.push(Reason::RollingUpdate);
-        let desired = current.clamp(min, max);
-        finish(state, policy, current, desired, now_ms, &mut reasons);
-        return Decision {
-            tier,
-            desired,
-            shed_admit: action.shed_admit,
-            stopped: false,
-            panic: false,
-            signals,
-            reasons,
-        };
+    match replicas.update {
+        UpdatePhase::None => {}
+        UpdatePhase::Progressing => reasons.push(Reason::RollingUpdate),
+        UpdatePhase::Paused => reasons.push(Reason::UpdateNotProgressing { phase: "paused" }),
+        UpdatePhase::Overdue => reasons.push(Reason::UpdateNotProgressing {
+            phase: "past behavior.update_hold",
+        }),
     }
+    let holding_for_update = replicas.update == UpdatePhase::Progressing;
 
     let floor = match action.floor {
         Floor::None => 0,
@@ -174,6 +169,12 @@ pub fn decide_in_place(
     // tier ends, the scale-down window still levels the way back down.
     let rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
     let mut desired = match rec.replicas {
+        // A progressing update holds the replicas; the windows still see the wish.
+        Some(r) if holding_for_update => {
+            let r = r.max(floor).clamp(min, max);
+            smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut Vec::new());
+            current
+        }
         Some(r) => {
             let r = r.max(floor).clamp(min, max);
             smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut reasons)
@@ -182,8 +183,19 @@ pub fn decide_in_place(
     };
 
     // Jidoka: bad data never causes a scale-down; with `freeze` it causes no change at all.
+    // Sums over part of the targets read low: a partial view is bad data for a scale-down.
+    let partial = obs
+        .targets
+        .filter(|n| *n < replicas.ready)
+        .map(|reporting| Reason::PartialTargets {
+            reporting,
+            running: replicas.ready,
+        });
+    let partial = partial.map(|r| reasons.push(r)).is_some();
     let freeze = any_bad && policy.jidoka.on_bad_data == OnBadData::Freeze;
-    if (any_bad || rec.demand_unknown) && desired < current || freeze && desired != current {
+    if (any_bad || partial || rec.demand_unknown) && desired < current
+        || freeze && desired != current
+    {
         reasons.push(Reason::HeldForBadData { wanted: desired });
         desired = current;
     }
@@ -246,6 +258,32 @@ pub fn decide_in_place(
     }
 }
 
+/// First sight of a service with no remembered state: the scale-down window starts with
+/// the current replicas, as HPA's `recordInitialRecommendation` does, so a controller that
+/// starts (or loses its state) at 20 replicas with load for 10 waits out the window. HPA's
+/// seed is older than the scale-up window's cut-off by the time it stabilises, so it
+/// holds no scale-up back; neither does this.
+pub fn seed_windows(policy: &Policy, state: &mut CoreState, current: u32, now_ms: u64) {
+    let b = &policy.behavior;
+    let r = current as f64;
+    smoothing::push_window(
+        &mut state.down_window,
+        now_ms,
+        r,
+        b.scale_down.stabilization,
+        false,
+    );
+}
+
+/// The write of a decision failed (or was never attempted): the change did not happen, so
+/// the step history and the flap guard must not count it. Tier timers, windows, panic and
+/// the failure counter are kept: a controller whose writes keep failing still escalates.
+pub fn forget_step(state: &mut CoreState, before: &CoreState) {
+    state.events.clone_from(&before.events);
+    state.last_direction = before.last_direction;
+    state.reversals_ms.clone_from(&before.reversals_ms);
+}
+
 /// The highest active tier in the state.
 pub fn current_tier(policy: &Policy, state: &CoreState) -> Tier {
     policy
@@ -289,9 +327,8 @@ fn finish(
     let b = &policy.behavior;
     let keep = b
         .scale_up
-        .max_step
-        .period
-        .max(b.scale_down.max_step.period)
+        .longest_period()
+        .max(b.scale_down.longest_period())
         .as_millis() as u64;
     state
         .events

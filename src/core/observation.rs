@@ -14,17 +14,29 @@ pub enum Reading {
     Missing,
     /// The query failed.
     Error { message: String },
+    /// Several series where one per service is expected (a query without
+    /// `sum by (service)`, or a relabelling that added `instance`): picking one would be a
+    /// guess, so it is bad data unless the signal says how to combine them.
+    Ambiguous { series: u32 },
 }
 
 /// The quality of a reading at decision time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "quality")]
 pub enum Quality {
-    Good { value: f64 },
+    Good {
+        value: f64,
+    },
     Missing,
-    Stale { age_s: f64 },
+    Stale {
+        age_s: f64,
+    },
     NotFinite,
     Error,
+    /// Several series for one service.
+    Ambiguous {
+        series: u32,
+    },
 }
 
 impl Quality {
@@ -41,6 +53,7 @@ impl Quality {
             Quality::Stale { .. } => "stale",
             Quality::NotFinite => "NaN/Inf",
             Quality::Error => "error",
+            Quality::Ambiguous { .. } => "several series",
         }
     }
 }
@@ -52,6 +65,11 @@ pub struct Observations {
     pub readings: Vec<(SignalKind, Reading)>,
     /// Set when the metrics source as a whole failed this tick (e.g. Prometheus unreachable).
     pub source_error: Option<String>,
+    /// Scrape targets of the service that reported recently (`jidoka.targets`); `None`
+    /// when the policy does not check them. Fewer than the running tasks means the sums
+    /// cover part of the service: bad data for a scale-down (HPA: pods without metrics).
+    #[serde(default)]
+    pub targets: Option<u32>,
 }
 
 impl Observations {
@@ -78,8 +96,26 @@ impl Observations {
                 })
                 .collect(),
             source_error: None,
+            targets: None,
         }
     }
+}
+
+/// A rolling update of the service, as the core needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePhase {
+    /// No update, or a finished one.
+    #[default]
+    None,
+    /// An update (or its rollback) is progressing, within `behavior.update_hold`:
+    /// replicas are held, but a tier floor and panic still get through.
+    Progressing,
+    /// Paused (Docker's default `failure_action: pause`) or rolled back and paused: it
+    /// will not finish by itself, so scaling goes on.
+    Paused,
+    /// Progressing for longer than `behavior.update_hold`: scaling goes on.
+    Overdue,
 }
 
 /// The Swarm service as the core needs it.
@@ -89,8 +125,7 @@ pub struct Replicas {
     pub current: u32,
     /// Tasks running and ready.
     pub ready: u32,
-    /// A rolling update is in progress: replicas are not changed then.
-    pub updating: bool,
+    pub update: UpdatePhase,
 }
 
 impl Replicas {
@@ -98,7 +133,7 @@ impl Replicas {
         Replicas {
             current: n,
             ready: n,
-            updating: false,
+            update: UpdatePhase::None,
         }
     }
 }

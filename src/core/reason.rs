@@ -106,8 +106,24 @@ pub enum Reason {
         reversals: u32,
         window_s: f64,
     },
-    /// A rolling update is in progress.
+    /// A rolling update is in progress: replicas held (a floor and panic still pass).
     RollingUpdate,
+    /// A rolling update that is paused or has run past `behavior.update_hold`: it does
+    /// not hold scaling.
+    UpdateNotProgressing {
+        phase: &'static str,
+    },
+    /// Jidoka: fewer scrape targets report than tasks run; the sums cover part of the
+    /// service, so it may not scale down.
+    PartialTargets {
+        reporting: u32,
+        running: u32,
+    },
+    /// No state was remembered: the scale-down window starts full of the current replicas
+    /// (HPA's first recommendation), so a cold start never scales down at once.
+    WindowSeeded {
+        replicas: u32,
+    },
     /// The result of this tick.
     Scale {
         from: u32,
@@ -217,6 +233,9 @@ impl Reason {
             Reason::Resumed { .. } => "resumed",
             Reason::FlapGuard { .. } => "flap_guard",
             Reason::RollingUpdate => "rolling_update",
+            Reason::UpdateNotProgressing { .. } => "update_not_progressing",
+            Reason::PartialTargets { .. } => "partial_targets",
+            Reason::WindowSeeded { .. } => "window_seeded",
             Reason::Scale { .. } => "scale",
             Reason::Hold { .. } => "hold",
         }
@@ -338,7 +357,21 @@ impl fmt::Display for Reason {
                 f,
                 "flap guard: {reversals} direction changes in {window_s:.0}s already; holding"
             ),
-            Reason::RollingUpdate => write!(f, "rolling update in progress: not scaling"),
+            Reason::RollingUpdate => write!(
+                f,
+                "rolling update in progress: holding replicas (floors and panic still apply)"
+            ),
+            Reason::UpdateNotProgressing { phase } => {
+                write!(f, "rolling update {phase}: it does not hold scaling")
+            }
+            Reason::PartialTargets { reporting, running } => write!(
+                f,
+                "jidoka: {reporting} of {running} running tasks report metrics; not scaling down on a partial view"
+            ),
+            Reason::WindowSeeded { replicas } => write!(
+                f,
+                "no remembered state: the scale-down window starts at the current {replicas} replicas"
+            ),
             Reason::Scale { from, to } => write!(f, "scale {from} → {to}"),
             Reason::Hold { replicas } => write!(f, "hold at {replicas}"),
         }

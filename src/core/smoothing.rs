@@ -3,7 +3,7 @@
 
 use super::reason::{Dir, Reason};
 use super::state::{CoreState, Sample, ScaleEvent};
-use crate::policy::{Behavior, Panic, StepLimit};
+use crate::policy::{Behavior, Panic, SelectPolicy, StepKind};
 use std::time::Duration;
 
 fn ms(d: Duration) -> u64 {
@@ -94,8 +94,12 @@ pub fn stabilize(
     out
 }
 
-/// HPA's step policies with `selectPolicy: Max`: the most permissive of the replica and
-/// percent limits, measured from the replicas at the start of the period.
+/// HPA's scaling policies (`calculateScaleUpLimitWithScalingRules`,
+/// `calculateScaleDownLimitWithBehaviors`): each policy proposes a limit from the replicas
+/// at the start of *its* period (current − added + removed within it); `select` takes the
+/// most permissive (max), the least (min), or none (disabled). Percent rounds up for a
+/// scale-up and truncates for a scale-down, as HPA does. One deliberate difference: from 0
+/// replicas a percent policy still allows one (HPA never scales from 0).
 pub fn limit_step(
     events: &[ScaleEvent],
     behavior: &Behavior,
@@ -104,71 +108,69 @@ pub fn limit_step(
     now_ms: u64,
     reasons: &mut Vec<Reason>,
 ) -> u32 {
-    if desired > current {
-        let step = &behavior.scale_up.max_step;
-        let start = period_start(events, step, current, now_ms, true);
-        let mut limit = start;
-        if let Some(n) = step.replicas {
-            limit = limit.max(start.saturating_add(n));
-        }
-        if let Some(p) = step.percent {
-            // A percentage of zero is zero: from 0, a percent-only policy may still add one.
-            limit = limit.max((start.max(1) as f64 * (1.0 + p / 100.0)).ceil() as u32);
-        }
-        let limit = limit.max(current);
-        if desired > limit {
-            reasons.push(Reason::StepLimited {
-                direction: Dir::Up,
-                wanted: desired,
-                limit,
-                period_s: step.period.as_secs_f64(),
-            });
-            return limit;
-        }
-    } else if desired < current {
-        let step = &behavior.scale_down.max_step;
-        let start = period_start(events, step, current, now_ms, false);
-        let mut limit = start;
-        if let Some(n) = step.replicas {
-            limit = limit.min(start.saturating_sub(n));
-        }
-        if let Some(p) = step.percent {
-            limit = limit.min((start as f64 * (1.0 - p / 100.0)).max(0.0).ceil() as u32);
-        }
-        let limit = limit.min(current);
-        if desired < limit {
-            reasons.push(Reason::StepLimited {
-                direction: Dir::Down,
-                wanted: desired,
-                limit,
-                period_s: step.period.as_secs_f64(),
-            });
-            return limit;
+    let up = desired > current;
+    if desired == current {
+        return desired;
+    }
+    let dir = if up {
+        &behavior.scale_up
+    } else {
+        &behavior.scale_down
+    };
+    let mut chosen: Option<(i64, Duration)> = None;
+    if dir.select != SelectPolicy::Disabled {
+        for p in &dir.policies {
+            let start = period_start(events, p.period, current, now_ms);
+            let proposed = match (p.kind, up) {
+                (StepKind::Replicas(n), true) => start + n as i64,
+                (StepKind::Replicas(n), false) => start - n as i64,
+                (StepKind::Percent(pct), true) => {
+                    (start.max(1) as f64 * (1.0 + pct / 100.0)).ceil() as i64
+                }
+                (StepKind::Percent(pct), false) => (start as f64 * (1.0 - pct / 100.0)) as i64,
+            };
+            // For a scale-up, max selects the largest limit; for a scale-down, the smallest.
+            let more_permissive = |a: i64, b: i64| if up { a > b } else { a < b };
+            let better = match (chosen, dir.select) {
+                (None, _) => true,
+                (Some((c, _)), SelectPolicy::Max) => more_permissive(proposed, c),
+                (Some((c, _)), _) => more_permissive(c, proposed),
+            };
+            if better {
+                chosen = Some((proposed, p.period));
+            }
         }
     }
-    desired
+    let (limit, period) = chosen.unwrap_or((current as i64, Duration::ZERO));
+    // Never past the current replicas the other way (HPA clamps the same).
+    let limit = if up {
+        limit.max(current as i64)
+    } else {
+        limit.min(current as i64)
+    }
+    .clamp(0, u32::MAX as i64) as u32;
+    let capped = if up { desired > limit } else { desired < limit };
+    if !capped {
+        return desired;
+    }
+    reasons.push(Reason::StepLimited {
+        direction: if up { Dir::Up } else { Dir::Down },
+        wanted: desired,
+        limit,
+        period_s: period.as_secs_f64(),
+    });
+    limit
 }
 
-/// Replicas at the start of the step period: current minus the changes in that direction
-/// made within the period (HPA's `getReplicasChangePerPeriod`).
-fn period_start(
-    events: &[ScaleEvent],
-    step: &StepLimit,
-    current: u32,
-    now_ms: u64,
-    up: bool,
-) -> u32 {
-    let mut change: i64 = 0;
-    for e in events
+/// Replicas at the start of a period: current minus the replicas added plus those removed
+/// within it (HPA's `getReplicasChangePerPeriod` over both directions).
+fn period_start(events: &[ScaleEvent], period: Duration, current: u32, now_ms: u64) -> i64 {
+    let change: i64 = events
         .iter()
-        .filter(|e| e.at_ms.saturating_add(ms(step.period)) > now_ms)
-    {
-        let d = e.to as i64 - e.from as i64;
-        if up && d > 0 || !up && d < 0 {
-            change += d;
-        }
-    }
-    (current as i64 - change).clamp(0, u32::MAX as i64) as u32
+        .filter(|e| e.at_ms.saturating_add(ms(period)) > now_ms)
+        .map(|e| e.to as i64 - e.from as i64)
+        .sum();
+    (current as i64 - change).max(0)
 }
 
 /// Knative's panic mode. Returns the replicas panic demands, if panicking. The condition
@@ -230,21 +232,66 @@ pub struct PanicState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::validate::{DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP};
-    use crate::policy::Direction;
+    use crate::policy::validate::{default_scale_down, default_scale_up, DEFAULT_UPDATE_HOLD};
+    use crate::policy::{Direction, StepPolicy};
 
     fn behavior(up_window: u64, down_window: u64) -> Behavior {
         Behavior {
             scale_up: Direction {
                 stabilization: Duration::from_secs(up_window),
-                ..DEFAULT_SCALE_UP
+                ..default_scale_up()
             },
             scale_down: Direction {
                 stabilization: Duration::from_secs(down_window),
-                ..DEFAULT_SCALE_DOWN
+                ..default_scale_down()
             },
             panic: None,
+            update_hold: DEFAULT_UPDATE_HOLD,
         }
+    }
+
+    fn policy(kind: StepKind, period_s: u64) -> StepPolicy {
+        StepPolicy {
+            kind,
+            period: Duration::from_secs(period_s),
+        }
+    }
+
+    /// Before: the period start counted only changes in the same direction, percent
+    /// scale-downs rounded up, and every policy shared one period; HPA does none of these.
+    #[test]
+    fn step_limits_follow_hpa() {
+        let mut b = behavior(0, 0);
+        let mut r = vec![];
+        // Scale-down 25% of 15 truncates: 15 × 0.75 = 11.25 → 11 (rounding up gave 12).
+        b.scale_down.policies = vec![policy(StepKind::Percent(25.0), 60)];
+        assert_eq!(limit_step(&[], &b, 15, 1, 0, &mut r), 11);
+        // A scale-up 10 s ago (10 → 15) counts in the scale-down's period start: 15 − 5 = 10,
+        // so 25% of 10 → 7 (counting only scale-downs gave 11).
+        let ev = [ScaleEvent {
+            at_ms: 0,
+            from: 10,
+            to: 15,
+        }];
+        assert_eq!(limit_step(&ev, &b, 15, 1, 10_000, &mut r), 7);
+        // Each policy has its own period: +2 per 10 s and +50% per 60 s, select max.
+        b.scale_up.policies = vec![
+            policy(StepKind::Replicas(2), 10),
+            policy(StepKind::Percent(50.0), 60),
+        ];
+        let ev = [ScaleEvent {
+            at_ms: 0,
+            from: 10,
+            to: 12,
+        }];
+        // 20 s on: the 2-per-10 s period starts at 12 (→ 14); the 60 s one at 10 (→ 15).
+        assert_eq!(limit_step(&ev, &b, 12, 30, 20_000, &mut r), 15);
+        // select min: the smaller of 14 and 15.
+        b.scale_up.select = SelectPolicy::Min;
+        assert_eq!(limit_step(&ev, &b, 12, 30, 20_000, &mut r), 14);
+        // disabled: no change in that direction at all.
+        b.scale_up.select = SelectPolicy::Disabled;
+        assert_eq!(limit_step(&ev, &b, 12, 30, 20_000, &mut r), 12);
     }
 
     #[test]

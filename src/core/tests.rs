@@ -1,8 +1,9 @@
 //! Unit tests, one or more per rule, and property tests for the invariants.
 
 use super::*;
-use crate::policy::{validate, Policy, SignalKind::*};
+use crate::policy::{validate, Policy, SignalKind::*, StepKind, StepPolicy};
 use proptest::prelude::*;
+use std::time::Duration;
 
 const POLICY: &str = r#"
 services: [{name: svc, min_replicas: 2, max_replicas: 20}]
@@ -256,6 +257,7 @@ fn missing_data_never_scales_down() {
                 (Connections, Reading::Missing),
             ],
             source_error: None,
+            targets: None,
         };
         let d = r.tick(&obs);
         assert_eq!(d.desired, 10, "tick {i}: {}", d.summary());
@@ -295,6 +297,7 @@ fn one_missing_demand_signal_blocks_scale_down_even_when_another_says_low() {
                 (Throughput, Reading::Missing),
             ],
             source_error: None,
+            targets: None,
         };
         let d = r.tick(&obs);
         assert_eq!(d.desired, 10, "{}", d.summary());
@@ -356,6 +359,7 @@ fn freeze_blocks_scale_up_too() {
             ),
         ],
         source_error: None,
+        targets: None,
     };
     let d = r.tick(&obs);
     assert_eq!(d.desired, 4, "{}", d.summary());
@@ -372,6 +376,7 @@ fn no_good_signal_at_all_counts_as_a_failure() {
             (ErrorRate, Reading::Missing),
         ],
         source_error: None,
+        targets: None,
     };
     r.tick(&empty);
     r.tick(&empty);
@@ -395,6 +400,7 @@ fn an_outage_does_not_count_toward_for_or_cooldown() {
     let down = Observations {
         readings: vec![],
         source_error: Some("down".into()),
+        targets: None,
     };
     // One tick above yellow, 60 s of outage, one tick above: not 30 s observed above.
     r.ticks(1, 0.2, 100.0);
@@ -412,7 +418,10 @@ fn an_outage_does_not_count_toward_for_or_cooldown() {
 fn panic_blocks_scale_down_even_with_a_zero_window() {
     let mut p = policy();
     p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
-    p.behavior.scale_down.max_step.replicas = Some(100);
+    p.behavior.scale_down.policies = vec![StepPolicy {
+        kind: StepKind::Replicas(100),
+        period: Duration::from_secs(60),
+    }];
     let mut r = Run::new(p, 4);
     assert!(r.ticks(1, 0.05, 200.0).panic);
     let d = r.ticks(30, 0.05, 10.0);
@@ -433,8 +442,14 @@ fn panic_blocks_scale_down_even_with_a_zero_window() {
 fn emergency_and_panic_scale_ups_pass_the_flap_guard() {
     let mut p = policy();
     p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
-    p.behavior.scale_down.max_step.replicas = Some(100);
-    p.behavior.scale_up.max_step.replicas = Some(100);
+    p.behavior.scale_down.policies = vec![StepPolicy {
+        kind: StepKind::Replicas(100),
+        period: Duration::from_secs(60),
+    }];
+    p.behavior.scale_up.policies = vec![StepPolicy {
+        kind: StepKind::Replicas(100),
+        period: Duration::from_secs(15),
+    }];
     let mut r = Run::new(p, 10);
     // Use up the two reversals: down, up, down.
     r.ticks(20, 0.05, 50.0);
@@ -455,7 +470,10 @@ fn emergency_and_panic_scale_ups_pass_the_flap_guard() {
 fn percent_only_step_limit_can_leave_zero() {
     let mut p = policy_without_panic();
     p.services[0].min_replicas = 0;
-    p.behavior.scale_up.max_step.replicas = None;
+    p.behavior
+        .scale_up
+        .policies
+        .retain(|x| matches!(x.kind, StepKind::Percent(_)));
     let mut r = Run::new(p, 0);
     assert!(r.ticks(1, 0.05, 100.0).desired >= 1);
 }
@@ -468,7 +486,7 @@ fn state_with_no_ready_replicas_still_serialises() {
     let reps = Replicas {
         current: 2,
         ready: 0,
-        updating: false,
+        update: UpdatePhase::None,
     };
     decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
     let json = serde_json::to_string(&st).unwrap();
@@ -504,6 +522,7 @@ fn stale_and_nan_readings_are_bad_data() {
             ),
         ],
         source_error: None,
+        targets: None,
     };
     let q = jidoka::classify(&p, &obs, 100_000);
     assert_eq!(q[P95Latency.index()], Some(Quality::NotFinite));
@@ -536,6 +555,7 @@ fn consecutive_failures_stop_the_line_and_good_data_resumes_it() {
     let down = Observations {
         readings: vec![],
         source_error: Some("connection refused".into()),
+        targets: None,
     };
     assert!(!r.tick(&down).stopped);
     assert!(!r.tick(&down).stopped);
@@ -559,6 +579,7 @@ fn stopped_line_keeps_the_tier_shedding() {
     let down = Observations {
         readings: vec![],
         source_error: Some("timeout".into()),
+        targets: None,
     };
     for _ in 0..5 {
         r.tick(&down);
@@ -573,7 +594,10 @@ fn stopped_line_keeps_the_tier_shedding() {
 fn flap_guard_caps_direction_changes() {
     let mut p = policy_without_panic();
     p.behavior.scale_down.stabilization = std::time::Duration::ZERO;
-    p.behavior.scale_down.max_step.replicas = Some(100);
+    p.behavior.scale_down.policies = vec![StepPolicy {
+        kind: StepKind::Replicas(100),
+        period: Duration::from_secs(60),
+    }];
     let mut r = Run::new(p, 10);
     let mut changes = 0;
     let mut prev = 10;
@@ -613,15 +637,123 @@ fn panic_jumps_at_once_and_blocks_scale_down() {
 fn rolling_update_holds_replicas() {
     let p = policy();
     let mut st = CoreState::default();
-    let obs = Observations::values(0, &[(P95Latency, 0.05), (Connections, 150.0)]);
+    // 60 connections on 4 replicas of 10: 150% of capacity, short of panic (200%).
+    let obs = Observations::values(0, &[(P95Latency, 0.05), (Connections, 60.0)]);
     let reps = Replicas {
         current: 4,
         ready: 4,
-        updating: true,
+        update: UpdatePhase::Progressing,
     };
     let d = decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
-    assert_eq!(d.desired, 4);
+    assert_eq!(d.desired, 4, "{}", d.summary());
     assert!(has(&d, "rolling_update"));
+}
+
+/// Before: any update state (paused included) held the replicas and skipped the tier
+/// floor and panic, so a paused update froze scaling forever, emergencies included.
+#[test]
+fn a_paused_update_does_not_hold_and_a_progressing_one_lets_emergency_through() {
+    let p = policy();
+    let obs = |now| Observations::values(now, &[(P95Latency, 0.05), (Connections, 150.0)]);
+    for phase in [UpdatePhase::Paused, UpdatePhase::Overdue] {
+        let mut st = CoreState::default();
+        let reps = Replicas {
+            current: 4,
+            ready: 4,
+            update: phase,
+        };
+        let d = decide_in_place(&p, &p.services[0], &obs(0), reps, &mut st, 0);
+        assert!(d.desired > 4, "{phase:?}: {}", d.summary());
+        assert!(has(&d, "update_not_progressing"));
+    }
+    // Emergency while an update progresses: the floor (max) still applies.
+    let mut st = CoreState::default();
+    let reps = Replicas {
+        current: 4,
+        ready: 4,
+        update: UpdatePhase::Progressing,
+    };
+    let mut d = None;
+    for i in 0..30 {
+        let now = i * S;
+        let o = Observations::values(now, &[(P95Latency, 2.0), (Connections, 40.0)]);
+        d = Some(decide_in_place(&p, &p.services[0], &o, reps, &mut st, now));
+    }
+    let d = d.unwrap();
+    assert_eq!(d.tier, Tier::Emergency, "{}", d.summary());
+    assert_eq!(d.desired, 20, "{}", d.summary());
+}
+
+/// Before: partial targets were not seen at all; sums over the reporting half looked
+/// like half the demand and scaled down.
+#[test]
+fn partial_targets_block_scale_down_but_not_scale_up() {
+    let p = policy_without_panic();
+    let mut st = CoreState::default();
+    let reps = Replicas::steady(10);
+    let mut d = None;
+    for i in 0..400 {
+        let now = i * S;
+        let mut o = Observations::values(
+            now,
+            &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 50.0)],
+        );
+        o.targets = Some(5);
+        d = Some(decide_in_place(&p, &p.services[0], &o, reps, &mut st, now));
+    }
+    let d = d.unwrap();
+    assert_eq!(d.desired, 10, "{}", d.summary());
+    assert!(has(&d, "partial_targets"));
+    // All ten report: the same demand scales down.
+    let mut o = Observations::values(
+        401 * S,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 50.0)],
+    );
+    o.targets = Some(10);
+    let d = decide_in_place(&p, &p.services[0], &o, reps, &mut st, 401 * S);
+    assert!(d.desired < 10, "{}", d.summary());
+    // Partial, but more demand: scale-up goes on.
+    let mut o = Observations::values(
+        402 * S,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 400.0)],
+    );
+    o.targets = Some(5);
+    let d = decide_in_place(
+        &p,
+        &p.services[0],
+        &o,
+        Replicas::steady(10),
+        &mut st,
+        402 * S,
+    );
+    assert!(d.desired > 10, "{}", d.summary());
+}
+
+#[test]
+fn several_series_are_bad_data() {
+    let p = policy_without_panic();
+    let mut st = CoreState::default();
+    let mut d = None;
+    for i in 0..400 {
+        let now = i * S;
+        let mut o = Observations::values(now, &[(P95Latency, 0.05), (ErrorRate, 0.0)]);
+        o.readings
+            .push((Connections, Reading::Ambiguous { series: 2 }));
+        d = Some(decide_in_place(
+            &p,
+            &p.services[0],
+            &o,
+            Replicas::steady(10),
+            &mut st,
+            now,
+        ));
+    }
+    let d = d.unwrap();
+    assert_eq!(d.desired, 10, "{}", d.summary());
+    assert!(d
+        .signals
+        .iter()
+        .any(|(k, q)| *k == Connections && q.label() == "several series"));
 }
 
 #[test]
@@ -715,6 +847,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
                 (Throughput, Reading::Missing),
             ],
             source_error: None,
+            targets: None,
         },
         Obs::NegInf => Observations::values(
             now,
@@ -757,6 +890,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
                 ),
             ],
             source_error: None,
+            targets: None,
         },
         Obs::Missing => Observations {
             readings: vec![
@@ -764,6 +898,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
                 (Connections, Reading::Missing),
             ],
             source_error: None,
+            targets: None,
         },
         Obs::Nan => Observations::values(
             now,
@@ -776,6 +911,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
         Obs::Down => Observations {
             readings: vec![],
             source_error: Some("down".into()),
+            targets: None,
         },
     }
 }
@@ -793,7 +929,8 @@ proptest! {
         let mut st = CoreState::default();
         for (i, (o, current, ready, updating)) in seq.iter().enumerate() {
             let now = i as u64 * S;
-            let reps = Replicas { current: *current, ready: *ready, updating: *updating };
+            let update = if *updating { UpdatePhase::Progressing } else { UpdatePhase::None };
+            let reps = Replicas { current: *current, ready: *ready, update };
             let d = decide_in_place(&p, &p.services[0], &to_observations(o, now), reps, &mut st, now);
             prop_assert!((2..=20).contains(&d.desired), "{} out of [2, 20]: {}", d.desired, d.summary());
         }
@@ -831,15 +968,18 @@ proptest! {
             let d = r.tick(&obs);
             path.push((now, d.desired));
         }
-        for (i, &(t0, r0)) in path.iter().enumerate() {
-            for &(t1, r1) in &path[i + 1..] {
-                if t1 - t0 < 15 * S {
-                    prop_assert!(r1 <= (r0 + 4).max(r0 * 2), "{r0} → {r1} within 15 s");
-                }
-                if t1 - t0 < 60 * S {
-                    prop_assert!(r1 + 2 >= r0, "{r0} → {r1} within 60 s");
-                }
+        // HPA's semantics: the limit is relative to the replicas at the start of each
+        // period (changes in both directions within it undone), not to any earlier point.
+        let at = |t: i64| path.iter().rev().find(|(x, _)| *x as i64 <= t).map_or(start, |p| p.1);
+        for w in path.windows(2) {
+            let ((_, r0), (t1, r1)) = (w[0], w[1]);
+            if r1 == r0 {
+                continue;
             }
+            let q = at(t1 as i64 - 15 * S as i64);
+            prop_assert!(r1 <= (q + 4).max(q * 2), "{q} → {r1} within 15 s (at {t1} ms)");
+            let q = at(t1 as i64 - 60 * S as i64);
+            prop_assert!(r1 + 2 >= q, "{q} → {r1} within 60 s (at {t1} ms)");
         }
     }
 

@@ -154,6 +154,13 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                 ),
             )
         }
+        FaultKind::WriteFailures(_)
+        | FaultKind::RollingUpdate { .. }
+        | FaultKind::ScrapeGap { .. }
+        | FaultKind::PrometheusStale(_) => (
+            false,
+            "this fault is modelled by `andon simulate` only; a drill cannot inject it yet".into(),
+        ),
         FaultKind::RestartController { .. } => {
             let (Some(sw), Some(svc)) = (&ctx.swarm, &ctx.controller_service) else {
                 return (

@@ -3,9 +3,16 @@
 //! `service=~"a|b"`, grouped by the `service` label), one per service otherwise.
 //!
 //! Every reading is classified for the core: a value (converted to the signal's canonical
-//! unit, with Prometheus' own sample time), missing (no series for the service: never read
-//! as 0), or an error. When Prometheus cannot be reached at all, the whole tick fails and
-//! Jidoka counts it.
+//! unit), missing (no series for the service: never read as 0), several series where one
+//! is expected (bad data, unless the signal says how to `combine` them), or an error. When
+//! Prometheus cannot be reached at all, the whole tick fails and Jidoka counts it.
+//!
+//! An instant query's samples carry the *evaluation* time, not the time of the data, so a
+//! Prometheus whose scrapes stopped still answers "fresh" values. With `jidoka.targets`
+//! the source also asks `timestamp(T) and T == 1` (T = the targets query): one series per
+//! target that is up, valued at its last scrape. Per service it counts the targets scraped
+//! within `stale_after` (compared with the running tasks by the core), and dates every
+//! reading no later than its newest target's scrape, so `stale_after` means what it says.
 
 use crate::core::{Observations, Reading};
 use crate::policy::{Policy, Signal, SERVICE_PLACEHOLDER};
@@ -139,6 +146,13 @@ impl PromSource {
         }
         let source_error = (unreachable == policy.signals.len() && unreachable > 0)
             .then(|| format!("Prometheus at {}: {last_error}", self.url));
+        let targets = match &policy.targets {
+            Some(q) if source_error.is_none() => {
+                Some(query_targets(&self.client, q, services).await)
+            }
+            _ => None,
+        };
+        let stale_ms = policy.jidoka.stale_after.as_millis() as u64;
         services
             .iter()
             .map(|name| {
@@ -148,7 +162,18 @@ impl PromSource {
                     .zip(per_signal.iter())
                     .map(|(s, r)| {
                         let reading = match r {
-                            Some(Ok(m)) => m.get(name).cloned().unwrap_or(Reading::Missing),
+                            Some(Ok(m)) => match m.get(name).cloned() {
+                                // Dated no later than the newest scrape of its targets.
+                                Some(Reading::Value { value, at_ms }) => Reading::Value {
+                                    value,
+                                    at_ms: match targets.as_ref().map(|t| t.get(name)) {
+                                        Some(Some(t)) => at_ms.min(t.newest_ms),
+                                        _ => at_ms,
+                                    },
+                                },
+                                Some(other) => other,
+                                None => Reading::Missing,
+                            },
                             Some(Err(e)) => Reading::Error { message: e.clone() },
                             None => Reading::Error {
                                 message: "query task failed".into(),
@@ -162,6 +187,9 @@ impl PromSource {
                     Observations {
                         readings,
                         source_error: source_error.clone(),
+                        targets: targets
+                            .as_ref()
+                            .map(|t| t.get(name).map_or(0, |t| t.fresh_within(stale_ms))),
                     },
                 )
             })
@@ -186,15 +214,16 @@ async fn query_signal(
         match run(client, &q).await {
             Ok(samples) if samples.is_empty() => return (Ok(HashMap::new()), false),
             Ok(samples) => {
-                let mut out = HashMap::new();
+                let mut per: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
                 for (labels, value, ts) in samples {
                     if let Some(svc) = labels.get("service") {
-                        out.entry(svc.clone()).or_insert(Reading::Value {
-                            value: value * factor,
-                            at_ms: (ts * 1000.0) as u64,
-                        });
+                        per.entry(svc.clone()).or_default().push((value, ts));
                     }
                 }
+                let out: HashMap<String, Reading> = per
+                    .into_iter()
+                    .map(|(svc, series)| (svc, reading(signal, factor, &series)))
+                    .collect();
                 // A grouped query that drops the service label cannot be split: ask per service.
                 if !out.is_empty() {
                     return (Ok(out), false);
@@ -206,21 +235,96 @@ async fn query_signal(
     let mut out = HashMap::new();
     for svc in services {
         match run(client, &signal.query_for(svc)).await {
+            Ok(samples) if samples.is_empty() => {}
             Ok(samples) => {
-                if let Some((_, value, ts)) = samples.into_iter().next() {
-                    out.insert(
-                        svc.clone(),
-                        Reading::Value {
-                            value: value * factor,
-                            at_ms: (ts * 1000.0) as u64,
-                        },
-                    );
-                }
+                let series: Vec<(f64, f64)> = samples.iter().map(|(_, v, ts)| (*v, *ts)).collect();
+                out.insert(svc.clone(), reading(signal, factor, &series));
             }
             Err(e) => return (Err(describe(&e)), is_unreachable(&e)),
         }
     }
     (Ok(out), false)
+}
+
+/// One service's series of one signal as a reading: one series is its value; several are
+/// combined as the signal says, or are bad data.
+fn reading(signal: &Signal, factor: f64, series: &[(f64, f64)]) -> Reading {
+    let at_ms = series
+        .iter()
+        .map(|(_, ts)| (ts * 1000.0) as u64)
+        .min()
+        .unwrap_or(0);
+    match (series, signal.combine) {
+        ([(v, _)], _) => Reading::Value {
+            value: v * factor,
+            at_ms,
+        },
+        (_, Some(c)) => {
+            let values: Vec<f64> = series.iter().map(|(v, _)| *v).collect();
+            Reading::Value {
+                value: c.apply(&values) * factor,
+                at_ms,
+            }
+        }
+        (_, None) => Reading::Ambiguous {
+            series: series.len().min(u32::MAX as usize) as u32,
+        },
+    }
+}
+
+/// One service's scrape targets that are up, by their last scrape time.
+#[derive(Debug, Clone, Default)]
+struct Targets {
+    scraped_ms: Vec<u64>,
+    newest_ms: u64,
+}
+
+impl Targets {
+    fn fresh_within(&self, stale_ms: u64) -> u32 {
+        let now = crate::record::server::now_ms();
+        self.scraped_ms
+            .iter()
+            .filter(|t| now.saturating_sub(**t) <= stale_ms)
+            .count() as u32
+    }
+}
+
+/// Runs the targets query, grouped like the signals: per service, the last scrape time of
+/// each target that is up. An error leaves every service with no targets counted, which
+/// the core reads as a partial view (no scale-down), never as good data.
+async fn query_targets(
+    client: &Client,
+    query: &str,
+    services: &[String],
+) -> HashMap<String, Targets> {
+    let mut out: HashMap<String, Targets> = HashMap::new();
+    let alternatives: Vec<String> = services.iter().map(|s| regex_escape(s)).collect();
+    let grouped = format!("=\"{SERVICE_PLACEHOLDER}\"");
+    let queries: Vec<(Option<&String>, String)> = if query.contains(&grouped) {
+        let q = query.replace(&grouped, &format!("=~\"{}\"", alternatives.join("|")));
+        vec![(None, q)]
+    } else {
+        services
+            .iter()
+            .map(|s| (Some(s), query.replace(SERVICE_PLACEHOLDER, s)))
+            .collect()
+    };
+    for (svc, q) in queries {
+        let q = format!("timestamp({q}) and ({q}) == 1");
+        let Ok(samples) = run(client, &q).await else {
+            continue;
+        };
+        for (labels, value, _) in samples {
+            let Some(name) = svc.or_else(|| labels.get("service")) else {
+                continue;
+            };
+            let t = out.entry(name.clone()).or_default();
+            let ms = (value * 1000.0) as u64;
+            t.scraped_ms.push(ms);
+            t.newest_ms = t.newest_ms.max(ms);
+        }
+    }
+    out
 }
 
 type Sample = (HashMap<String, String>, f64, f64);

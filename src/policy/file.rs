@@ -46,6 +46,9 @@ pub struct SignalsFile {
 pub struct SignalFile {
     pub query: String,
     pub unit: String,
+    /// How to combine several series for one service: sum, avg, max, min. Unset, several
+    /// series are bad data.
+    pub combine: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,13 +145,20 @@ pub struct BehaviorFile {
     pub scale_down: Option<DirectionFile>,
     #[serde(default)]
     pub panic: Option<PanicFile>,
+    /// How long a progressing rolling update may hold scaling.
+    pub update_hold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionFile {
     pub stabilization: String,
-    pub max_step: StepFile,
+    /// Shorthand: a replicas and a percent policy sharing one period.
+    pub max_step: Option<StepFile>,
+    /// HPA's form: a list of policies, each with its own period.
+    pub policies: Option<Vec<StepFile>>,
+    /// max (default), min, or disabled.
+    pub select_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +185,14 @@ pub struct JidokaFile {
     pub stop_after_failures: Option<i64>,
     pub when_stopped: Option<WhenStoppedFile>,
     pub flap_guard: Option<FlapGuardFile>,
+    pub targets: Option<TargetsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsFile {
+    /// One series per scrape target of the service, 1 when up (e.g. `up{service="$service"}`).
+    pub query: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,6 +146,40 @@ pub struct Signal {
     pub query: String,
     /// The unit the query returns.
     pub unit: units::Unit,
+    /// How several series for one service combine; `None`: several series are bad data.
+    pub combine: Option<Combine>,
+}
+
+/// How several series of one signal for one service become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    Sum,
+    Avg,
+    Max,
+    Min,
+}
+
+impl Combine {
+    pub fn from_name(s: &str) -> Option<Combine> {
+        Some(match s {
+            "sum" => Combine::Sum,
+            "avg" => Combine::Avg,
+            "max" => Combine::Max,
+            "min" => Combine::Min,
+            _ => return None,
+        })
+    }
+
+    pub fn apply(self, values: &[f64]) -> f64 {
+        let n = values.len().max(1) as f64;
+        match self {
+            Combine::Sum => values.iter().sum(),
+            Combine::Avg => values.iter().sum::<f64>() / n,
+            Combine::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            Combine::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+        }
+    }
 }
 
 impl Signal {
@@ -223,20 +257,48 @@ impl TierSpec {
     }
 }
 
-/// A step limit: at most max(replicas, percent × replicas at period start) per period.
+/// One of HPA's scaling policies: at most this many replicas (or this percentage of the
+/// replicas at the start of the period) per period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct StepLimit {
-    pub replicas: Option<u32>,
-    pub percent: Option<f64>,
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Replicas(u32),
+    Percent(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StepPolicy {
+    pub kind: StepKind,
     #[serde(with = "humantime_serde_compat")]
     pub period: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// HPA's `selectPolicy`: the policy allowing the largest change, the smallest, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectPolicy {
+    Max,
+    Min,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Direction {
     #[serde(with = "humantime_serde_compat")]
     pub stabilization: Duration,
-    pub max_step: StepLimit,
+    pub policies: Vec<StepPolicy>,
+    pub select: SelectPolicy,
+}
+
+impl Direction {
+    /// The longest period of its policies: how long scale events must be remembered.
+    pub fn longest_period(&self) -> Duration {
+        self.policies
+            .iter()
+            .map(|p| p.period)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// Knative-style panic mode.
@@ -252,11 +314,14 @@ pub struct Panic {
     pub stable_window: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Behavior {
     pub scale_up: Direction,
     pub scale_down: Direction,
     pub panic: Option<Panic>,
+    /// A progressing rolling update holds scaling at most this long (a paused one never).
+    #[serde(with = "humantime_serde_compat")]
+    pub update_hold: Duration,
 }
 
 /// What a missing, stale, NaN or errored reading does.
@@ -310,6 +375,10 @@ pub struct Policy {
     pub tiers: Vec<TierSpec>,
     pub behavior: Behavior,
     pub jidoka: Jidoka,
+    /// `jidoka.targets.query`: one series per scrape target, 1 when up. With it, andon
+    /// compares the targets that report with the running tasks, and dates every reading by
+    /// its targets' last scrape (an instant query is dated at evaluation time).
+    pub targets: Option<String>,
 }
 
 impl Policy {

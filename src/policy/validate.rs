@@ -108,6 +108,15 @@ impl Checker<'_> {
         let tiers = self.tiers(&raw.tiers, &defined);
         let behavior = self.behavior(&raw.behavior);
         let jidoka = self.jidoka(&raw.jidoka);
+        let targets = raw.jidoka.targets.as_ref().map(|t| {
+            if !t.query.contains(SERVICE_PLACEHOLDER) {
+                self.error(
+                    "jidoka.targets.query",
+                    format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per scrape target of the service, e.g. up{{service=\"{SERVICE_PLACEHOLDER}\"}}"),
+                );
+            }
+            t.query.trim().to_string()
+        });
         Policy {
             source: self.file.to_string(),
             services,
@@ -116,6 +125,7 @@ impl Checker<'_> {
             tiers,
             behavior,
             jidoka,
+            targets,
         }
     }
 
@@ -220,10 +230,21 @@ impl Checker<'_> {
                     kind.canonical_unit()
                 }
             };
+            let combine = s.combine.as_deref().and_then(|c| {
+                let v = Combine::from_name(c);
+                if v.is_none() {
+                    self.error(
+                        &format!("{p}.combine"),
+                        format!("`{c}` is not allowed; allowed: sum, avg, max, min"),
+                    );
+                }
+                v
+            });
             out.push(Signal {
                 kind,
                 query: s.query.trim().to_string(),
                 unit,
+                combine,
             });
         }
         if out.is_empty() {
@@ -499,41 +520,85 @@ impl Checker<'_> {
     fn direction(&mut self, p: &str, raw: Option<&DirectionFile>, default: Direction) -> Direction {
         let Some(raw) = raw else { return default };
         let stabilization = self.duration(&format!("{p}.stabilization"), &raw.stabilization);
-        let s = &raw.max_step;
-        let replicas = s
-            .replicas
-            .map(|r| self.count(&format!("{p}.max_step.replicas"), r, 1));
-        let percent = s.percent.inspect(|&v| {
-            if !(v.is_finite() && v > 0.0 && v <= 10_000.0) {
+        let select = match raw.select_policy.as_deref() {
+            None | Some("max") => SelectPolicy::Max,
+            Some("min") => SelectPolicy::Min,
+            Some("disabled") => SelectPolicy::Disabled,
+            Some(o) => {
                 self.error(
-                    &format!("{p}.max_step.percent"),
-                    format!("{v} is out of range; allowed: a percentage > 0 (100 = double)"),
+                    &format!("{p}.select_policy"),
+                    format!("`{o}` is not allowed; allowed: max, min, disabled"),
                 );
+                SelectPolicy::Max
             }
-        });
-        if replicas.is_none() && percent.is_none() {
-            self.error(
-                &format!("{p}.max_step"),
-                "neither replicas nor percent is set; allowed: one or both",
-            );
+        };
+        let mut policies = Vec::new();
+        match (&raw.max_step, &raw.policies) {
+            (Some(s), None) => {
+                let path = format!("{p}.max_step");
+                let period = self.positive_duration(&format!("{path}.period"), &s.period);
+                if s.replicas.is_none() && s.percent.is_none() {
+                    self.error(&path, "neither replicas nor percent is set; allowed: one or both");
+                }
+                policies.extend(self.step_kinds(&path, s).into_iter().map(|kind| StepPolicy { kind, period }));
+            }
+            (None, Some(list)) => {
+                for (i, s) in list.iter().enumerate() {
+                    let path = format!("{p}.policies[{i}]");
+                    let period = self.positive_duration(&format!("{path}.period"), &s.period);
+                    let kinds = self.step_kinds(&path, s);
+                    if kinds.len() != 1 {
+                        self.error(&path, "a policy sets exactly one of replicas and percent");
+                    }
+                    policies.extend(kinds.into_iter().take(1).map(|kind| StepPolicy { kind, period }));
+                }
+                if list.is_empty() && select != SelectPolicy::Disabled {
+                    self.error(&format!("{p}.policies"), "no policy; allowed: at least one, or select_policy: disabled");
+                }
+            }
+            (Some(_), Some(_)) => self.error(p, "max_step and policies both set; allowed: one of them"),
+            (None, None) if select == SelectPolicy::Disabled => {}
+            (None, None) => self.error(p, "no step limit; allowed: max_step {replicas, percent, period} or policies [{replicas|percent, period}]"),
         }
-        let period = self.positive_duration(&format!("{p}.max_step.period"), &s.period);
         Direction {
             stabilization,
-            max_step: StepLimit {
-                replicas,
-                percent,
-                period,
-            },
+            policies,
+            select,
         }
     }
 
+    fn step_kinds(&mut self, path: &str, s: &StepFile) -> Vec<StepKind> {
+        let mut kinds = Vec::new();
+        if let Some(r) = s.replicas {
+            kinds.push(StepKind::Replicas(self.count(
+                &format!("{path}.replicas"),
+                r,
+                1,
+            )));
+        }
+        if let Some(v) = s.percent {
+            if v.is_finite() && v > 0.0 && v <= 10_000.0 {
+                kinds.push(StepKind::Percent(v));
+            } else {
+                self.error(
+                    &format!("{path}.percent"),
+                    format!("{v} is out of range; allowed: a percentage > 0 (100 = double)"),
+                );
+            }
+        }
+        kinds
+    }
+
     fn behavior(&mut self, raw: &BehaviorFile) -> Behavior {
-        let scale_up = self.direction("behavior.scale_up", raw.scale_up.as_ref(), DEFAULT_SCALE_UP);
+        let scale_up = self.direction(
+            "behavior.scale_up",
+            raw.scale_up.as_ref(),
+            default_scale_up(),
+        );
         let scale_down = self.direction(
             "behavior.scale_down",
             raw.scale_down.as_ref(),
-            DEFAULT_SCALE_DOWN,
+            default_scale_down(),
         );
         let panic = raw.panic.as_ref().map(|p| {
             let window = self.positive_duration("behavior.panic.window", &p.window);
@@ -550,10 +615,15 @@ impl Checker<'_> {
                 stable_window,
             }
         });
+        let update_hold = match &raw.update_hold {
+            Some(t) => self.positive_duration("behavior.update_hold", t),
+            None => DEFAULT_UPDATE_HOLD,
+        };
         Behavior {
             scale_up,
             scale_down,
             panic,
+            update_hold,
         }
     }
 
@@ -615,25 +685,40 @@ impl Checker<'_> {
     }
 }
 
-/// HPA's defaults: scale up at once by up to +100% or +4 replicas per 15 s.
-pub const DEFAULT_SCALE_UP: Direction = Direction {
-    stabilization: Duration::ZERO,
-    max_step: StepLimit {
-        replicas: Some(4),
-        percent: Some(100.0),
-        period: Duration::from_secs(15),
-    },
-};
+/// HPA's defaults (pkg/apis/autoscaling/v2/defaults.go): scale up at once by up to +4
+/// replicas or +100% per 15 s, whichever allows more.
+pub fn default_scale_up() -> Direction {
+    let period = Duration::from_secs(15);
+    Direction {
+        stabilization: Duration::ZERO,
+        policies: vec![
+            StepPolicy {
+                kind: StepKind::Replicas(4),
+                period,
+            },
+            StepPolicy {
+                kind: StepKind::Percent(100.0),
+                period,
+            },
+        ],
+        select: SelectPolicy::Max,
+    }
+}
 
 /// HPA's defaults: scale down after a 5-minute window, up to 100% per 15 s.
-pub const DEFAULT_SCALE_DOWN: Direction = Direction {
-    stabilization: Duration::from_secs(300),
-    max_step: StepLimit {
-        replicas: None,
-        percent: Some(100.0),
-        period: Duration::from_secs(15),
-    },
-};
+pub fn default_scale_down() -> Direction {
+    Direction {
+        stabilization: Duration::from_secs(300),
+        policies: vec![StepPolicy {
+            kind: StepKind::Percent(100.0),
+            period: Duration::from_secs(15),
+        }],
+        select: SelectPolicy::Max,
+    }
+}
+
+/// A rolling update holds scaling at most this long by default.
+pub const DEFAULT_UPDATE_HOLD: Duration = Duration::from_secs(600);
 
 pub const DEFAULT_JIDOKA: Jidoka = Jidoka {
     stale_after: Duration::from_secs(60),

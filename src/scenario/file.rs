@@ -15,6 +15,8 @@ pub struct ScenarioFile {
     pub replicas: i64,
     #[serde(default = "default_timeout")]
     pub client_timeout: String,
+    /// The modelled Prometheus' scrape interval (default 15 s, Prometheus' own).
+    pub scrape_interval: Option<String>,
     pub phases: Vec<PhaseFile>,
     #[serde(default)]
     pub faults: Vec<FaultFile>,
@@ -96,6 +98,34 @@ pub struct FaultFile {
     pub pause_tasks: Option<PauseFile>,
     pub prometheus_down: Option<String>,
     pub restart_controller: Option<RestartFile>,
+    pub write_failures: Option<ForFile>,
+    pub rolling_update: Option<RollingUpdateFile>,
+    pub scrape_gap: Option<ScrapeGapFile>,
+    pub prometheus_stale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForFile {
+    #[serde(rename = "for")]
+    pub for_: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollingUpdateFile {
+    #[serde(rename = "for")]
+    pub for_: String,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeGapFile {
+    pub targets: i64,
+    #[serde(rename = "for")]
+    pub for_: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,21 @@ pub use expect::{Expectation, Metric, Verdict, Window};
 /// The longest scenario: a month of 1 s ticks is 2.7 million steps.
 pub const MAX_SCENARIO: Duration = Duration::from_secs(31 * 24 * 3600);
 
+/// Prometheus' default scrape interval.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The fault kinds a scenario may name.
+pub const FAULT_KINDS: [&str; 8] = [
+    "kill_tasks",
+    "pause_tasks",
+    "prometheus_down",
+    "restart_controller",
+    "write_failures",
+    "rolling_update",
+    "scrape_gap",
+    "prometheus_stale",
+];
+
 /// MCP methods a mix may name: what erlmcp and the stand-in answer.
 pub const METHODS: [&str; 6] = [
     "ping",
@@ -92,9 +107,28 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     KillTasks(u32),
-    PauseTasks { count: u32, duration: Duration },
+    PauseTasks {
+        count: u32,
+        duration: Duration,
+    },
     PrometheusDown(Duration),
-    RestartController { down_for: Duration },
+    RestartController {
+        down_for: Duration,
+    },
+    /// Every service update fails (another writer always first, or the Docker API down).
+    WriteFailures(Duration),
+    /// A rolling update in progress, or one paused after a failure.
+    RollingUpdate {
+        duration: Duration,
+        paused: bool,
+    },
+    /// `targets` tasks stop being scraped while they go on serving.
+    ScrapeGap {
+        targets: u32,
+        duration: Duration,
+    },
+    /// Prometheus answers, but its samples stop advancing.
+    PrometheusStale(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +158,27 @@ impl Fault {
                     humantime::format_duration(*down_for)
                 )
             }
+            FaultKind::WriteFailures(d) => format!(
+                "{at}: every service update fails for {}",
+                humantime::format_duration(*d)
+            ),
+            FaultKind::RollingUpdate { duration, paused } => format!(
+                "{at}: a rolling update{} for {}",
+                if *paused {
+                    ", paused after a failure,"
+                } else {
+                    ""
+                },
+                humantime::format_duration(*duration)
+            ),
+            FaultKind::ScrapeGap { targets, duration } => format!(
+                "{at}: {targets} task(s) not scraped for {}",
+                humantime::format_duration(*duration)
+            ),
+            FaultKind::PrometheusStale(d) => format!(
+                "{at}: Prometheus samples stop advancing for {}",
+                humantime::format_duration(*d)
+            ),
         }
     }
 }
@@ -135,6 +190,8 @@ pub struct Scenario {
     pub description: String,
     pub replicas: u32,
     pub client_timeout: Duration,
+    /// The modelled Prometheus scrapes this often.
+    pub scrape_interval: Duration,
     pub phases: Vec<Phase>,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
@@ -187,6 +244,9 @@ impl Scenario {
                 FaultKind::PauseTasks { duration, .. } => *duration = f(*duration),
                 FaultKind::PrometheusDown(d) => *d = f(*d),
                 FaultKind::RestartController { down_for } => *down_for = f(*down_for),
+                FaultKind::WriteFailures(d) | FaultKind::PrometheusStale(d) => *d = f(*d),
+                FaultKind::RollingUpdate { duration, .. }
+                | FaultKind::ScrapeGap { duration, .. } => *duration = f(*duration),
                 FaultKind::KillTasks(_) => {}
             }
         }
@@ -238,6 +298,10 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
     }
     let replicas = count(c, "replicas", raw.replicas);
     let client_timeout = c.positive_duration("client_timeout", &raw.client_timeout);
+    let scrape_interval = match &raw.scrape_interval {
+        Some(t) => c.positive_duration("scrape_interval", t),
+        None => DEFAULT_SCRAPE_INTERVAL,
+    };
     if raw.phases.is_empty() {
         c.error("phases", "no phase; allowed: a list of at least one phase");
     }
@@ -371,8 +435,36 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
             let down_for = c.duration(&format!("{path}.restart_controller.down_for"), &r.down_for);
             kinds.push(FaultKind::RestartController { down_for });
         }
+        if let Some(w) = &f.write_failures {
+            kinds.push(FaultKind::WriteFailures(
+                c.positive_duration(&format!("{path}.write_failures.for"), &w.for_),
+            ));
+        }
+        if let Some(r) = &f.rolling_update {
+            kinds.push(FaultKind::RollingUpdate {
+                duration: c.positive_duration(&format!("{path}.rolling_update.for"), &r.for_),
+                paused: r.paused,
+            });
+        }
+        if let Some(g) = &f.scrape_gap {
+            kinds.push(FaultKind::ScrapeGap {
+                targets: count(c, &format!("{path}.scrape_gap.targets"), g.targets).max(1),
+                duration: c.positive_duration(&format!("{path}.scrape_gap.for"), &g.for_),
+            });
+        }
+        if let Some(d) = &f.prometheus_stale {
+            kinds.push(FaultKind::PrometheusStale(
+                c.positive_duration(&format!("{path}.prometheus_stale"), d),
+            ));
+        }
         if kinds.len() != 1 {
-            c.error(&path, "a fault names exactly one of kill_tasks, pause_tasks, prometheus_down, restart_controller");
+            c.error(
+                &path,
+                format!(
+                    "a fault names exactly one kind; allowed: {}",
+                    FAULT_KINDS.join(", ")
+                ),
+            );
         }
         if let Some(kind) = kinds.into_iter().next() {
             faults.push(Fault { at, kind });
@@ -391,6 +483,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         description: raw.description,
         replicas,
         client_timeout,
+        scrape_interval,
         phases,
         faults,
         expect,
