@@ -136,7 +136,8 @@ pub struct Reconciler {
     loaded: bool,
     /// The state as last written, and when.
     written: Option<(CoreState, u64)>,
-    last: Option<Decision>,
+    /// The last decision, and whether the service matched it when it was made.
+    last: Option<(Decision, bool)>,
     /// Since when a progressing update has been seen (when Swarm does not say).
     update_seen_ms: Option<u64>,
     /// The state before the step in flight, and whether its write carries the state label.
@@ -179,13 +180,16 @@ impl Reconciler {
                 },
             );
         }
-        let changed = self.last.as_ref().is_none_or(|l| {
+        // Worth a line: the first decision, a different wish (replicas, tier, shedding, the
+        // stop), or the same wish again after the service had matched it (someone else
+        // changed the replicas). A wish that keeps failing to apply is not repeated.
+        let changed = self.last.as_ref().is_none_or(|(l, matched)| {
             l.desired != d.desired
                 || l.tier != d.tier
                 || l.stopped != d.stopped
                 || l.shed_admit != d.shed_admit
-        }) || apply && d.desired != view.replicas;
-
+                || apply && *matched && d.desired != view.replicas
+        });
         let mut write = Desired {
             replicas: (d.desired != view.replicas).then_some(d.desired),
             labels: shed_labels(policy, svc, &d, view.replicas),
@@ -214,7 +218,7 @@ impl Reconciler {
         } else {
             core::forget_step(&mut self.state, &before);
         }
-        self.last = Some(d.clone());
+        self.last = Some((d.clone(), d.desired == view.replicas));
         Plan {
             admission: d.shed_admit,
             decision: d,

@@ -233,7 +233,7 @@ pub fn run_with(
                         text: if ok {
                             "service updates go through again".into()
                         } else {
-                            "service update failed (update out of sequence); the step is forgotten, admission still posted".into()
+                            "service update failed (update out of sequence): nothing in it is taken as done; admission is still posted".into()
                         },
                     });
                 }

@@ -262,3 +262,140 @@ fn report_dir_has_json_and_an_svg_chart() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["scenario"], "message-bombing");
 }
+
+fn sim_text(text: &str, policy: &andon::policy::Policy, controlled: bool) -> SimResult {
+    let sc = scenario::from_str("inline.yaml", text).expect("valid scenario");
+    let opts = Options {
+        controlled,
+        ..Options::default()
+    };
+    simulate::run(&sc, policy, &policy.services[0], opts)
+}
+
+fn shipped() -> andon::policy::Policy {
+    policy::load("policies/erlmcp-tps.yaml").expect("shipped policy")
+}
+
+/// The scenarios shipped for the faults the simulator models pass under the shipped policy.
+#[test]
+fn fault_scenarios_pass() {
+    for s in [
+        "chaos/cold-start.yaml",
+        "chaos/write-failures.yaml",
+        "chaos/scrape-gap.yaml",
+        "chaos/paused-update.yaml",
+    ] {
+        let r = sim(s, true);
+        assert_eq!(
+            r.verdict,
+            andon::scenario::Verdict::Pass,
+            "{s}: {:?}",
+            r.expectations
+        );
+    }
+}
+
+/// Writes that keep failing: no replica changes, but tiers still escalate and shedding
+/// still reaches the replicas.
+#[test]
+fn failing_writes_still_escalate_and_shed() {
+    let r = sim("chaos/write-failures.yaml", true);
+    assert_eq!(r.summary.max_tier, Tier::Emergency);
+    assert_eq!(r.summary.max_replicas, 8);
+    assert!(r.summary.failed_writes > 0);
+    assert!(r.summary.shed_requests > 0.0);
+}
+
+/// Without `jidoka.targets`, the same scrape gap looks like half the demand and andon
+/// scales down in the middle of it: the check is what keeps it from that.
+#[test]
+fn scrape_gap_scales_down_without_the_targets_check() {
+    let mut p = shipped();
+    p.targets = None;
+    let sc = scenario::load("chaos/scrape-gap.yaml").unwrap();
+    let r = simulate::run(&sc, &p, &p.services[0], Options::default());
+    assert_eq!(r.verdict, andon::scenario::Verdict::Deviated);
+    let min = r.timeline.iter().map(|x| x.replicas).min().unwrap();
+    assert!(min < 12, "scaled down to {min}");
+}
+
+const STALE: &str = r#"
+name: stale
+replicas: 12
+phases:
+  - {name: busy, duration: 6m, connections: 384, rate: {per_connection: 12}}
+  - {name: quiet, duration: 6m, connections: 100, rate: {per_connection: 12}}
+faults:
+  - {at: 5m, prometheus_stale: 7m}
+expect:
+  - {no_scale_down: true}
+"#;
+
+/// Prometheus answers, but its samples stop advancing as the load falls: the readings are
+/// dated by their targets' last scrape, go stale, and nothing scales down; the line stops.
+/// (As with HPA, once the samples advance again the way down is open at once: the window
+/// holds only what was seen.)
+#[test]
+fn stale_prometheus_never_scales_down_and_stops_the_line() {
+    let r = sim_text(STALE, &shipped(), true);
+    assert_eq!(
+        r.verdict,
+        andon::scenario::Verdict::Pass,
+        "{:?}",
+        r.expectations
+    );
+    assert!(r.timeline.iter().any(|x| x.stopped), "the line stops");
+    // Once the samples advance again, the way down opens.
+    let fresh = STALE.replace("prometheus_stale: 7m", "prometheus_stale: 1s");
+    let r = sim_text(&fresh, &shipped(), true);
+    assert_eq!(r.verdict, andon::scenario::Verdict::Deviated);
+}
+
+const RESTART: &str = r#"
+name: restart
+replicas: 8
+phases:
+  - {name: up, duration: 2m, connections: 480, rate: {per_connection: 12}}
+  - {name: down, duration: 4m, connections: 160, rate: {per_connection: 12}}
+faults:
+  - {at: 150s, restart_controller: {down_for: 10s}}
+expect:
+  - {no_scale_down: true, during: down}
+"#;
+
+/// A restarted controller restores the scale-down window from the modelled label: load
+/// falls at 2 m, the controller dies at 2 m 30 s, and nothing scales down within 5 m of
+/// the last high recommendation. (Were the state kept only in memory, or not restored,
+/// the window would restart from what the new process sees.)
+#[test]
+fn a_restarted_controller_keeps_its_window_from_the_label() {
+    let r = sim_text(RESTART, &shipped(), true);
+    assert_eq!(
+        r.verdict,
+        andon::scenario::Verdict::Pass,
+        "{:?}",
+        r.expectations
+    );
+    assert!(r.summary.max_replicas > 8, "it scaled up first");
+}
+
+/// Before: with --no-control the step history kept steps never taken, and the timeline
+/// said "scale 8 → 13", then "capped to 8", dozens of times.
+#[test]
+fn no_control_reports_each_wish_once() {
+    let r = sim("chaos/connection-flood.yaml", false);
+    let decisions: Vec<_> = r.events.iter().filter(|e| e.kind == "decision").collect();
+    assert!(
+        decisions
+            .iter()
+            .all(|e| !e.text.contains("capped to 8 per")),
+        "no step limit from steps never taken"
+    );
+    let mut texts: Vec<&str> = decisions
+        .iter()
+        .map(|e| e.text.split(':').next().unwrap())
+        .collect();
+    let n = texts.len();
+    texts.dedup();
+    assert_eq!(n, texts.len(), "a wish repeated: {texts:?}");
+}
