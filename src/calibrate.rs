@@ -47,14 +47,14 @@ const SEED: [(&str, &str); 3] = [
     ),
 ];
 
-fn replay(path: &str, policy: &Policy) -> Result<SimResult, String> {
+fn replay(path: &str, policy: &Policy) -> crate::Result<SimResult> {
     let text = SEED.iter().find(|(p, _)| *p == path).map_or("", |(_, t)| t);
-    let sc = scenario::from_str(path, text).map_err(|e| e.to_string())?;
+    let sc = scenario::from_str(path, text)?;
     if sc.replicas != 8 {
-        return Err(format!(
+        return Err(crate::Error::Config(format!(
             "{path}: the seed ran 8 replicas, the scenario starts {}",
             sc.replicas
-        ));
+        )));
     }
     let opts = Options {
         controlled: false,
@@ -72,7 +72,7 @@ fn p95_at_connections(r: &SimResult, conns: u32) -> f64 {
 }
 
 /// Replays the seed scenarios (as built in from `chaos/`) and compares.
-pub fn run(policy: &Policy) -> Result<Vec<CalPoint>, String> {
+pub fn run(policy: &Policy) -> crate::Result<Vec<CalPoint>> {
     let base = replay("chaos/baseline.yaml", policy)?;
     let flood = replay("chaos/connection-flood.yaml", policy)?;
     let bomb = replay("chaos/message-bombing.yaml", policy)?;

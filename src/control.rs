@@ -189,6 +189,7 @@ impl Controller {
         status.desired = Some(d.desired);
         status.shed_admit = d.shed_admit;
         status.signals = status::signals(obs, &d, now);
+        status.targets = obs.targets;
         let ds = DecisionStatus::new(&d, info.replicas, now);
         let previous_change = self.shared.status.read().ok().and_then(|s| {
             s.services

@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod control;
 pub mod core;
 pub mod drill;
+pub mod error;
 pub mod model;
 pub mod observe;
 pub mod policy;
@@ -19,3 +20,5 @@ pub mod scenario;
 pub mod simulate;
 pub mod standin;
 pub mod swarm;
+
+pub use error::{Error, Result};

@@ -217,12 +217,43 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Failures that end the command: usage/config (exit 2).
-struct Fail(String);
+/// Failures that end the command. The library's errors know their exit code (2 for what
+/// the user must fix, 1 for a failure while running); anything else here is a usage or
+/// output problem (2).
+enum Fail {
+    Andon(andon::Error),
+    Usage(String),
+}
 
-impl<E: std::fmt::Display> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail(e.to_string())
+impl From<andon::Error> for Fail {
+    fn from(e: andon::Error) -> Self {
+        Fail::Andon(e)
+    }
+}
+
+impl From<andon::policy::yaml::FileErrors> for Fail {
+    fn from(e: andon::policy::yaml::FileErrors) -> Self {
+        Fail::Andon(e.into())
+    }
+}
+
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Self {
+        Fail::Usage(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Fail {
+    fn from(e: serde_json::Error) -> Self {
+        Fail::Usage(e.to_string())
+    }
+}
+
+/// 0 pass, 1 deviated.
+fn verdict_code(v: andon::scenario::Verdict) -> u8 {
+    match v {
+        andon::scenario::Verdict::Pass => 0,
+        andon::scenario::Verdict::Deviated => 1,
     }
 }
 
@@ -230,7 +261,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(Fail(msg)) => {
+        Err(Fail::Andon(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+        Err(Fail::Usage(msg)) => {
             eprintln!("{msg}");
             ExitCode::from(2)
         }
@@ -255,7 +290,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             prometheus_basic_auth_file,
             admission_port,
             stack,
-        } => Ok(andon::run::run(andon::run::RunArgs {
+        } => andon::run::run(andon::run::RunArgs {
             stack,
             policy: policy.to_string_lossy().into_owned(),
             prometheus,
@@ -268,7 +303,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             listen,
             json_logs: matches!(log_format, LogFormat::Json),
             admission_port,
-        })),
+        })
+        .map(|()| 0)
+        .map_err(Fail::from),
         Command::StandIn {
             listen,
             capacity,
@@ -279,19 +316,21 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         } => {
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {
-                    return Err(Fail(format!(
+                    return Err(Fail::Usage(format!(
                         "{name} {v}: allowed: messages per second > 0"
                     )));
                 }
             }
-            Ok(andon::standin::serve(andon::standin::Options {
+            andon::standin::serve(andon::standin::Options {
                 listen,
                 capacity,
                 conn_capacity,
                 base_latency,
                 queue_limit,
                 zero_latency,
-            }))
+            })
+            .map(|()| 0)
+            .map_err(Fail::from)
         }
         Command::Drill {
             scenario,
@@ -306,12 +345,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             report: report_dir,
         } => {
             if !(speed.is_finite() && speed > 0.0 && speed <= 1000.0) {
-                return Err(Fail(format!(
+                return Err(Fail::Usage(format!(
                     "--speed {speed}: allowed: a factor above 0, at most 1000"
                 )));
             }
             let sc = scenario::load(&scenario.to_string_lossy())?;
-            let target = andon::drill::Target::parse(&target).map_err(Fail)?;
+            let target = andon::drill::Target::parse(&target)?;
             andon::run::init_logging(false);
             let opts = andon::drill::Options {
                 target,
@@ -323,7 +362,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 max_in_flight,
                 progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
-            let result = andon::drill::run(&sc, opts).map_err(Fail)?;
+            let result = andon::drill::run(&sc, opts)?;
             if json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
@@ -335,9 +374,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     println!("report: {}", path.display());
                 }
             }
-            Ok(result.verdict.exit_code() as u8)
+            Ok(verdict_code(result.verdict))
         }
-        Command::Probe { url } => Ok(andon::run::probe(&url)),
+        Command::Probe { url } => andon::run::probe(&url).map(|()| 0).map_err(Fail::from),
         Command::Check { policies } => {
             let mut ok = true;
             for p in &policies {
@@ -358,7 +397,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         }
         Command::Calibrate { policy, json } => {
             let pol = load_policy(&policy)?;
-            let points = andon::calibrate::run(&pol).map_err(Fail)?;
+            let points = andon::calibrate::run(&pol)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&points)?);
             } else {
@@ -386,7 +425,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             let svc = match &service {
                 Some(name) => pol.service(name).ok_or_else(|| {
                     let names: Vec<&str> = pol.services.iter().map(|s| s.name.as_str()).collect();
-                    Fail(format!(
+                    Fail::Usage(format!(
                         "{}: no service `{name}` in the policy; allowed: {}",
                         pol.source,
                         names.join(", ")
@@ -395,7 +434,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 None => &pol.services[0],
             };
             if tick > interval {
-                return Err(Fail(format!(
+                return Err(Fail::Usage(format!(
                     "--tick {} is longer than --interval {}; allowed: tick ≤ interval",
                     humantime::format_duration(tick),
                     humantime::format_duration(interval)
@@ -422,7 +461,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                     println!("report: {}", written.display());
                 }
             }
-            Ok(result.verdict.exit_code() as u8)
+            Ok(verdict_code(result.verdict))
         }
     }
 }

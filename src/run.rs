@@ -9,6 +9,7 @@ use crate::record::metrics::Metrics;
 use crate::record::server::{self, Shared};
 use crate::record::status::Status;
 use crate::swarm::Swarm;
+use crate::{Error, Result};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,79 +49,40 @@ pub fn init_logging(json: bool) {
 
 /// The runtime of the one-thread jobs (`run`, `drill`, `probe`): a current-thread
 /// runtime keeps each at most one core, by construction.
-pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(|e| Error::Environment(format!("cannot start the runtime: {e}")))
 }
 
-/// Runs until a signal. Returns the exit code: 0 after a clean stop, 2 when the
-/// configuration or the environment does not allow starting.
-pub fn run(args: RunArgs) -> u8 {
+/// Runs until a signal, then returns `Ok`. An error when the configuration or the
+/// environment does not allow starting.
+pub fn run(args: RunArgs) -> Result<()> {
     init_logging(args.json_logs);
-    let mut policy = match policy::load(&args.policy) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+    let mut policy = policy::load(&args.policy)?;
     if let Some(stack) = &args.stack {
         for s in &mut policy.services {
             s.name = format!("{stack}_{}", s.name);
         }
     }
-    let runtime = match single_thread_runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+    let runtime = single_thread_runtime()?;
     runtime.block_on(async move {
-        let auth = match Auth::from_files(
+        let auth = Auth::from_files(
             args.bearer_token_file.as_deref(),
             args.basic_auth_file.as_deref(),
-        ) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return 2;
-            }
-        };
-        let prom = match PromSource::new(&args.prometheus, args.prometheus_timeout, &auth) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("{e}");
-                return 2;
-            }
-        };
-        let swarm = match Swarm::connect().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!(
-                    "cannot reach Docker (DOCKER_HOST={}): {e}",
-                    std::env::var("DOCKER_HOST")
-                        .unwrap_or_else(|_| "unset: the local socket".into())
-                );
-                return 2;
-            }
-        };
-        let admission = match AdmissionClient::new(args.admission_port, Duration::from_secs(1)) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("{e}");
-                return 2;
-            }
-        };
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("--listen {}: {e}", args.listen);
-                return 2;
-            }
-        };
+        )?;
+        let prom = PromSource::new(&args.prometheus, args.prometheus_timeout, &auth)?;
+        let swarm = Swarm::connect().await.map_err(|e| {
+            Error::Environment(format!(
+                "cannot reach Docker (DOCKER_HOST={}): {e}",
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset: the local socket".into())
+            ))
+        })?;
+        let admission = AdmissionClient::new(args.admission_port, Duration::from_secs(1))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Error::Environment(format!("--listen {}: {e}", args.listen)))?;
         let shared = Arc::new(Shared {
             metrics: Metrics::new(),
             status: RwLock::new(Status {
@@ -165,10 +127,7 @@ pub fn run(args: RunArgs) -> u8 {
             signal(SignalKind::interrupt()),
         ) {
             (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                eprintln!("cannot install signal handlers");
-                return 2;
-            }
+            _ => return Err(Error::Environment("cannot install signal handlers".into())),
         };
         let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,35 +142,24 @@ pub fn run(args: RunArgs) -> u8 {
         let _ = stop_tx.send(true);
         let _ = server.await;
         tracing::info!("andon run: stopped");
-        0
+        Ok(())
     })
 }
 
-/// `andon probe URL`: exit 0 when URL answers 2xx within 2 s. For healthchecks in an image
-/// that has no curl.
-pub fn probe(url: &str) -> u8 {
-    let Ok(rt) = single_thread_runtime() else {
-        return 1;
-    };
+/// `andon probe URL`: `Ok` when URL answers 2xx within 2 s (exit 0), a runtime error
+/// otherwise (exit 1). For healthchecks in an image that has no curl.
+pub fn probe(url: &str) -> Result<()> {
+    let rt = single_thread_runtime()?;
     rt.block_on(async {
-        let client = match reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .no_proxy()
             .build()
-        {
-            Ok(c) => c,
-            Err(_) => return 1,
-        };
+            .map_err(|e| Error::Runtime(format!("{url}: {e}")))?;
         match client.get(url).send().await {
-            Ok(r) if r.status().is_success() => 0,
-            Ok(r) => {
-                eprintln!("{url}: {}", r.status());
-                1
-            }
-            Err(e) => {
-                eprintln!("{url}: {e}");
-                1
-            }
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(Error::Runtime(format!("{url}: {}", r.status()))),
+            Err(e) => Err(Error::Runtime(format!("{url}: {e}"))),
         }
     })
 }

@@ -25,12 +25,12 @@ pub struct AdmissionClient {
 }
 
 impl AdmissionClient {
-    pub fn new(port: u16, timeout: Duration) -> Result<Self, String> {
+    pub fn new(port: u16, timeout: Duration) -> crate::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .no_proxy()
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| crate::Error::Environment(format!("cannot build the HTTP client: {e}")))?;
         Ok(AdmissionClient { http, port })
     }
 

@@ -40,8 +40,11 @@ pub async fn run(
     }
 }
 
-async fn containers(swarm: &Swarm, service: &str, n: u32) -> Result<Vec<String>, String> {
-    let tasks = swarm.tasks(service).await.map_err(|e| e.to_string())?;
+async fn containers(swarm: &Swarm, service: &str, n: u32) -> crate::Result<Vec<String>> {
+    let tasks = swarm
+        .tasks(service)
+        .await
+        .map_err(|e| crate::Error::Runtime(e.to_string()))?;
     Ok(tasks
         .into_iter()
         .filter(|t| t.running)
@@ -50,18 +53,19 @@ async fn containers(swarm: &Swarm, service: &str, n: u32) -> Result<Vec<String>,
         .collect())
 }
 
-fn signal_pidfile(pidfile: &str, sig: &str) -> Result<(), String> {
-    let pid = std::fs::read_to_string(pidfile).map_err(|e| format!("{pidfile}: {e}"))?;
+fn signal_pidfile(pidfile: &str, sig: &str) -> crate::Result<()> {
+    use crate::Error::Runtime;
+    let pid = std::fs::read_to_string(pidfile).map_err(|e| Runtime(format!("{pidfile}: {e}")))?;
     let pid = pid.trim();
     let ok = std::process::Command::new("kill")
         .args([sig, pid])
         .status()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Runtime(e.to_string()))?
         .success();
     if ok {
         Ok(())
     } else {
-        Err(format!("kill {sig} {pid} failed"))
+        Err(Runtime(format!("kill {sig} {pid} failed")))
     }
 }
 
@@ -94,7 +98,7 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                     )
                 }
                 Ok(ids) => (false, format!("only {} running task(s) to kill", ids.len())),
-                Err(e) => (false, e),
+                Err(e) => (false, e.to_string()),
             }
         }
         FaultKind::PauseTasks { count, duration } => {
@@ -125,7 +129,7 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                     )
                 }
                 Ok(_) => (false, "no running task to pause".into()),
-                Err(e) => (false, e),
+                Err(e) => (false, e.to_string()),
             }
         }
         FaultKind::PrometheusDown(d) => {
@@ -137,7 +141,7 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             };
             // SIGSTOP: Prometheus stops answering (queries time out), then SIGCONT.
             if let Err(e) = signal_pidfile(pf, "-STOP") {
-                return (false, e);
+                return (false, e.to_string());
             }
             let (pf2, d2) = (pf.clone(), *d);
             tokio::task::spawn_local(async move {
@@ -178,7 +182,7 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                     Err(e) => (false, e.to_string()),
                 },
                 Ok(_) => (false, format!("no running task of {svc}")),
-                Err(e) => (false, e),
+                Err(e) => (false, e.to_string()),
             }
         }
     }

@@ -37,17 +37,20 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn parse(s: &str) -> Result<Target, String> {
+    pub fn parse(s: &str) -> crate::Result<Target> {
+        use crate::Error::Config;
         if let Some(svc) = s.strip_prefix("swarm:") {
             if svc.is_empty() {
-                return Err("--target swarm:SERVICE needs a service name".into());
+                return Err(Config("--target swarm:SERVICE needs a service name".into()));
             }
             return Ok(Target::Swarm(svc.to_string()));
         }
         let hostport = s
             .strip_prefix("http://")
             .ok_or_else(|| {
-                format!("--target {s}: allowed: http://HOST:PORT (plain http) or swarm:SERVICE")
+                Config(format!(
+                    "--target {s}: allowed: http://HOST:PORT (plain http) or swarm:SERVICE"
+                ))
             })?
             .trim_end_matches('/')
             .trim_end_matches("/mcp");
@@ -57,7 +60,7 @@ impl Target {
             .ok()
             .and_then(|mut a| a.next())
             .map(Target::Url)
-            .ok_or_else(|| format!("--target {s}: cannot resolve {hostport}"))
+            .ok_or_else(|| Config(format!("--target {s}: cannot resolve {hostport}")))
     }
 
     pub fn service(&self) -> Option<&str> {
@@ -129,13 +132,14 @@ pub struct DrillResult {
 
 /// Runs a drill. Errors before the load starts (bad target, no Docker) are returned as
 /// Err (exit 2); everything after is in the result.
-pub fn run(scenario: &Scenario, opts: Options) -> Result<DrillResult, String> {
+pub fn run(scenario: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     let rt = crate::run::single_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, drill(scenario, opts))
 }
 
-async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
+async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
+    use crate::Error::Environment;
     let scenario = if (opts.speed - 1.0).abs() > 1e-9 {
         full.compressed(opts.speed)
     } else {
@@ -146,7 +150,7 @@ async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
         Some(
             Swarm::connect()
                 .await
-                .map_err(|e| format!("cannot reach Docker (DOCKER_HOST): {e}"))?,
+                .map_err(|e| Environment(format!("cannot reach Docker (DOCKER_HOST): {e}")))?,
         )
     } else {
         None
@@ -155,15 +159,17 @@ async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
     match &opts.target {
         Target::Url(a) => endpoints.borrow_mut().push(*a),
         Target::Swarm(svc) => {
-            let sw = swarm.as_ref().ok_or("no Docker connection")?;
+            let sw = swarm
+                .as_ref()
+                .ok_or_else(|| Environment("no Docker connection".into()))?;
             let eps = watch::discover(sw, svc, opts.target_port)
                 .await
-                .map_err(|e| format!("--target swarm:{svc}: {e}"))?;
+                .map_err(|e| Environment(format!("--target swarm:{svc}: {e}")))?;
             if eps.is_empty() {
-                return Err(format!(
+                return Err(Environment(format!(
                     "--target swarm:{svc}: no running task publishes port {} in host mode",
                     opts.target_port
-                ));
+                )));
             }
             *endpoints.borrow_mut() = eps;
         }
@@ -173,7 +179,7 @@ async fn drill(full: &Scenario, opts: Options) -> Result<DrillResult, String> {
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Environment(e.to_string()))?;
 
     // Before: the steady state must hold.
     let before = watch::steady_state(

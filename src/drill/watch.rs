@@ -5,6 +5,7 @@
 use super::load::Endpoints;
 use super::Target;
 use crate::policy::Tier;
+use crate::record::status::Status;
 use crate::scenario::expect::Outcome;
 use crate::swarm::Swarm;
 use std::cell::RefCell;
@@ -22,8 +23,12 @@ pub struct Watched {
 }
 
 /// Host-mode endpoints of a service's running tasks.
-pub async fn discover(swarm: &Swarm, service: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let tasks = swarm.tasks(service).await.map_err(|e| e.to_string())?;
+pub async fn discover(
+    swarm: &Swarm,
+    service: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, crate::swarm::SwarmError> {
+    let tasks = swarm.tasks(service).await?;
     let nodes: HashMap<String, String> = swarm.node_addresses().await.unwrap_or_default();
     let mut out: Vec<SocketAddr> = tasks
         .iter()
@@ -68,15 +73,14 @@ pub async fn observe(
     if let Some(url) = controller {
         if let Some(v) = controller_status(http, url).await {
             let svc = target.service();
-            let entry = v["services"].as_array().and_then(|a| {
-                a.iter()
-                    .find(|s| svc.is_none_or(|n| s["service"] == n))
-                    .cloned()
-            });
+            let entry = v
+                .services
+                .into_iter()
+                .find(|s| svc.is_none_or(|n| s.service == n));
             if let Some(e) = entry {
-                w.tier = e["tier"].as_str().and_then(Tier::from_name);
-                w.shed_admit = e["shed_admit"].as_f64();
-                w.stopped = e["stopped"].as_bool();
+                w.tier = Some(e.tier);
+                w.shed_admit = e.shed_admit;
+                w.stopped = Some(e.stopped);
             }
         } else {
             w.tier = None;
@@ -85,7 +89,8 @@ pub async fn observe(
     *watched.borrow_mut() = w;
 }
 
-async fn controller_status(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+/// The controller's `/status`, read into the structs `andon run` serialises.
+async fn controller_status(http: &reqwest::Client, url: &str) -> Option<Status> {
     let r = http
         .get(format!("{}/status", url.trim_end_matches('/')))
         .send()
@@ -139,9 +144,9 @@ pub async fn steady_state(
     if let Some(url) = controller {
         let v = controller_status(http, url).await;
         let known = v.as_ref().is_some_and(|v| {
-            v["services"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|s| service.is_none_or(|n| s["service"] == n)))
+            v.services
+                .iter()
+                .any(|s| service.is_none_or(|n| s.service == n))
         });
         out.push(Outcome {
             text: "before the load: the controller answers /status and watches the service".into(),

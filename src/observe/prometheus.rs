@@ -37,21 +37,22 @@ pub enum Auth {
 impl Auth {
     /// Reads a bearer token file (the whole file, trimmed) or a basic-auth file
     /// (`user:password`). The error names the file and what it should hold.
-    pub fn from_files(bearer: Option<&str>, basic: Option<&str>) -> Result<Auth, String> {
+    pub fn from_files(bearer: Option<&str>, basic: Option<&str>) -> crate::Result<Auth> {
+        use crate::Error::Config;
         let read = |p: &str| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| format!("{p}: {e}"))
+                .map_err(|e| Config(format!("{p}: {e}")))
         };
         match (bearer, basic) {
-            (Some(_), Some(_)) => Err(
+            (Some(_), Some(_)) => Err(Config(
                 "give one of --prometheus-bearer-token-file and --prometheus-basic-auth-file"
                     .into(),
-            ),
+            )),
             (Some(p), None) => {
                 let t = read(p)?;
                 if t.is_empty() {
-                    return Err(format!("{p}: the token file is empty"));
+                    return Err(Config(format!("{p}: the token file is empty")));
                 }
                 Ok(Auth::Bearer(t))
             }
@@ -62,7 +63,7 @@ impl Auth {
                         user: u.to_string(),
                         password: pw.to_string(),
                     }),
-                    _ => Err(format!("{p}: expected `user:password`")),
+                    _ => Err(Config(format!("{p}: expected `user:password`"))),
                 }
             }
             (None, None) => Ok(Auth::None),
@@ -81,7 +82,8 @@ type SignalResult = (usize, Result<HashMap<String, Reading>, String>, bool);
 
 impl PromSource {
     /// A client with a request timeout and plain http (no TLS, so no CA files needed).
-    pub fn new(url: &str, timeout: Duration, auth: &Auth) -> Result<PromSource, String> {
+    pub fn new(url: &str, timeout: Duration, auth: &Auth) -> crate::Result<PromSource> {
+        use crate::Error::{Config, Environment};
         let mut headers = reqwest::header::HeaderMap::new();
         let value = match auth {
             Auth::None => None,
@@ -95,7 +97,7 @@ impl PromSource {
         };
         if let Some(v) = value {
             let mut hv = reqwest::header::HeaderValue::from_str(&v)
-                .map_err(|e| format!("bad credentials: {e}"))?;
+                .map_err(|e| Config(format!("bad credentials: {e}")))?;
             hv.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, hv);
         }
@@ -105,8 +107,9 @@ impl PromSource {
             .default_headers(headers)
             .no_proxy()
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let client = Client::from(http, url).map_err(|e| format!("--prometheus {url}: {e}"))?;
+            .map_err(|e| Environment(format!("cannot build the HTTP client: {e}")))?;
+        let client =
+            Client::from(http, url).map_err(|e| Config(format!("--prometheus {url}: {e}")))?;
         Ok(PromSource {
             client,
             url: url.to_string(),

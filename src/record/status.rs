@@ -1,10 +1,11 @@
-//! `/status`: per service, what andon saw, what it decided and why, as JSON.
+//! `/status`: per service, what andon saw, what it decided and why, as JSON. A typed
+//! contract: the drill's watcher reads it back into these same structs.
 
 use crate::core::{Decision, Observations, Quality, Reading};
 use crate::policy::{SignalKind, Tier};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Status {
     pub policy: String,
     pub prometheus: String,
@@ -16,23 +17,23 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignalStatus {
     pub signal: SignalKind,
-    pub quality: &'static str,
+    pub quality: String,
     pub value: Option<f64>,
     /// Age of the sample at decision time, seconds.
     pub age_s: Option<f64>,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReasonStatus {
-    pub code: &'static str,
+    pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecisionStatus {
     pub at_ms: u64,
     pub tier: Tier,
@@ -60,7 +61,7 @@ impl DecisionStatus {
                 .reasons
                 .iter()
                 .map(|r| ReasonStatus {
-                    code: r.code(),
+                    code: r.code().to_string(),
                     message: r.to_string(),
                 })
                 .collect(),
@@ -68,7 +69,7 @@ impl DecisionStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub service: String,
     /// Why andon is not acting on it, if it is not (not found, not opted in, errors).
@@ -81,6 +82,9 @@ pub struct ServiceStatus {
     pub desired: Option<u32>,
     pub shed_admit: Option<f64>,
     pub version: Option<u64>,
+    /// Scrape targets reporting within `stale_after` (`jidoka.targets`), against `ready`.
+    #[serde(default)]
+    pub targets: Option<u32>,
     pub signals: Vec<SignalStatus>,
     pub last_decision: Option<DecisionStatus>,
     /// The last decision that changed replicas, tier or shedding.
@@ -102,6 +106,7 @@ impl ServiceStatus {
             desired: None,
             shed_admit: None,
             version: None,
+            targets: None,
             signals: Vec::new(),
             last_decision: None,
             last_change: None,
@@ -126,7 +131,7 @@ pub fn signals(obs: &Observations, d: &Decision, now_ms: u64) -> Vec<SignalStatu
             };
             SignalStatus {
                 signal: *kind,
-                quality: q.label(),
+                quality: q.label().to_string(),
                 value: if matches!(q, Quality::Good { .. }) {
                     value
                 } else {
@@ -137,4 +142,38 @@ pub fn signals(obs: &Observations, d: &Decision, now_ms: u64) -> Vec<SignalStatu
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Decision, Quality, Reason};
+
+    /// What `andon run` serves is what the drill's watcher reads: a round trip.
+    #[test]
+    fn status_round_trips_through_json() {
+        let d = Decision {
+            tier: Tier::Red,
+            desired: 6,
+            shed_admit: Some(0.9),
+            stopped: false,
+            panic: false,
+            signals: vec![(SignalKind::P95Latency, Quality::Good { value: 0.3 })],
+            reasons: vec![Reason::Scale { from: 4, to: 6 }],
+        };
+        let mut svc = ServiceStatus::new("erlmcp");
+        svc.tier = d.tier;
+        svc.last_decision = Some(DecisionStatus::new(&d, 4, 1));
+        let obs = Observations::values(0, &[(SignalKind::P95Latency, 0.3)]);
+        svc.signals = signals(&obs, &d, 1000);
+        let st = Status {
+            services: vec![svc],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&st).unwrap();
+        let back: Status = serde_json::from_str(&json).expect("the drill reads it");
+        assert_eq!(back.services[0].tier, Tier::Red);
+        assert_eq!(back.services[0].signals[0].quality, "good");
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
 }

@@ -75,12 +75,6 @@ impl Verdict {
             Verdict::Deviated
         }
     }
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Deviated => 1,
-        }
-    }
 }
 
 pub(super) fn build(

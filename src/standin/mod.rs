@@ -375,28 +375,19 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
     }
 }
 
-/// Serves until SIGTERM/SIGINT. Returns the exit code.
-pub fn serve(opts: Options) -> u8 {
+/// Serves until SIGTERM/SIGINT.
+pub fn serve(opts: Options) -> crate::Result<()> {
+    use crate::Error;
     crate::run::init_logging(false);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return 2;
-        }
-    };
+        .map_err(|e| Error::Environment(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(opts.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("--listen {}: {e}", opts.listen);
-                return 2;
-            }
-        };
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| Error::Environment(format!("--listen {}: {e}", opts.listen)))?;
         let mut sessions = LocalSessionManager::default();
         sessions.session_config.keep_alive = Some(Duration::from_secs(300));
         sessions.session_config.sse_retry = None;
@@ -419,12 +410,9 @@ pub fn serve(opts: Options) -> u8 {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        match axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("stand-in: {e}");
-                1
-            }
-        }
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::Runtime(format!("stand-in: {e}")))
     })
 }

@@ -450,3 +450,69 @@ fn a_stale_version_is_re_inspected_and_retried_keeping_both_writes() {
     assert_eq!(labels["andon.tier"], "yellow", "and andon's: {labels}");
     assert_eq!(svc.replicas(), 3);
 }
+
+#[test]
+#[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
+fn a_controller_with_no_state_label_waits_out_the_scale_down_window() {
+    // A service at 5 replicas with load for 2, and no `andon.state` label: a new install,
+    // or a label lost. Before the window was seeded with the current replicas (HPA's
+    // first recommendation), andon scaled 5 → 2 on its first tick. Then the same for a
+    // restart after the label was removed by hand.
+    let name = "andon-it-cold";
+    let dir = tmpdir("cold");
+    let sig = Signals::start();
+    let prom = Prom::start("cold", sig.addr);
+    let svc = Service::create(name, 5, true);
+    sig.set(name, "p95", 0.05);
+    sig.set(name, "rps", 150.0);
+    prom.wait_value(name, "rps", 150.0);
+    let behavior = "behavior:\n  scale_up: {stabilization: 0s, max_step: {replicas: 10, period: 1s}}\n  scale_down: {stabilization: 15s, max_step: {replicas: 10, period: 1s}}\n";
+    let policy = write_policy(&dir, &policy(&[(name, 1, 6)], behavior));
+    let started = Instant::now();
+    let mut ctl = Controller::start(&policy, &prom.url(), &[], dir.join("andon.log"));
+    while started.elapsed() < Duration::from_secs(12) {
+        assert_eq!(
+            svc.replicas(),
+            5,
+            "scaled down inside the seeded window ({:?} after the start)",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the scale-down after the window",
+        || (svc.replicas() == 2).then_some(()),
+    );
+    assert!(ctl.logs().contains("no remembered state"), "{}", ctl.logs());
+
+    // Back to 5 by hand, the label removed, the controller restarted: seeded again.
+    ctl.kill();
+    let (ok, out) = docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--replicas",
+        "5",
+        "--label-rm",
+        "andon.state",
+        name,
+    ]);
+    assert!(ok, "docker service update: {out}");
+    let restarted = Instant::now();
+    ctl.restart();
+    while restarted.elapsed() < Duration::from_secs(12) {
+        assert_eq!(
+            svc.replicas(),
+            5,
+            "scaled down inside the seeded window after a restart ({:?})",
+            restarted.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the scale-down after the window",
+        || (svc.replicas() == 2).then_some(()),
+    );
+}
