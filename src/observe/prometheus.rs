@@ -78,7 +78,28 @@ pub struct PromSource {
 }
 
 /// The result of one signal's query: per service, or an error for all.
-type SignalResult = (usize, Result<HashMap<String, Reading>, String>, bool);
+type SignalResult = (usize, SignalRead);
+
+/// One signal's readings per service, or why the query failed.
+type SignalRead = Result<HashMap<String, Reading>, QueryFailed>;
+
+/// A query that failed: the words for the reading, and whether Prometheus could not be
+/// reached at all (as opposed to answering with an error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+struct QueryFailed {
+    message: String,
+    unreachable: bool,
+}
+
+impl From<PromError> for QueryFailed {
+    fn from(e: PromError) -> Self {
+        QueryFailed {
+            message: describe(&e),
+            unreachable: is_unreachable(&e),
+        }
+    }
+}
 
 impl PromSource {
     /// A client with a request timeout and plain http (no TLS, so no CA files needed).
@@ -126,24 +147,20 @@ impl PromSource {
         for (i, signal) in policy.signals.iter().enumerate() {
             let (client, signal, services) =
                 (self.client.clone(), signal.clone(), services.to_vec());
-            set.spawn(async move {
-                let (r, unreachable) = query_signal(&client, &signal, &services).await;
-                (i, r, unreachable)
-            });
+            set.spawn(async move { (i, query_signal(&client, &signal, &services).await) });
         }
-        let mut per_signal: Vec<Option<Result<HashMap<String, Reading>, String>>> =
-            vec![None; policy.signals.len()];
+        let mut per_signal: Vec<Option<SignalRead>> = vec![None; policy.signals.len()];
         let mut unreachable = 0usize;
         let mut last_error = String::new();
         while let Some(joined) = set.join_next().await {
-            let Ok((i, r, unreach)) = joined else {
+            let Ok((i, r)) = joined else {
                 continue;
             };
             if let Err(e) = &r {
-                last_error = e.clone();
-            }
-            if unreach {
-                unreachable += 1;
+                last_error = e.message.clone();
+                if e.unreachable {
+                    unreachable += 1;
+                }
             }
             per_signal[i] = Some(r);
         }
@@ -177,7 +194,9 @@ impl PromSource {
                                 Some(other) => other,
                                 None => Reading::Missing,
                             },
-                            Some(Err(e)) => Reading::Error { message: e.clone() },
+                            Some(Err(e)) => Reading::Error {
+                                message: e.message.clone(),
+                            },
                             None => Reading::Error {
                                 message: "query task failed".into(),
                             },
@@ -202,11 +221,7 @@ impl PromSource {
 
 /// Runs one signal's query (grouped when possible). The flag says Prometheus could not
 /// be reached (as opposed to answering with an error).
-async fn query_signal(
-    client: &Client,
-    signal: &Signal,
-    services: &[String],
-) -> (Result<HashMap<String, Reading>, String>, bool) {
+async fn query_signal(client: &Client, signal: &Signal, services: &[String]) -> SignalRead {
     let factor = signal.unit.canonical().1;
     let grouped_form = format!("=\"{SERVICE_PLACEHOLDER}\"");
     if signal.query.contains(&grouped_form) && services.len() > 1 {
@@ -215,7 +230,7 @@ async fn query_signal(
             .query
             .replace(&grouped_form, &format!("=~\"{}\"", alternatives.join("|")));
         match run(client, &q).await {
-            Ok(samples) if samples.is_empty() => return (Ok(HashMap::new()), false),
+            Ok(samples) if samples.is_empty() => return Ok(HashMap::new()),
             Ok(samples) => {
                 let mut per: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
                 for (labels, value, ts) in samples {
@@ -229,10 +244,10 @@ async fn query_signal(
                     .collect();
                 // A grouped query that drops the service label cannot be split: ask per service.
                 if !out.is_empty() {
-                    return (Ok(out), false);
+                    return Ok(out);
                 }
             }
-            Err(e) => return (Err(describe(&e)), is_unreachable(&e)),
+            Err(e) => return Err(e.into()),
         }
     }
     let mut out = HashMap::new();
@@ -243,10 +258,10 @@ async fn query_signal(
                 let series: Vec<(f64, f64)> = samples.iter().map(|(_, v, ts)| (*v, *ts)).collect();
                 out.insert(svc.clone(), reading(signal, factor, &series));
             }
-            Err(e) => return (Err(describe(&e)), is_unreachable(&e)),
+            Err(e) => return Err(e.into()),
         }
     }
-    (Ok(out), false)
+    Ok(out)
 }
 
 /// One service's series of one signal as a reading: one series is its value; several are

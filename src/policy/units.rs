@@ -73,11 +73,28 @@ fn trim(s: String) -> String {
     }
 }
 
+/// A written value that does not parse: what was written, and what is allowed. Validation
+/// places it at the field's position.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<InvalidValue> for String {
+    fn from(e: InvalidValue) -> String {
+        e.0
+    }
+}
+
 /// Parses a written quantity in the given canonical unit. Numbers are taken as they are;
 /// strings may carry a suffix that fits the unit. The error says what is allowed.
-pub fn parse_in(unit: Unit, text: &str) -> Result<f64, String> {
+pub fn parse_in(unit: Unit, text: &str) -> Result<f64, InvalidValue> {
     let t = text.trim();
-    let bad = |allowed: &str| format!("`{t}` is not a valid {}; allowed: {allowed}", unit.name());
+    let bad = |allowed: &str| {
+        InvalidValue(format!(
+            "`{t}` is not a valid {}; allowed: {allowed}",
+            unit.name()
+        ))
+    };
     match unit {
         Unit::Seconds | Unit::Milliseconds => parse_duration(t)
             .map(|d| d.as_secs_f64())
@@ -124,20 +141,26 @@ pub fn parse_bytes(t: &str) -> Option<f64> {
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A humantime duration (`30s`, `5m`, `150ms`) or a plain number of seconds.
-pub fn parse_duration(t: &str) -> Result<Duration, String> {
+pub fn parse_duration(t: &str) -> Result<Duration, InvalidValue> {
     let t = t.trim();
+    let bad = |m: String| InvalidValue(m);
     let d = if let Ok(secs) = t.parse::<f64>() {
         if secs < 0.0 {
-            return Err(format!("`{t}` is not a duration: it must not be negative"));
+            return Err(bad(format!(
+                "`{t}` is not a duration: it must not be negative"
+            )));
         }
         Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("`{t}` is not a duration; allowed: 0 to 366d"))?
+            .map_err(|_| bad(format!("`{t}` is not a duration; allowed: 0 to 366d")))?
     } else {
-        humantime::parse_duration(t)
-            .map_err(|e| format!("`{t}` is not a duration ({e}); write e.g. 30s, 5m, 150ms"))?
+        humantime::parse_duration(t).map_err(|e| {
+            bad(format!(
+                "`{t}` is not a duration ({e}); write e.g. 30s, 5m, 150ms"
+            ))
+        })?
     };
     if d > MAX_DURATION {
-        return Err(format!("`{t}` is too long; allowed: at most 366d"));
+        return Err(bad(format!("`{t}` is too long; allowed: at most 366d")));
     }
     Ok(d)
 }
@@ -156,10 +179,11 @@ mod tests {
         assert!(parse_in(Unit::Bytes, "300 parsecs").is_err());
         assert!(parse_in(Unit::Seconds, "soon")
             .unwrap_err()
+            .0
             .contains("150ms"));
         assert!(parse_duration("-3").is_err());
         assert!(parse_duration("1e30").is_err(), "no panic on huge numbers");
         assert!(parse_duration("NaN").is_err());
-        assert!(parse_duration("400d").unwrap_err().contains("366d"));
+        assert!(parse_duration("400d").unwrap_err().0.contains("366d"));
     }
 }
