@@ -127,6 +127,13 @@ pub fn signals(obs: &Observations, d: &Decision, now_ms: u64) -> Vec<SignalStatu
                     None,
                 ),
                 Some(Reading::Error { message }) => (None, None, Some(message.clone())),
+                Some(Reading::Ambiguous { series }) => (
+                    None,
+                    None,
+                    Some(format!(
+                        "{series} series for one service where one is expected: aggregate by (service) in the query, or set the signal's combine: sum|avg|max|min"
+                    )),
+                ),
                 _ => (None, None, obs.source_error.clone()),
             };
             SignalStatus {

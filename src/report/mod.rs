@@ -115,7 +115,7 @@ pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> S
         }
     }
     let s = &r.summary;
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\nsummary: max tier {}, peak p95 {:.0} ms, peak errors {:.2}%, max replicas {}, {} scale actions, {:.0} requests shed",
         s.max_tier,
@@ -125,6 +125,10 @@ pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> S
         s.scale_actions,
         s.shed_requests
     );
+    if s.failed_writes > 0 {
+        let _ = write!(out, ", {} failed service updates", s.failed_writes);
+    }
+    let _ = writeln!(out);
     for e in &r.expectations {
         let mark = if e.held { "held    " } else { "DEVIATED" };
         let _ = writeln!(out, "  {mark} {}: {}", e.text, e.observed);
