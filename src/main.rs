@@ -67,14 +67,29 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file or arguments."
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         every: Duration,
     },
-    /// Validate policy files: one summary line per valid file, file:line:col errors otherwise
+    /// Validate policy files: one summary line per valid file, file:line:col errors otherwise;
+    /// with --prometheus, also try every query against a live Prometheus
     #[command(
-        after_help = "Examples:\n  andon check policies/erlmcp-tps.yaml\n  andon check policies/*.yaml\n\n\
-Exit codes: 0 all valid, 2 some file is invalid."
+        after_help = "Examples:\n  andon check policies/erlmcp-tps.yaml\n  andon check policies/*.yaml\n  \
+andon check policies/erlmcp-tps.yaml --prometheus http://127.0.0.1:9090\n  \
+andon check policies/erlmcp-tps.yaml --prometheus http://127.0.0.1:9090 --service staging_erlmcp\n\n\
+With --prometheus, per service and signal: a value (and whether it is plausible for the unit),\n\
+no series (fine only when the service is idle), several series, or an error.\n\n\
+Exit codes: 0 all valid (and every query answered well), 1 a query warning, 2 some file is\n\
+invalid or a query failed."
     )]
     Check {
         #[arg(required = true)]
         policies: Vec<PathBuf>,
+        /// Also run each query against this Prometheus (plain http)
+        #[arg(long, value_name = "URL")]
+        prometheus: Option<String>,
+        /// Check the queries for this Swarm service instead of the policy's services
+        #[arg(long, value_name = "NAME", requires = "prometheus")]
+        service: Option<String>,
+        /// Timeout of each query
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        prometheus_timeout: Duration,
     },
     /// Print Prometheus alerting rules generated from a policy (one alert per service and tier)
     #[command(
@@ -377,18 +392,39 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             Ok(verdict_code(result.verdict))
         }
         Command::Probe { url } => andon::run::probe(&url).map(|()| 0).map_err(Fail::from),
-        Command::Check { policies } => {
-            let mut ok = true;
+        Command::Check {
+            policies,
+            prometheus,
+            service,
+            prometheus_timeout,
+        } => {
+            use andon::observe::trial::{self, Level};
+            let mut code = 0;
             for p in &policies {
-                match policy::load(&p.to_string_lossy()) {
-                    Ok(pol) => println!("{}", report::policy_summary(&pol)),
+                let pol = match policy::load(&p.to_string_lossy()) {
+                    Ok(pol) => pol,
                     Err(e) => {
-                        ok = false;
+                        code = 2;
                         eprintln!("{e}");
+                        continue;
                     }
-                }
+                };
+                println!("{}", report::policy_summary(&pol));
+                let Some(url) = &prometheus else { continue };
+                let names: Vec<String> = match &service {
+                    Some(s) => vec![s.clone()],
+                    None => pol.services.iter().map(|s| s.name.clone()).collect(),
+                };
+                let findings = trial::run(&pol, url, &names, prometheus_timeout)?;
+                print!("{}", trial::render(&findings));
+                let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+                code = code.max(match worst {
+                    Level::Ok => 0,
+                    Level::Warning => 1,
+                    Level::Error => 2,
+                });
             }
-            Ok(if ok { 0 } else { 2 })
+            Ok(code)
         }
         Command::Rules { policy } => {
             let pol = load_policy(&policy)?;
@@ -433,19 +469,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 })?,
                 None => &pol.services[0],
             };
-            if tick > interval {
-                return Err(Fail::Usage(format!(
-                    "--tick {} is longer than --interval {}; allowed: tick ≤ interval",
-                    humantime::format_duration(tick),
-                    humantime::format_duration(interval)
-                )));
-            }
             let opts = Options {
                 controlled: !no_control,
                 tick,
                 interval,
                 ..Options::default()
             };
+            simulate::check_options(&sc, &opts)?;
             let result = simulate::run(&sc, &pol, svc, opts);
             if json {
                 println!("{}", serde_json::to_string(&result)?);

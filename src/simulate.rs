@@ -105,6 +105,39 @@ pub struct SimResult {
     pub events: Vec<Event>,
 }
 
+/// The most model ticks one run may take: a month at 1 s. Memory and output grow with it
+/// (a timeline point and an expectation sample per tick).
+pub const MAX_TICKS: u64 = 3_000_000;
+
+/// Checks the options against the scenario before a run: a model tick of at least 1 ms,
+/// no longer than the reconcile interval, and at most [`MAX_TICKS`] of them.
+pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
+    use crate::Error::Config;
+    let f = |d: Duration| humantime::format_duration(d).to_string();
+    if opts.tick < Duration::from_millis(1) {
+        return Err(Config(format!(
+            "--tick {}: allowed: at least 1ms",
+            f(opts.tick)
+        )));
+    }
+    if opts.tick > opts.interval {
+        return Err(Config(format!(
+            "--tick {} is longer than --interval {}; allowed: tick ≤ interval",
+            f(opts.tick),
+            f(opts.interval)
+        )));
+    }
+    let ticks = scenario.duration().as_nanos() / opts.tick.as_nanos().max(1);
+    if ticks > MAX_TICKS as u128 {
+        return Err(Config(format!(
+            "{} at --tick {} is {ticks} model ticks; allowed: at most {MAX_TICKS} (raise --tick)",
+            f(scenario.duration()),
+            f(opts.tick)
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one scenario for one service of the policy.
 pub fn run(
     scenario: &Scenario,

@@ -62,7 +62,7 @@ fn invalid_policies_are_reported_with_position_field_and_allowed_values() {
             "    min_replicas: 8",
             "    min_replicas: -1",
             "services[0].min_replicas",
-            "≥ 0",
+            "from 0 to 10000",
         ),
         (
             "    min_replicas: 8",
@@ -80,7 +80,7 @@ fn invalid_policies_are_reported_with_position_field_and_allowed_values() {
             "    connections: 40",
             "    connections: 0",
             "capacity.per_replica.connections",
-            "not positive",
+            "out of range; allowed: a number > 0",
         ),
         (
             "    for: 30s",

@@ -49,8 +49,10 @@ proptest! {
     fn policy_check_never_panics(ops in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)) {
         let text = mutate(POLICY, &ops);
         if let Err(e) = andon::policy::validate::from_str("p.yaml", &text) {
+            let lines = text.lines().count() + 1;
             for err in &e.0 {
-                prop_assert!(err.pos.line >= 1 && !err.message.is_empty());
+                prop_assert!(err.pos.line >= 1 && err.pos.line <= lines, "{err}");
+                prop_assert!(!err.message.is_empty() && err.to_string().len() < 1000, "{err}");
             }
         }
     }
@@ -58,7 +60,13 @@ proptest! {
     #[test]
     fn scenario_load_never_panics(ops in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)) {
         let text = mutate(SCENARIO, &ops);
-        let _ = andon::scenario::from_str("s.yaml", &text);
+        if let Err(e) = andon::scenario::from_str("s.yaml", &text) {
+            let lines = text.lines().count() + 1;
+            for err in &e.0 {
+                prop_assert!(err.pos.line >= 1 && err.pos.line <= lines, "{err}");
+                prop_assert!(!err.message.is_empty() && err.to_string().len() < 1000, "{err}");
+            }
+        }
     }
 
     #[test]

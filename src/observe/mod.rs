@@ -2,3 +2,4 @@
 //! `crate::swarm`.)
 
 pub mod prometheus;
+pub mod trial;

@@ -219,6 +219,27 @@ impl PromSource {
     }
 }
 
+impl PromSource {
+    /// Which of these metric names have any series at all in Prometheus.
+    pub async fn existing_metrics(&self, names: &[String]) -> crate::Result<Vec<String>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let alternatives: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+        let q = format!(
+            "group by (__name__) ({{__name__=~\"{}\"}})",
+            alternatives.join("|")
+        );
+        let samples = run(&self.client, &q)
+            .await
+            .map_err(|e| crate::Error::Runtime(describe(&e)))?;
+        Ok(samples
+            .into_iter()
+            .filter_map(|(labels, _, _)| labels.get("__name__").cloned())
+            .collect())
+    }
+}
+
 /// Runs one signal's query (grouped when possible). The flag says Prometheus could not
 /// be reached (as opposed to answering with an error).
 async fn query_signal(client: &Client, signal: &Signal, services: &[String]) -> SignalRead {

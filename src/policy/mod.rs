@@ -5,6 +5,7 @@
 //! are what the rest of andon uses. `rules.rs` renders Prometheus alerting rules from them.
 
 pub mod file;
+pub mod promql;
 pub mod rules;
 pub mod units;
 pub mod validate;

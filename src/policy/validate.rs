@@ -2,6 +2,7 @@
 //! its position, field, what is wrong and what is allowed.
 
 use super::file::*;
+use super::promql;
 use super::units::{self, parse_duration, Unit};
 use super::yaml::{self, FileError, FileErrors, PositionIndex};
 use super::*;
@@ -14,7 +15,8 @@ pub fn load(path: &str) -> Result<Policy, FileErrors> {
 
 /// Checks policy text; `file` names it in messages.
 pub fn from_str(file: &str, text: &str) -> Result<Policy, FileErrors> {
-    let raw: PolicyFile = yaml::parse(file, text).map_err(|e| FileErrors(vec![e]))?;
+    let raw: PolicyFile = yaml::parse(file, text, "services, signals, capacity and tiers")
+        .map_err(|e| FileErrors(vec![e]))?;
     let mut c = Checker {
         file,
         index: PositionIndex::build(text),
@@ -81,11 +83,11 @@ impl Checker<'_> {
         v
     }
 
-    fn count(&mut self, path: &str, v: i64, min: i64) -> u32 {
-        if v < min || v > u32::MAX as i64 {
+    fn count(&mut self, path: &str, v: i64, min: i64, max: i64) -> u32 {
+        if v < min || v > max {
             self.error(
                 path,
-                format!("{v} is out of range; allowed: a whole number ≥ {min}"),
+                format!("{v} is out of range; allowed: a whole number from {min} to {max}"),
             );
             return min.max(0) as u32;
         }
@@ -108,12 +110,31 @@ impl Checker<'_> {
         let tiers = self.tiers(&raw.tiers, &defined);
         let behavior = self.behavior(&raw.behavior);
         let jidoka = self.jidoka(&raw.jidoka);
+        // A floor above a service's maximum can never be met.
+        for t in &tiers {
+            if let Floor::Replicas(n) = t.action.floor {
+                for (i, svc) in services.iter().enumerate() {
+                    if n > svc.max_replicas {
+                        self.error(
+                            &format!("tiers.{}.action.floor", t.tier),
+                            format!(
+                                "floor {n} is above services[{i}].max_replicas {} (`{}`); allowed: a floor ≤ every service's max_replicas, or `max`",
+                                svc.max_replicas,
+                                promql::shorten(&svc.name, 63)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let targets = raw.jidoka.targets.as_ref().map(|t| {
             if !t.query.contains(SERVICE_PLACEHOLDER) {
                 self.error(
                     "jidoka.targets.query",
                     format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per scrape target of the service, e.g. up{{service=\"{SERVICE_PLACEHOLDER}\"}}"),
                 );
+            } else if let Err(e) = promql::check(&t.query) {
+                self.error("jidoka.targets.query", e);
             }
             t.query.trim().to_string()
         });
@@ -151,7 +172,7 @@ impl Checker<'_> {
             if !name_ok {
                 self.error(
                     &format!("{p}.name"),
-                    format!("`{}` is not a Swarm service name; allowed: 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit", s.name),
+                    format!("`{}` is not a Swarm service name; allowed: 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit", promql::shorten(&s.name, 63)),
                 );
             }
             if out.iter().any(|o| o.name == s.name) {
@@ -159,12 +180,22 @@ impl Checker<'_> {
                     &format!("{p}.name"),
                     format!(
                         "service `{}` is named twice; each service appears once",
-                        s.name
+                        promql::shorten(&s.name, 63)
                     ),
                 );
             }
-            let min = self.count(&format!("{p}.min_replicas"), s.min_replicas, 0);
-            let max = self.count(&format!("{p}.max_replicas"), s.max_replicas, 1);
+            let min = self.count(
+                &format!("{p}.min_replicas"),
+                s.min_replicas,
+                0,
+                MAX_REPLICAS,
+            );
+            let max = self.count(
+                &format!("{p}.max_replicas"),
+                s.max_replicas,
+                1,
+                MAX_REPLICAS,
+            );
             if s.min_replicas > s.max_replicas && s.max_replicas >= 1 && s.min_replicas >= 0 {
                 self.error(
                     &format!("{p}.min_replicas"),
@@ -204,6 +235,8 @@ impl Checker<'_> {
                     &format!("{p}.query"),
                     format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: a PromQL expression that selects the service with {SERVICE_PLACEHOLDER}, e.g. {{service=\"{SERVICE_PLACEHOLDER}\"}}"),
                 );
+            } else if let Err(e) = promql::check(&s.query) {
+                self.error(&format!("{p}.query"), e);
             }
             let unit = match Unit::from_name(&s.unit) {
                 Some(u) if u.canonical().0 == kind.canonical_unit() => u,
@@ -282,10 +315,10 @@ impl Checker<'_> {
         let mut per_replica = Vec::new();
         for (name, v) in &raw.per_replica {
             let p = format!("capacity.per_replica.{name}");
-            if !(v.is_finite() && *v > 0.0) {
+            if !(v.is_finite() && *v > 0.0 && *v <= MAX_CAPACITY) {
                 self.error(
                     &p,
-                    format!("capacity {v} is not positive; allowed: a number > 0 per replica"),
+                    format!("capacity {v} is out of range; allowed: a number > 0 and at most {MAX_CAPACITY:e} per replica"),
                 );
             }
             let Some(kind) = self.signal_kind(&p, name, defined) else {
@@ -298,7 +331,7 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            if !(v.is_finite() && *v > 0.0) {
+            if !(v.is_finite() && *v > 0.0 && *v <= MAX_CAPACITY) {
                 continue;
             }
             per_replica.push((kind, *v));
@@ -423,6 +456,16 @@ impl Checker<'_> {
 
     fn threshold(&mut self, path: &str, kind: SignalKind, q: &Quantity) -> Option<f64> {
         let v = match q {
+            // A bare 150 is almost surely meant as milliseconds, and would read as 150 s.
+            Quantity::Number(n) if kind == SignalKind::P95Latency => {
+                self.error(
+                    path,
+                    format!(
+                        "{n} has no unit; allowed: a latency with its unit, e.g. 150ms or 0.15s"
+                    ),
+                );
+                return None;
+            }
             Quantity::Number(n) => *n,
             Quantity::Text(t) => match units::parse_in(kind.canonical_unit(), t) {
                 Ok(v) => v,
@@ -439,10 +482,21 @@ impl Checker<'_> {
             );
             return None;
         }
-        if kind.canonical_unit() == Unit::Ratio && v > 1.0 {
+        if kind == SignalKind::ErrorRate && v > 1.0 {
             self.error(
                 path,
                 format!("{v} is above 1; {kind} is a fraction (0.005 or 0.5%)"),
+            );
+            return None;
+        }
+        let (max, allowed) = threshold_bound(kind);
+        if v > max {
+            self.error(
+                path,
+                format!(
+                    "{} is out of range; allowed: at most {allowed}",
+                    kind.format(v)
+                ),
             );
             return None;
         }
@@ -480,7 +534,7 @@ impl Checker<'_> {
         const ALLOWED: &str =
             "allowed: a replica count (12), a factor of the replicas held on entry (1.5x), or max";
         match q {
-            Quantity::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= u32::MAX as f64 => {
+            Quantity::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= MAX_REPLICAS as f64 => {
                 Floor::Replicas(*n as u32)
             }
             Quantity::Number(n) => {
@@ -490,11 +544,14 @@ impl Checker<'_> {
             Quantity::Text(t) if t.trim() == "max" => Floor::Max,
             Quantity::Text(t) => {
                 match t.trim().strip_suffix('x').map(|f| f.trim().parse::<f64>()) {
-                    Some(Ok(f)) if f.is_finite() && f >= 1.0 => Floor::Factor(f),
+                    Some(Ok(f)) if f.is_finite() && (1.0..=100.0).contains(&f) => Floor::Factor(f),
                     _ => {
                         self.error(
                             path,
-                            format!("`{t}` is not a floor; {ALLOWED} (factor ≥ 1)"),
+                            format!(
+                                "`{}` is not a floor; {ALLOWED} (a factor from 1 to 100)",
+                                promql::shorten(t, 40)
+                            ),
                         );
                         Floor::None
                     }
@@ -574,6 +631,7 @@ impl Checker<'_> {
                 &format!("{path}.replicas"),
                 r,
                 1,
+                MAX_REPLICAS,
             )));
         }
         if let Some(v) = s.percent {
@@ -603,8 +661,8 @@ impl Checker<'_> {
         let panic = raw.panic.as_ref().map(|p| {
             let window = self.positive_duration("behavior.panic.window", &p.window);
             let stable_window = self.positive_duration("behavior.panic.stable_window", &p.stable_window);
-            if !(p.threshold.is_finite() && p.threshold >= 1.0) {
-                self.error("behavior.panic.threshold", format!("{} is out of range; allowed: a factor ≥ 1 (2.0 = demand at twice capacity)", p.threshold));
+            if !(p.threshold.is_finite() && (1.0..=100.0).contains(&p.threshold)) {
+                self.error("behavior.panic.threshold", format!("{} is out of range; allowed: a factor from 1 to 100 (2.0 = demand at twice capacity)", p.threshold));
             }
             if stable_window < window {
                 self.error("behavior.panic.stable_window", "is shorter than the panic window; allowed: stable_window ≥ window");
@@ -646,7 +704,7 @@ impl Checker<'_> {
         };
         let stop_after_failures = raw
             .stop_after_failures
-            .map(|n| self.count("jidoka.stop_after_failures", n, 1))
+            .map(|n| self.count("jidoka.stop_after_failures", n, 1, 1000))
             .unwrap_or(d.stop_after_failures);
         let when_stopped = match &raw.when_stopped {
             None => d.when_stopped,
@@ -671,7 +729,12 @@ impl Checker<'_> {
         let flap_guard = match &raw.flap_guard {
             None => d.flap_guard,
             Some(f) => FlapGuard {
-                max_reversals: self.count("jidoka.flap_guard.max_reversals", f.max_reversals, 1),
+                max_reversals: self.count(
+                    "jidoka.flap_guard.max_reversals",
+                    f.max_reversals,
+                    1,
+                    1000,
+                ),
                 window: self.positive_duration("jidoka.flap_guard.window", &f.window),
             },
         };
@@ -714,6 +777,26 @@ pub fn default_scale_down() -> Direction {
             period: Duration::from_secs(15),
         }],
         select: SelectPolicy::Max,
+    }
+}
+
+/// The most replicas a policy may name anywhere: a Swarm service beyond this is not what
+/// andon is for, and a typo of 10^9 must not reach the simulator's allocations.
+pub const MAX_REPLICAS: i64 = 10_000;
+
+/// The largest capacity per replica (connections or messages per second).
+pub const MAX_CAPACITY: f64 = 1e7;
+
+/// The largest threshold each signal may have, and the words for it.
+pub fn threshold_bound(kind: SignalKind) -> (f64, &'static str) {
+    match kind {
+        SignalKind::ErrorRate => (1.0, "1 (100%)"),
+        // CPU as a fraction of one core, up to 256 cores' worth.
+        SignalKind::Cpu => (256.0, "256 (25,600%: 256 cores)"),
+        SignalKind::Memory => (1e12, "1TB per replica"),
+        SignalKind::P95Latency => (3600.0, "1h"),
+        SignalKind::Connections | SignalKind::QueueDepth => (1e9, "1e9"),
+        SignalKind::Throughput => (1e9, "1e9 per second"),
     }
 }
 

@@ -118,6 +118,7 @@ impl PositionIndex {
                 }
                 Event::SequenceStart(..) => {
                     let path = child_path(&mut stack).unwrap_or_default();
+                    values.insert((pos.line, pos.col), path.clone());
                     positions.entry(path.clone()).or_insert(pos);
                     stack.push(Frame::Seq { path, next: 0 });
                 }
@@ -136,6 +137,17 @@ impl PositionIndex {
     /// The path of the key or value that starts at `pos`, if any.
     pub fn path_at(&self, pos: Pos) -> Option<&str> {
         self.values.get(&(pos.line, pos.col)).map(String::as_str)
+    }
+
+    /// The path of the last key or value that starts on `pos`'s line at or before it: the
+    /// field an error in the middle of a line belongs to.
+    pub fn path_near(&self, pos: Pos) -> Option<&str> {
+        self.path_at(pos).or_else(|| {
+            (1..pos.col)
+                .rev()
+                .find_map(|col| self.values.get(&(pos.line, col)))
+                .map(String::as_str)
+        })
     }
 
     /// The position of `path`, or of its nearest ancestor that has one.
@@ -167,20 +179,71 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// Reads a file to check; an unreadable file is one error at 1:1 saying what it was.
+/// The largest policy or scenario file andon reads: they are kilobytes, and the position
+/// index of a much larger file would cost memory out of proportion.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024;
+
+fn error_at(file: &str, pos: Pos, field: &str, message: String) -> FileError {
+    FileError {
+        file: file.to_string(),
+        pos,
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// Reads a file to check: at most [`MAX_FILE_BYTES`], UTF-8. Each problem is one error
+/// saying what it was and where (a bad byte at its own line and column).
 pub fn read(path: &str, what: &str) -> Result<String, FileErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
-        FileErrors(vec![FileError {
-            file: path.to_string(),
-            pos: Pos { line: 1, col: 1 },
-            field: String::new(),
-            message: format!("cannot read the {what} file: {e}"),
-        }])
+    use std::io::Read;
+    let one = |pos: Pos, message: String| FileErrors(vec![error_at(path, pos, "", message)]);
+    let start = Pos { line: 1, col: 1 };
+    let f = std::fs::File::open(path)
+        .map_err(|e| one(start, format!("cannot read the {what} file: {e}")))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| one(start, format!("cannot read the {what} file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(one(
+            start,
+            format!(
+                "the {what} file is larger than {} KiB; allowed: at most {} KiB (a {what} is a few kilobytes)",
+                MAX_FILE_BYTES / 1024,
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let good = &e.as_bytes()[..at];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        let pos = Pos { line, col };
+        let lossy = String::from_utf8_lossy(e.as_bytes());
+        let field = PositionIndex::build(&lossy)
+            .path_near(pos)
+            .unwrap_or_default()
+            .to_string();
+        FileErrors(vec![error_at(
+            path,
+            pos,
+            &field,
+            format!(
+                "byte 0x{:02x} is not UTF-8; allowed: a UTF-8 text file",
+                e.as_bytes()[at]
+            ),
+        )])
     })
 }
 
 /// Parses `text` as `T`, mapping serde-saphyr's error to a positioned [`FileError`].
-pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, FileError> {
+/// `required` names the fields a document must have, for an empty file's message.
+pub fn parse<T: DeserializeOwned>(file: &str, text: &str, required: &str) -> Result<T, FileError> {
+    if let Some(e) = document_problem(file, text, required) {
+        return Err(e);
+    }
     let options = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options::<T>(text, options).map_err(|e| {
         let pos = e
@@ -190,21 +253,119 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, FileError
                 col: l.column() as usize,
             })
             .unwrap_or(Pos { line: 1, col: 1 });
-        let message = clean_message(&e.to_string());
-        let mut field = PositionIndex::build(text)
-            .path_at(pos)
-            .unwrap_or_default()
-            .to_string();
-        // A missing field is reported at the map's last key: name the map instead.
-        if message.starts_with("missing field") {
-            field.truncate(field.rfind(['.', '[']).unwrap_or(0));
+        let mut message = clean_message(&e.to_string());
+        let index = PositionIndex::build(text);
+        let mut pos = pos;
+        let mut field = index.path_near(pos).unwrap_or_default().to_string();
+        // A missing field is reported at the map's end: point at the map, name the field.
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .map(str::to_string)
+        {
+            let parent = parent_path(&field).to_string();
+            pos = if parent.is_empty() {
+                Pos { line: 1, col: 1 }
+            } else {
+                index.find(&parent)
+            };
+            field = if parent.is_empty() {
+                name.clone()
+            } else {
+                format!("{parent}.{name}")
+            };
+            message =
+                format!("missing field `{name}`; allowed: add it (README.md has the reference)");
         }
-        FileError {
-            file: file.to_string(),
-            pos,
-            field,
-            message,
+        // A tab in indentation is reported where the scanner gave up: point at the tab.
+        if message.contains("found a tab") {
+            if let Some((p, key)) = tab_after(text, pos) {
+                let parent = parent_path(&field).to_string();
+                field = if parent.is_empty() {
+                    key
+                } else {
+                    format!("{parent}.{key}")
+                };
+                pos = p;
+            }
+            message = "a tab in the indentation; allowed: spaces (YAML forbids tabs there)".into();
         }
+        error_at(file, pos, &field, message)
+    })
+}
+
+/// `services[0].x` → `services[0]`; `tiers.red.x` → `tiers.red`; `x` → ``.
+fn parent_path(path: &str) -> &str {
+    match path.rfind(['.', '[']) {
+        Some(i) if path[i..].starts_with('[') && !path.ends_with(']') => {
+            &path[..path[i..].find(']').map_or(i, |j| i + j + 1)]
+        }
+        Some(i) => &path[..i],
+        None => "",
+    }
+}
+
+/// The first tab at or after `pos`, and the key written after it on its line.
+fn tab_after(text: &str, pos: Pos) -> Option<(Pos, String)> {
+    for (i, line) in text.lines().enumerate().skip(pos.line.saturating_sub(1)) {
+        if let Some(c) = line.find('\t') {
+            if i + 1 == pos.line && c + 1 < pos.col {
+                continue;
+            }
+            let key: String = line[c..]
+                .trim_start()
+                .chars()
+                .take_while(|ch| *ch != ':' && !ch.is_whitespace())
+                .collect();
+            return Some((
+                Pos {
+                    line: i + 1,
+                    col: c + 1,
+                },
+                key,
+            ));
+        }
+    }
+    None
+}
+
+/// An empty document, or more than one, said in words before serde's own message.
+fn document_problem(file: &str, text: &str, required: &str) -> Option<FileError> {
+    let mut documents = 0;
+    let mut content = false;
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { break };
+        match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents == 2 && content {
+                    let pos = Pos {
+                        line: span.start.line(),
+                        col: span.start.col() + 1,
+                    };
+                    return Some(error_at(
+                        file,
+                        pos,
+                        "",
+                        "a second YAML document starts here; allowed: one document per file".into(),
+                    ));
+                }
+            }
+            // An empty document is one null scalar.
+            Event::Scalar(ref v, ..) if v.is_empty() || v == "~" => {}
+            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) => {
+                content = true
+            }
+            _ => {}
+        }
+    }
+    (!content).then(|| {
+        error_at(
+            file,
+            Pos { line: 1, col: 1 },
+            required.split(',').next().unwrap_or("").trim(),
+            format!("the file holds no YAML document; allowed: a document with {required}"),
+        )
     })
 }
 
@@ -222,6 +383,13 @@ fn clean_message(msg: &str) -> String {
             "not a whole number; allowed: an integer such as 8".to_string()
         }
         "invalid f64" | "invalid f32" => "not a number; allowed: a number such as 0.8".to_string(),
+        m if m.contains("expected mapping start") || m.contains("expected a map") => {
+            "a list or a single value where a map belongs; allowed: `key: value` entries".into()
+        }
+        m if m.contains("expected sequence start") || m.contains("expected a sequence") => {
+            "a map or a single value where a list belongs; allowed: `- item` entries or [a, b]"
+                .into()
+        }
         other => other.to_string(),
     }
 }

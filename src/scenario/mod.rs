@@ -266,7 +266,8 @@ pub fn load(path: &str) -> Result<Scenario, FileErrors> {
 }
 
 pub fn from_str(file: &str, text: &str) -> Result<Scenario, FileErrors> {
-    let raw: ScenarioFile = yaml::parse(file, text).map_err(|e| FileErrors(vec![e]))?;
+    let raw: ScenarioFile =
+        yaml::parse(file, text, "name, replicas and phases").map_err(|e| FileErrors(vec![e]))?;
     let mut c = Checker {
         file,
         index: PositionIndex::build(text),
@@ -282,12 +283,23 @@ pub fn from_str(file: &str, text: &str) -> Result<Scenario, FileErrors> {
 }
 
 fn count(c: &mut Checker, path: &str, v: i64) -> u32 {
-    if !(0..=1_000_000).contains(&v) {
-        c.error(path, format!("{v} is out of range; allowed: 0 to 1000000"));
-        return 0;
+    count_from(c, path, v, 0)
+}
+
+fn count_from(c: &mut Checker, path: &str, v: i64, min: i64) -> u32 {
+    if !(min..=1_000_000).contains(&v) {
+        c.error(
+            path,
+            format!("{v} is out of range; allowed: {min} to 1000000"),
+        );
+        return min as u32;
     }
     v as u32
 }
+
+/// The highest message rate a scenario may offer, per connection and in total.
+pub const MAX_RATE_PER_CONNECTION: f64 = 1e6;
+pub const MAX_RATE_TOTAL: f64 = 1e8;
 
 fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
     if raw.name.trim().is_empty() {
@@ -297,6 +309,15 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         );
     }
     let replicas = count(c, "replicas", raw.replicas);
+    if replicas as i64 > crate::policy::validate::MAX_REPLICAS {
+        c.error(
+            "replicas",
+            format!(
+                "{replicas} is out of range; allowed: 0 to {}",
+                crate::policy::validate::MAX_REPLICAS
+            ),
+        );
+    }
     let client_timeout = c.positive_duration("client_timeout", &raw.client_timeout);
     let scrape_interval = match &raw.scrape_interval {
         Some(t) => c.positive_duration("scrape_interval", t),
@@ -325,7 +346,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                 let step = match (&r.step, &r.every) {
                     (None, None) => None,
                     (Some(s), Some(e)) => {
-                        let s = count(c, &format!("{path}.connections.step"), *s).max(1);
+                        let s = count_from(c, &format!("{path}.connections.step"), *s, 1);
                         Some((
                             s,
                             c.positive_duration(&format!("{path}.connections.every"), e),
@@ -346,6 +367,20 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                     c.error(
                         &format!("{path}.rate"),
                         format!("{v} is not a rate; allowed: messages per second ≥ 0"),
+                    );
+                    Rate::PerConnection(0.0)
+                }
+                (Some(v), None) if v > MAX_RATE_PER_CONNECTION => {
+                    c.error(
+                        &format!("{path}.rate.per_connection"),
+                        format!("{v} is out of range; allowed: at most {MAX_RATE_PER_CONNECTION:e} messages per second per connection"),
+                    );
+                    Rate::PerConnection(0.0)
+                }
+                (None, Some(v)) if v > MAX_RATE_TOTAL => {
+                    c.error(
+                        &format!("{path}.rate.total"),
+                        format!("{v} is out of range; allowed: at most {MAX_RATE_TOTAL:e} messages per second in all"),
                     );
                     Rate::PerConnection(0.0)
                 }
@@ -417,12 +452,15 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         }
         let mut kinds = Vec::new();
         if let Some(n) = f.kill_tasks {
-            kinds.push(FaultKind::KillTasks(
-                count(c, &format!("{path}.kill_tasks"), n).max(1),
-            ));
+            kinds.push(FaultKind::KillTasks(count_from(
+                c,
+                &format!("{path}.kill_tasks"),
+                n,
+                1,
+            )));
         }
         if let Some(p) = &f.pause_tasks {
-            let count = count(c, &format!("{path}.pause_tasks.count"), p.count).max(1);
+            let count = count_from(c, &format!("{path}.pause_tasks.count"), p.count, 1);
             let duration = c.positive_duration(&format!("{path}.pause_tasks.for"), &p.for_);
             kinds.push(FaultKind::PauseTasks { count, duration });
         }
@@ -448,7 +486,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         }
         if let Some(g) = &f.scrape_gap {
             kinds.push(FaultKind::ScrapeGap {
-                targets: count(c, &format!("{path}.scrape_gap.targets"), g.targets).max(1),
+                targets: count_from(c, &format!("{path}.scrape_gap.targets"), g.targets, 1),
                 duration: c.positive_duration(&format!("{path}.scrape_gap.for"), &g.for_),
             });
         }

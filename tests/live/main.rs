@@ -516,3 +516,58 @@ fn a_controller_with_no_state_label_waits_out_the_scale_down_window() {
         || (svc.replicas() == 2).then_some(()),
     );
 }
+
+#[test]
+#[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
+fn check_tries_the_shipped_queries_against_the_real_prometheus() {
+    // The environment's Prometheus discovers tasks through Swarm (manifests/prometheus.yml).
+    // With stand-ins running, the shipped policies' queries all answer; a policy naming a
+    // metric nobody exports is a warning (exit 1), an unreachable Prometheus an error (2).
+    let url = std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/env.sh)");
+    let name = "andon-it-check";
+    let _svc = Service::create_with(
+        name,
+        2,
+        &["andon.enable=true", "prometheus.io/scrape=true"],
+        &[],
+    );
+    let check = |policy: &str, prometheus: &str| -> (i32, String) {
+        let out = std::process::Command::new(andon_bin())
+            .args([
+                "check",
+                policy,
+                "--prometheus",
+                prometheus,
+                "--service",
+                name,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    // Discovery and the first scrapes take a few seconds.
+    let out = wait_for(Duration::from_secs(40), "every query to answer", || {
+        let (code, out) = check("policies/erlmcp-tps.yaml", &url);
+        (code == 0).then_some(out)
+    });
+    assert!(out.contains("2 target(s) up"), "{out}");
+    let (code, out) = check("policies/drill-fast.yaml", &url);
+    assert_eq!(code, 0, "{out}");
+
+    let dir = tmpdir("check");
+    let text = std::fs::read_to_string("policies/erlmcp-tps.yaml")
+        .unwrap()
+        .replace("erlmcp_cpu_usage_percent", "erlmcp_cpu_nobody_exports");
+    let bad = write_policy(&dir, &text);
+    let (code, out) = check(&bad.display().to_string(), &url);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no target exports erlmcp_cpu_nobody_exports"),
+        "{out}"
+    );
+
+    let (code, out) = check("policies/erlmcp-tps.yaml", "http://127.0.0.1:1");
+    assert_eq!(code, 2, "{out}");
+}

@@ -1,0 +1,177 @@
+//! PromQL checked at `andon check` time, not found wrong in production: every query must
+//! parse, use no placeholder but `$service`, and answer an instant vector or a scalar.
+//!
+//! The parser is `promql-parser` (GreptimeTeam): a port of Prometheus' own yacc grammar,
+//! maintained and used in production by GreptimeDB. Writing our own would mean writing a
+//! second, drifting grammar.
+
+use super::SERVICE_PLACEHOLDER;
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{self, Expr};
+
+/// What `$service` becomes while a query is parsed: any label value would do.
+const STAND_IN: &str = "andon_check_service";
+
+/// Why a query is refused, in words for `file:line:col: field: …`.
+pub fn check(query: &str) -> Result<(), String> {
+    check_placeholders(query)?;
+    let q = query.replace(SERVICE_PLACEHOLDER, STAND_IN);
+    let expr = parser::parse(&q).map_err(|e| {
+        format!(
+            "the PromQL does not parse: {}; allowed: a PromQL expression (try it in Prometheus' expression browser)",
+            shorten(e.trim(), 200)
+        )
+    })?;
+    match expr.value_type() {
+        ValueType::Vector | ValueType::Scalar => {}
+        ValueType::Matrix => {
+            return Err("the query answers a range vector (e.g. `x[5m]`); allowed: an instant vector or a scalar, e.g. rate(x[1m]) or sum by (service) (...)".into())
+        }
+        ValueType::String => {
+            return Err("the query answers a string; allowed: an instant vector or a scalar".into())
+        }
+    }
+    walk(&expr)
+}
+
+/// Only `$service` is substituted; `$service_name`, `$svc` or `${service}` would reach
+/// Prometheus as they are and match nothing.
+fn check_placeholders(query: &str) -> Result<(), String> {
+    let bytes = query.as_bytes();
+    for (i, _) in query.match_indices('$') {
+        let rest = &query[i + 1..];
+        let ident: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '{')
+            .collect();
+        if ident.is_empty() {
+            // `$` as a regex anchor (`=~"x$"`): not a placeholder.
+            continue;
+        }
+        if ident != "service" {
+            let end = (i + 1 + ident.len()).min(bytes.len());
+            return Err(format!(
+                "unknown placeholder `{}`; allowed: $service (the Swarm service's name)",
+                shorten(&query[i..end], 40)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The metric names a query selects (`x` in `rate(x{...}[1m])`), for telling "nobody
+/// exports this" from "no series for this service". Empty if it does not parse.
+pub fn metric_names(query: &str) -> Vec<String> {
+    fn collect(e: &Expr, out: &mut Vec<String>) {
+        match e {
+            Expr::VectorSelector(v) => out.extend(v.name.clone()),
+            Expr::MatrixSelector(m) => out.extend(m.vs.name.clone()),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| collect(a, out)),
+            Expr::Aggregate(a) => {
+                collect(&a.expr, out);
+                if let Some(p) = &a.param {
+                    collect(p, out);
+                }
+            }
+            Expr::Unary(u) => collect(&u.expr, out),
+            Expr::Binary(b) => {
+                collect(&b.lhs, out);
+                collect(&b.rhs, out);
+            }
+            Expr::Paren(p) => collect(&p.expr, out),
+            Expr::Subquery(s) => collect(&s.expr, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(e) = parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)) {
+        collect(&e, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Semantic checks the grammar leaves to evaluation time.
+fn walk(e: &Expr) -> Result<(), String> {
+    match e {
+        Expr::Call(c) => {
+            if c.func.name == "histogram_quantile" {
+                if let Some(Expr::NumberLiteral(n)) = c.args.args.first().map(|a| a.as_ref()) {
+                    if !(0.0..=1.0).contains(&n.val) {
+                        return Err(format!(
+                            "histogram_quantile({}, …) asks for a quantile outside [0, 1]; allowed: 0.95 for p95",
+                            n.val
+                        ));
+                    }
+                }
+            }
+            c.args.args.iter().try_for_each(|a| walk(a))
+        }
+        Expr::Aggregate(a) => {
+            walk(&a.expr)?;
+            a.param.as_ref().map_or(Ok(()), |p| walk(p))
+        }
+        Expr::Unary(u) => walk(&u.expr),
+        Expr::Binary(b) => {
+            walk(&b.lhs)?;
+            walk(&b.rhs)
+        }
+        Expr::Paren(p) => walk(&p.expr),
+        Expr::Subquery(s) => walk(&s.expr),
+        _ => Ok(()),
+    }
+}
+
+/// A long text cut to `max` characters, so that a message never repeats a megabyte.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(max).collect();
+    format!("{head}… ({} characters)", s.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_are_found_in_every_selector() {
+        let q = r#"histogram_quantile(0.95, sum by (le) (rate(a_bucket{service="$service"}[1m]))) > 0 or sum(rate(b{service="$service"}[1m])) == 0"#;
+        assert_eq!(metric_names(q), vec!["a_bucket", "b"]);
+    }
+
+    #[test]
+    fn shipped_shapes_pass_and_broken_ones_say_why() {
+        for ok in [
+            r#"sum by (service) (rate(erlmcp_requests_total{service="$service"}[1m]))"#,
+            r#"histogram_quantile(0.95, sum by (service, le) (rate(x_bucket{service="$service"}[1m]))) > 0 or sum by (service) (rate(y{service="$service"}[1m])) == 0"#,
+            r#"up{service="$service"}"#,
+            r#"max(x{service=~"$service|other$"})"#,
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            (r#"sum(rate(x{service="$service"}[1m])"#, "does not parse"),
+            (
+                "SELECT * FROM requests WHERE service = '$service'",
+                "does not parse",
+            ),
+            (r#"x{service="$service"}[5m]"#, "range vector"),
+            (
+                r#"histogram_quantile(0x7fffffff, rate(x{service="$service"}[1m]))"#,
+                "outside [0, 1]",
+            ),
+            (
+                r#"x{service="$service_name"}"#,
+                "unknown placeholder `$service_name`",
+            ),
+            (r#"x{service="${service}"}"#, "unknown placeholder"),
+            (r#"rate(x{service="$service"}[1e309m])"#, "does not parse"),
+        ] {
+            let e = check(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
