@@ -21,7 +21,10 @@
 //! - the rollback of a step that was not applied: a failed write, a dry run, or
 //!   `--no-control` forget the scale event and its direction, and nothing else.
 
-use crate::core::{self, CoreState, Decision, Observations, Reason, Replicas, UpdatePhase};
+use crate::core::{
+    self, CoreState, Decision, Observations, Reason, Replicas, StepUndo, UpdatePhase,
+};
+use crate::policy::Tier;
 use crate::policy::{Policy, ServiceSpec, SignalKind};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -129,6 +132,26 @@ pub enum Restored {
     Unreadable(String),
 }
 
+/// What a decision asks of the service: replicas, tier, shedding, the stop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Wish {
+    desired: u32,
+    tier: Tier,
+    stopped: bool,
+    shed_admit: Option<f64>,
+}
+
+impl Wish {
+    fn of(d: &Decision) -> Wish {
+        Wish {
+            desired: d.desired,
+            tier: d.tier,
+            stopped: d.stopped,
+            shed_admit: d.shed_admit,
+        }
+    }
+}
+
 /// What the shell keeps per service between ticks.
 #[derive(Debug, Clone, Default)]
 pub struct Reconciler {
@@ -136,12 +159,14 @@ pub struct Reconciler {
     loaded: bool,
     /// The state as last written, and when.
     written: Option<(CoreState, u64)>,
-    /// The last decision, and whether the service matched it when it was made.
-    last: Option<(Decision, bool)>,
+    /// What the last decision asked for, and whether the service matched it then.
+    last: Option<(Wish, bool)>,
+    /// The labels for the last (tier, shedding, replicas): most ticks ask for the same.
+    labels: Option<(Wish, u32, BTreeMap<String, Option<String>>)>,
     /// Since when a progressing update has been seen (when Swarm does not say).
     update_seen_ms: Option<u64>,
-    /// The state before the step in flight, and whether its write carries the state label.
-    in_flight: Option<(CoreState, bool, u64)>,
+    /// The undo of the step in flight, and whether its write carries the state label.
+    in_flight: Option<(StepUndo, bool, u64)>,
 }
 
 impl Reconciler {
@@ -170,7 +195,7 @@ impl Reconciler {
             ready: view.running,
             update: self.update_phase(policy, view, now_ms),
         };
-        let before = self.state.clone();
+        let undo = StepUndo::save(&self.state);
         let mut d = core::decide_in_place(policy, svc, obs, replicas, &mut self.state, now_ms);
         if matches!(restored, Some(Restored::Seeded | Restored::Unreadable(_))) {
             d.reasons.insert(
@@ -180,23 +205,29 @@ impl Reconciler {
                 },
             );
         }
+        let wish = Wish::of(&d);
         // Worth a line: the first decision, a different wish (replicas, tier, shedding, the
         // stop), or the same wish again after the service had matched it (someone else
         // changed the replicas). A wish that keeps failing to apply is not repeated.
-        let changed = self.last.as_ref().is_none_or(|(l, matched)| {
-            l.desired != d.desired
-                || l.tier != d.tier
-                || l.stopped != d.stopped
-                || l.shed_admit != d.shed_admit
-                || apply && *matched && d.desired != view.replicas
+        let changed = self
+            .last
+            .is_none_or(|(l, matched)| l != wish || apply && matched && d.desired != view.replicas);
+        // The labels depend on the tier, the shedding and the replicas; computed again only
+        // when one of them changes (the simulator's hot path).
+        let fresh = self.labels.as_ref().is_none_or(|(w, r, _)| {
+            (w.tier, w.shed_admit) != (wish.tier, wish.shed_admit) || *r != view.replicas
         });
-        let mut write = Desired {
-            replicas: (d.desired != view.replicas).then_some(d.desired),
-            labels: shed_labels(policy, svc, &d, view.replicas),
-        };
-        write
-            .labels
-            .insert(TIER_LABEL.into(), Some(d.tier.name().into()));
+        if fresh {
+            let mut labels = shed_labels(policy, svc, &d, view.replicas);
+            labels.insert(TIER_LABEL.into(), Some(d.tier.name().into()));
+            self.labels = Some((wish, view.replicas, labels));
+        }
+        let labels = self.labels.as_ref().map(|(_, _, l)| l);
+        let replicas_change = (d.desired != view.replicas).then_some(d.desired);
+        let labels_match = labels.is_none_or(|l| {
+            l.iter()
+                .all(|(k, v)| view.labels.get(k).map(String::as_str) == v.as_deref())
+        });
         let state_due = match &self.written {
             None => true,
             Some((w, at)) => {
@@ -205,20 +236,23 @@ impl Reconciler {
                         || now_ms.saturating_sub(*at) >= STATE_REFRESH.as_millis() as u64)
             }
         };
-        let with_state = state_due || !write.satisfied_by(view.replicas, &view.labels);
+        let mut write = Desired::default();
+        let with_state = state_due || replicas_change.is_some() || !labels_match;
         if with_state {
+            write.replicas = replicas_change;
+            write.labels = labels.cloned().unwrap_or_default();
             let json = serde_json::to_string(&self.state).unwrap_or_default();
             write.labels.insert(STATE_LABEL.into(), Some(json));
-        }
-        if write.satisfied_by(view.replicas, &view.labels) {
-            write = Desired::default();
+            if write.satisfied_by(view.replicas, &view.labels) {
+                write = Desired::default();
+            }
         }
         if apply {
-            self.in_flight = Some((before, with_state && write != Desired::default(), now_ms));
+            self.in_flight = Some((undo, write != Desired::default(), now_ms));
         } else {
-            core::forget_step(&mut self.state, &before);
+            undo.restore(&mut self.state);
         }
-        self.last = Some((d.clone(), d.desired == view.replicas));
+        self.last = Some((wish, d.desired == view.replicas));
         Plan {
             admission: d.shed_admit,
             decision: d,
@@ -233,7 +267,7 @@ impl Reconciler {
     /// happen, so its scale event and direction are forgotten (tier timers, windows and the
     /// failure counter stay).
     pub fn committed(&mut self, ok: bool) {
-        let Some((before, with_state, at)) = self.in_flight.take() else {
+        let Some((undo, with_state, at)) = self.in_flight.take() else {
             return;
         };
         if ok {
@@ -241,7 +275,7 @@ impl Reconciler {
                 self.written = Some((self.state.clone(), at));
             }
         } else {
-            core::forget_step(&mut self.state, &before);
+            undo.restore(&mut self.state);
         }
     }
 

@@ -275,13 +275,33 @@ pub fn seed_windows(policy: &Policy, state: &mut CoreState, current: u32, now_ms
     );
 }
 
-/// The write of a decision failed (or was never attempted): the change did not happen, so
-/// the step history and the flap guard must not count it. Tier timers, windows, panic and
-/// the failure counter are kept: a controller whose writes keep failing still escalates.
-pub fn forget_step(state: &mut CoreState, before: &CoreState) {
-    state.events.clone_from(&before.events);
-    state.last_direction = before.last_direction;
-    state.reversals_ms.clone_from(&before.reversals_ms);
+/// What a step's rollback needs: the step history and the flap guard's memory, saved
+/// before a decision. Only these are undone when the write of a decision fails (or was
+/// never attempted): the change did not happen, so step limits and the flap guard must not
+/// count it. Tier timers, windows, panic and the failure counter are kept: a controller
+/// whose writes keep failing still escalates.
+#[derive(Debug, Clone, Default)]
+pub struct StepUndo {
+    events: Vec<ScaleEvent>,
+    last_direction: i8,
+    reversals_ms: Vec<u64>,
+}
+
+impl StepUndo {
+    pub fn save(state: &CoreState) -> StepUndo {
+        StepUndo {
+            events: state.events.clone(),
+            last_direction: state.last_direction,
+            reversals_ms: state.reversals_ms.clone(),
+        }
+    }
+
+    /// Forgets the step taken since `save`.
+    pub fn restore(self, state: &mut CoreState) {
+        state.events = self.events;
+        state.last_direction = self.last_direction;
+        state.reversals_ms = self.reversals_ms;
+    }
 }
 
 /// The highest active tier in the state.

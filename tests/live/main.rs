@@ -326,15 +326,12 @@ fn a_controller_killed_mid_scale_takes_no_duplicate_step_and_keeps_its_window() 
     ctl.kill(); // SIGKILL right after the step
     ctl.restart();
     // Within the 20 s period the restarted controller must not step again.
-    while stepped.elapsed() < Duration::from_secs(17) {
-        assert_eq!(
-            svc.replicas(),
-            3,
-            "duplicate step after the restart ({:?} after the first)",
-            stepped.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    svc.holds(
+        3,
+        stepped,
+        Duration::from_secs(17),
+        "duplicate step after the restart; time since the first step",
+    );
     wait_for(
         Duration::from_secs(15),
         "the next step 3 → 4 after the period",
@@ -347,15 +344,12 @@ fn a_controller_killed_mid_scale_takes_no_duplicate_step_and_keeps_its_window() 
     std::thread::sleep(Duration::from_secs(5));
     ctl.kill();
     ctl.restart();
-    while low.elapsed() < Duration::from_secs(13) {
-        assert_eq!(
-            svc.replicas(),
-            4,
-            "scaled down inside the window after a restart ({:?})",
-            low.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    svc.holds(
+        4,
+        low,
+        Duration::from_secs(13),
+        "scaled down inside the window after a restart",
+    );
     wait_for(
         Duration::from_secs(25),
         "the scale-down after the window",
@@ -470,15 +464,12 @@ fn a_controller_with_no_state_label_waits_out_the_scale_down_window() {
     let policy = write_policy(&dir, &policy(&[(name, 1, 6)], behavior));
     let started = Instant::now();
     let mut ctl = Controller::start(&policy, &prom.url(), &[], dir.join("andon.log"));
-    while started.elapsed() < Duration::from_secs(12) {
-        assert_eq!(
-            svc.replicas(),
-            5,
-            "scaled down inside the seeded window ({:?} after the start)",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    svc.holds(
+        5,
+        started,
+        Duration::from_secs(12),
+        "scaled down inside the seeded window; time since the start",
+    );
     wait_for(
         Duration::from_secs(20),
         "the scale-down after the window",
@@ -501,15 +492,12 @@ fn a_controller_with_no_state_label_waits_out_the_scale_down_window() {
     assert!(ok, "docker service update: {out}");
     let restarted = Instant::now();
     ctl.restart();
-    while restarted.elapsed() < Duration::from_secs(12) {
-        assert_eq!(
-            svc.replicas(),
-            5,
-            "scaled down inside the seeded window after a restart ({:?})",
-            restarted.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    svc.holds(
+        5,
+        restarted,
+        Duration::from_secs(12),
+        "scaled down inside the seeded window after a restart",
+    );
     wait_for(
         Duration::from_secs(20),
         "the scale-down after the window",

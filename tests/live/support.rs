@@ -307,6 +307,15 @@ impl Service {
         out
     }
 
+    /// Asserts that the replicas stay at `n` until `until` after `since`, looking every
+    /// half second; `what` says what a change would mean.
+    pub fn holds(&self, n: u32, since: Instant, until: Duration, what: &str) {
+        while since.elapsed() < until {
+            assert_eq!(self.replicas(), n, "{what} ({:?})", since.elapsed());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     pub fn replicas(&self) -> u32 {
         self.inspect("{{.Spec.Mode.Replicated.Replicas}}")
             .parse()
