@@ -105,9 +105,13 @@ pub struct SimResult {
     pub events: Vec<Event>,
 }
 
-/// The most model ticks one run may take: a month at 1 s. Memory and output grow with it
-/// (a timeline point and an expectation sample per tick).
-pub const MAX_TICKS: u64 = 3_000_000;
+/// The most model ticks one run may take (11.5 days at 1 s; a month at a 3 s tick). The
+/// expectations keep a sample per tick (~80 bytes), so this bounds memory.
+pub const MAX_TICKS: u64 = 1_000_000;
+
+/// The most timeline rows a run records (a day at 1 s fits): longer runs record every
+/// n-th tick, which bounds `--json` and `--report` output.
+pub const MAX_TIMELINE: u64 = 100_000;
 
 /// Checks the options against the scenario before a run: a model tick of at least 1 ms,
 /// no longer than the reconcile interval, and at most [`MAX_TICKS`] of them.
@@ -158,6 +162,9 @@ pub fn run_with(
     let dt = opts.tick.as_secs_f64();
     let ticks = (scenario.duration().as_secs_f64() / dt).round() as u64;
     let interval_ticks = ((opts.interval.as_secs_f64() / dt).round() as u64).max(1);
+    // At most MAX_TIMELINE rows: a long run keeps every stride-th tick (the expectations
+    // still see every tick).
+    let stride = ticks.div_ceil(MAX_TIMELINE).max(1);
     let mut cluster = Cluster::new(params, scenario.replicas);
     cluster.detail = opts.record;
     let mut prom = ModelPrometheus::new(
@@ -299,7 +306,7 @@ pub fn run_with(
             error_rate: Some(m.error_rate()),
             timeout_rate: Some(timeout_rate),
         });
-        if opts.record {
+        if opts.record && k % stride == 0 {
             timeline.push(TimelinePoint {
                 t_s: t.as_secs_f64(),
                 phase: phase.name.clone(),

@@ -152,7 +152,8 @@ pub struct BehaviorFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionFile {
-    pub stabilization: String,
+    /// Unset: the direction's default (HPA's).
+    pub stabilization: Option<String>,
     /// Shorthand: a replicas and a percent policy sharing one period.
     pub max_step: Option<StepFile>,
     /// HPA's form: a list of policies, each with its own period.

@@ -172,6 +172,15 @@ impl Combine {
         })
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Combine::Sum => "sum",
+            Combine::Avg => "avg",
+            Combine::Max => "max",
+            Combine::Min => "min",
+        }
+    }
+
     pub fn apply(self, values: &[f64]) -> f64 {
         let n = values.len().max(1) as f64;
         match self {

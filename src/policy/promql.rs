@@ -12,8 +12,28 @@ use promql_parser::parser::{self, Expr};
 /// What `$service` becomes while a query is parsed: any label value would do.
 const STAND_IN: &str = "andon_check_service";
 
+/// The longest query andon accepts: the shipped ones are a few hundred characters, and the
+/// parser's time grows faster than linearly with long operator chains.
+pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// The deepest nesting of brackets: the parser recurses, and a 10,000-deep query
+/// overflowed its stack.
+pub const MAX_NESTING: usize = 64;
+
 /// Why a query is refused, in words for `file:line:col: field: …`.
 pub fn check(query: &str) -> Result<(), String> {
+    let chars = query.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(format!(
+            "the query is {chars} characters long; allowed: at most {MAX_QUERY_CHARS}"
+        ));
+    }
+    let depth = nesting(query);
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "the query nests brackets {depth} deep; allowed: at most {MAX_NESTING}"
+        ));
+    }
     check_placeholders(query)?;
     let q = query.replace(SERVICE_PLACEHOLDER, STAND_IN);
     let expr = parser::parse(&q).map_err(|e| {
@@ -23,7 +43,10 @@ pub fn check(query: &str) -> Result<(), String> {
         )
     })?;
     match expr.value_type() {
-        ValueType::Vector | ValueType::Scalar => {}
+        ValueType::Vector => {}
+        ValueType::Scalar => {
+            return Err("the query answers a scalar, which carries no `service` label and cannot make an alert rule; allowed: an instant vector, e.g. sum by (service) (...), or vector(scalar(...))".into())
+        }
         ValueType::Matrix => {
             return Err("the query answers a range vector (e.g. `x[5m]`); allowed: an instant vector or a scalar, e.g. rate(x[1m]) or sum by (service) (...)".into())
         }
@@ -44,8 +67,10 @@ fn check_placeholders(query: &str) -> Result<(), String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '{')
             .collect();
-        if ident.is_empty() {
-            // `$` as a regex anchor (`=~"x$"`): not a placeholder.
+        // `$` as a regex anchor (`=~"x$"`), or a capture group in label_replace's
+        // replacement (`$1`, `${1}`): not a placeholder.
+        let group = ident.trim_start_matches('{');
+        if ident.is_empty() || group.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
         if ident != "service" {
@@ -123,6 +148,31 @@ fn walk(e: &Expr) -> Result<(), String> {
     }
 }
 
+/// The deepest nesting of (), [] and {} outside quoted strings.
+fn nesting(query: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in query.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' | '`' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    max
+}
+
 /// A long text cut to `max` characters, so that a message never repeats a megabyte.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -149,6 +199,8 @@ mod tests {
             r#"histogram_quantile(0.95, sum by (service, le) (rate(x_bucket{service="$service"}[1m]))) > 0 or sum by (service) (rate(y{service="$service"}[1m])) == 0"#,
             r#"up{service="$service"}"#,
             r#"max(x{service=~"$service|other$"})"#,
+            r#"label_replace(sum by (service) (x{service="$service"}), "dst", "$1", "service", "(.*)")"#,
+            r#"label_replace(x{service="$service"}, "dst", "${1}", "service", "(.*)")"#,
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
@@ -169,6 +221,23 @@ mod tests {
             ),
             (r#"x{service="${service}"}"#, "unknown placeholder"),
             (r#"rate(x{service="$service"}[1e309m])"#, "does not parse"),
+            (r#"scalar(sum(x{service="$service"}))"#, "answers a scalar"),
+            (
+                &format!(
+                    "{}x{{service=\"$service\"}}{}",
+                    "sum(".repeat(10_000),
+                    ")".repeat(10_000)
+                ),
+                "characters long",
+            ),
+            (
+                &format!(
+                    "{}x{{service=\"$service\"}}{}",
+                    "(".repeat(100),
+                    ")".repeat(100)
+                ),
+                "nests brackets 101 deep",
+            ),
         ] {
             let e = check(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");

@@ -30,10 +30,15 @@ fn any_above(p: &Policy, svc: &ServiceSpec, levels: &[(SignalKind, f64)]) -> Str
     levels
         .iter()
         .filter_map(|(kind, v)| {
-            let q = p.signal(*kind)?.query_for(&svc.name);
+            let signal = p.signal(*kind)?;
+            let q = one_line(&signal.query_for(&svc.name));
+            // Where the core combines several series into one value, so does the alert.
+            let q = match signal.combine {
+                Some(c) => format!("{} by (service) ({q})", c.name()),
+                None => q,
+            };
             Some(format!(
-                "count(({}) > {})",
-                one_line(&q),
+                "count(({q}) > {})",
                 fmt_num(in_query_unit(p, *kind, *v))
             ))
         })
@@ -41,8 +46,31 @@ fn any_above(p: &Policy, svc: &ServiceSpec, levels: &[(SignalKind, f64)]) -> Str
         .join("\n  or ")
 }
 
+/// The query on one line, PromQL `#` comments (outside strings) dropped: joined onto one
+/// line, a comment would swallow the rest of the expression.
 fn one_line(q: &str) -> String {
-    q.split_whitespace().collect::<Vec<_>>().join(" ")
+    q.lines()
+        .map(strip_comment)
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn strip_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' || c == '`' => quote = Some(c),
+            None if c == '#' => return &line[..i],
+            None => {}
+        }
+    }
+    line
 }
 
 fn fmt_num(v: f64) -> String {

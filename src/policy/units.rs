@@ -110,7 +110,7 @@ pub fn parse_in(unit: Unit, text: &str) -> Result<f64, InvalidValue> {
                 .map_err(|_| bad("a fraction such as 0.005 or a percentage such as 0.5%")),
         },
         Unit::Bytes => {
-            parse_bytes(t).ok_or_else(|| bad("bytes, or a size such as 300MB, 512MiB, 1.5GB"))
+            parse_bytes(t).ok_or_else(|| bad("bytes, or a size such as 300MB, 512MiB, 1.5GB, 1TB"))
         }
         Unit::Count | Unit::PerSecond => t.parse::<f64>().map_err(|_| bad("a number")),
     }
@@ -128,9 +128,11 @@ pub fn parse_bytes(t: &str) -> Option<f64> {
         "kB" | "KB" | "k" | "K" => 1e3,
         "MB" | "M" => 1e6,
         "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
     Some(n * mult)

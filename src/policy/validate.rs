@@ -495,7 +495,11 @@ impl Checker<'_> {
                 path,
                 format!(
                     "{} is out of range; allowed: at most {allowed}",
-                    kind.format(v)
+                    if kind == SignalKind::Memory {
+                        format!("{v} bytes")
+                    } else {
+                        kind.format(v)
+                    }
                 ),
             );
             return None;
@@ -576,7 +580,10 @@ impl Checker<'_> {
 
     fn direction(&mut self, p: &str, raw: Option<&DirectionFile>, default: Direction) -> Direction {
         let Some(raw) = raw else { return default };
-        let stabilization = self.duration(&format!("{p}.stabilization"), &raw.stabilization);
+        let stabilization = match &raw.stabilization {
+            Some(t) => self.duration(&format!("{p}.stabilization"), t),
+            None => default.stabilization,
+        };
         let select = match raw.select_policy.as_deref() {
             None | Some("max") => SelectPolicy::Max,
             Some("min") => SelectPolicy::Min,
@@ -595,9 +602,16 @@ impl Checker<'_> {
                 let path = format!("{p}.max_step");
                 let period = self.positive_duration(&format!("{path}.period"), &s.period);
                 if s.replicas.is_none() && s.percent.is_none() {
-                    self.error(&path, "neither replicas nor percent is set; allowed: one or both");
+                    self.error(
+                        &path,
+                        "neither replicas nor percent is set; allowed: one or both",
+                    );
                 }
-                policies.extend(self.step_kinds(&path, s).into_iter().map(|kind| StepPolicy { kind, period }));
+                policies.extend(
+                    self.step_kinds(&path, s)
+                        .into_iter()
+                        .map(|kind| StepPolicy { kind, period }),
+                );
             }
             (None, Some(list)) => {
                 for (i, s) in list.iter().enumerate() {
@@ -607,15 +621,25 @@ impl Checker<'_> {
                     if kinds.len() != 1 {
                         self.error(&path, "a policy sets exactly one of replicas and percent");
                     }
-                    policies.extend(kinds.into_iter().take(1).map(|kind| StepPolicy { kind, period }));
+                    policies.extend(
+                        kinds
+                            .into_iter()
+                            .take(1)
+                            .map(|kind| StepPolicy { kind, period }),
+                    );
                 }
                 if list.is_empty() && select != SelectPolicy::Disabled {
-                    self.error(&format!("{p}.policies"), "no policy; allowed: at least one, or select_policy: disabled");
+                    self.error(
+                        &format!("{p}.policies"),
+                        "no policy; allowed: at least one, or select_policy: disabled",
+                    );
                 }
             }
-            (Some(_), Some(_)) => self.error(p, "max_step and policies both set; allowed: one of them"),
-            (None, None) if select == SelectPolicy::Disabled => {}
-            (None, None) => self.error(p, "no step limit; allowed: max_step {replicas, percent, period} or policies [{replicas|percent, period}]"),
+            (Some(_), Some(_)) => {
+                self.error(p, "max_step and policies both set; allowed: one of them")
+            }
+            // Unset: the direction's default policies (HPA's).
+            (None, None) => policies = default.policies.clone(),
         }
         Direction {
             stabilization,
@@ -640,7 +664,7 @@ impl Checker<'_> {
             } else {
                 self.error(
                     &format!("{path}.percent"),
-                    format!("{v} is out of range; allowed: a percentage > 0 (100 = double)"),
+                    format!("{v} is out of range; allowed: a percentage above 0, at most 10000 (100 = double)"),
                 );
             }
         }
@@ -674,7 +698,8 @@ impl Checker<'_> {
             }
         });
         let update_hold = match &raw.update_hold {
-            Some(t) => self.positive_duration("behavior.update_hold", t),
+            // 0s: a rolling update never holds scaling.
+            Some(t) => self.duration("behavior.update_hold", t),
             None => DEFAULT_UPDATE_HOLD,
         };
         Behavior {

@@ -383,6 +383,12 @@ fn clean_message(msg: &str) -> String {
             "not a whole number; allowed: an integer such as 8".to_string()
         }
         "invalid f64" | "invalid f32" => "not a number; allowed: a number such as 0.8".to_string(),
+        m if m.contains("invalid floating point") => {
+            "not a number; allowed: a plain number such as 0.8 (no unit or % here)".into()
+        }
+        m if m.contains("duplicate mapping key") || m.contains("DuplicateKeyPolicy") => {
+            "this key is given twice; allowed: each key once".into()
+        }
         m if m.contains("expected mapping start") || m.contains("expected a map") => {
             "a list or a single value where a map belongs; allowed: `key: value` entries".into()
         }

@@ -418,6 +418,19 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         for m in &mut mix {
             m.1 /= total;
         }
+        // What the phase offers at its most: connections × their rate.
+        let peak_conns = match &connections {
+            Connections::Constant(n) => *n,
+            Connections::Ramp { from, to, .. } => (*from).max(*to),
+        };
+        if let Rate::PerConnection(r) = rate {
+            if peak_conns as f64 * r > MAX_RATE_TOTAL {
+                c.error(
+                    &format!("{path}.rate.per_connection"),
+                    format!("{peak_conns} connections × {r} msg/s offer more than {MAX_RATE_TOTAL:e} msg/s; allowed: at most {MAX_RATE_TOTAL:e} in all"),
+                );
+            }
+        }
         phases.push(Phase {
             name: p.name.clone(),
             duration,
