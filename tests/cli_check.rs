@@ -399,3 +399,50 @@ fn grafana_dashboard_queries_parse_and_name_real_metrics() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn shipped_p95_query_reads_0_only_when_idle_and_missing_when_the_histogram_is() {
+    // Before: `… or sum(rate(requests)) * 0` answered 0 ms whenever requests flowed and the
+    // histogram was missing, a good-looking reading that allowed a scale-down. Now the
+    // `or` branch answers only where the request rate is 0. Evaluated by promtool.
+    let p = andon::policy::load("policies/erlmcp-tps.yaml").unwrap();
+    let q = p
+        .signal(andon::policy::SignalKind::P95Latency)
+        .unwrap()
+        .query_for("erlmcp")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let q_idle = q.replace("erlmcp\"", "idle\"");
+    let test = format!(
+        r#"rule_files: []
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      # erlmcp: requests flow, no histogram is exported.
+      - series: 'erlmcp_requests_total{{service="erlmcp"}}'
+        values: '0+100x20'
+      # idle: a request counter that does not move.
+      - series: 'erlmcp_requests_total{{service="idle"}}'
+        values: '5x20'
+    promql_expr_test:
+      - expr: '{q}'
+        eval_time: 120s
+        exp_samples: []
+      - expr: '{q_idle}'
+        eval_time: 120s
+        exp_samples:
+          - labels: '{{service="idle"}}'
+            value: 0
+"#
+    );
+    let test_path = temp_file("p95-query-test.yml", &test);
+    let run = Command::new("promtool")
+        .args(["test", "rules", &test_path])
+        .output()
+        .expect("promtool");
+    let said =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{said}");
+}

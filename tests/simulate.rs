@@ -334,7 +334,9 @@ expect:
 /// Prometheus answers, but its samples stop advancing as the load falls: the readings are
 /// dated by their targets' last scrape, go stale, and nothing scales down; the line stops.
 /// (As with HPA, once the samples advance again the way down is open at once: the window
-/// holds only what was seen.)
+/// holds only what was seen.) Before: the simulator read every signal fresh each tick and
+/// had no such fault; the live source dated readings at evaluation time, so a Prometheus
+/// whose samples had stopped looked fresh.
 #[test]
 fn stale_prometheus_never_scales_down_and_stops_the_line() {
     let r = sim_text(STALE, &shipped(), true);

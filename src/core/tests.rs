@@ -729,6 +729,9 @@ fn partial_targets_block_scale_down_but_not_scale_up() {
     assert!(d.desired > 10, "{}", d.summary());
 }
 
+/// Before: the source kept the first of several series per service and decided on it (a
+/// fake Prometheus answering two series per service made `andon run --dry-run` decide
+/// 6 → 4); now the source reads them as `Ambiguous`, and this is what the core makes of it.
 #[test]
 fn several_series_are_bad_data() {
     let p = policy_without_panic();
