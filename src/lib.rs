@@ -4,6 +4,7 @@
 //! a modelled cluster on virtual time.
 
 pub mod act;
+pub mod baseline;
 pub mod calibrate;
 pub mod control;
 pub mod core;

@@ -66,6 +66,10 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file or arguments."
         /// Timeline rows on the terminal: one every this long (events always show)
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         every: Duration,
+        /// Also run the scenario under a baseline controller and compare: hpa (Kubernetes'
+        /// HPA with its defaults, on the policy's demand signals and capacity)
+        #[arg(long, value_name = "NAME", value_parser = ["hpa"])]
+        baseline: Option<String>,
     },
     /// Validate policy files: one summary line per valid file, file:line:col errors otherwise;
     /// with --prometheus, also try every query against a live Prometheus
@@ -455,6 +459,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             interval,
             tick,
             every,
+            baseline,
         } => {
             let pol = load_policy(&policy)?;
             let sc = scenario::load(&scenario.to_string_lossy())?;
@@ -476,7 +481,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 ..Options::default()
             };
             simulate::check_options(&sc, &opts)?;
-            let result = simulate::run(&sc, &pol, svc, opts);
+            let mut result = simulate::run(&sc, &pol, svc, opts);
+            if baseline.is_some() {
+                result.baseline = Some(simulate::hpa_baseline(&sc, &pol, svc, opts));
+            }
             if json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {

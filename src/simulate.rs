@@ -91,6 +91,19 @@ pub struct Summary {
     pub shed_requests: f64,
     /// Service updates that failed (the `write_failures` fault).
     pub failed_writes: u32,
+    /// The integral of the replicas in the spec over the run: what the run cost.
+    pub replica_seconds: f64,
+    /// Time the service really was at or past yellow / red, by the policy's entry
+    /// thresholds on the modelled figures (the same yardstick for every controller).
+    pub seconds_yellow_or_worse: f64,
+    pub seconds_red_or_worse: f64,
+    /// Service updates that went through.
+    pub updates: u32,
+    /// Scale-ups followed by scale-downs and the other way round.
+    pub direction_changes: u32,
+    /// Requests shed with a fast 503, and requests that timed out, over all offered.
+    pub shed_fraction: f64,
+    pub timeout_rate: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +116,45 @@ pub struct SimResult {
     pub expectations: Vec<Outcome>,
     pub timeline: Vec<TimelinePoint>,
     pub events: Vec<Event>,
+    /// The same scenario under a baseline controller (`--baseline hpa`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+/// A baseline's run, side by side with the policy's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub name: &'static str,
+    pub summary: Summary,
+}
+
+/// The same scenario, cluster and yardstick under Kubernetes HPA's defaults
+/// ([`crate::baseline`]), reconciling every 15 s.
+pub fn hpa_baseline(
+    scenario: &Scenario,
+    policy: &Policy,
+    service: &ServiceSpec,
+    opts: Options,
+) -> Baseline {
+    let hpa = crate::baseline::hpa_policy(policy);
+    let opts = Options {
+        interval: crate::baseline::HPA_SYNC.max(opts.tick),
+        controlled: true,
+        record: false,
+        ..opts
+    };
+    let r = run_judged(
+        scenario,
+        &hpa,
+        policy,
+        service,
+        opts,
+        ReplicaParams::default(),
+    );
+    Baseline {
+        name: "hpa",
+        summary: r.summary,
+    }
 }
 
 /// The most model ticks one run may take (11.5 days at 1 s; a month at a 3 s tick). The
@@ -159,6 +211,19 @@ pub fn run_with(
     opts: Options,
     params: ReplicaParams,
 ) -> SimResult {
+    run_judged(scenario, policy, policy, service, opts, params)
+}
+
+/// Runs `scenario` under `policy`, judging the service's true tier by `yardstick`'s
+/// thresholds (the user's policy, also when `policy` is the HPA baseline).
+pub fn run_judged(
+    scenario: &Scenario,
+    policy: &Policy,
+    yardstick: &Policy,
+    service: &ServiceSpec,
+    opts: Options,
+    params: ReplicaParams,
+) -> SimResult {
     let dt = opts.tick.as_secs_f64();
     let ticks = (scenario.duration().as_secs_f64() / dt).round() as u64;
     let interval_ticks = ((opts.interval.as_secs_f64() / dt).round() as u64).max(1);
@@ -190,7 +255,15 @@ pub fn run_with(
         scale_actions: 0,
         shed_requests: 0.0,
         failed_writes: 0,
+        replica_seconds: 0.0,
+        seconds_yellow_or_worse: 0.0,
+        seconds_red_or_worse: 0.0,
+        updates: 0,
+        direction_changes: 0,
+        shed_fraction: 0.0,
+        timeout_rate: 0.0,
     };
+    let (mut offered, mut timeouts, mut last_dir) = (0.0, 0.0, 0i8);
 
     for k in 0..ticks {
         let t = Duration::from_secs_f64(k as f64 * dt);
@@ -265,6 +338,15 @@ pub fn run_with(
                 controller.committed(ok);
                 if ok && scaled {
                     summary.scale_actions += 1;
+                    let dir = if plan.write.replicas > Some(plan.current) {
+                        1
+                    } else {
+                        -1
+                    };
+                    if last_dir != 0 && dir != last_dir {
+                        summary.direction_changes += 1;
+                    }
+                    last_dir = dir;
                 }
                 if opts.record && ok != last_write_ok {
                     events.push(Event {
@@ -293,6 +375,16 @@ pub fn run_with(
         summary.peak_error_rate = summary.peak_error_rate.max(m.error_rate());
         summary.max_replicas = summary.max_replicas.max(m.replicas);
         summary.shed_requests += m.shed_rps * dt;
+        summary.replica_seconds += m.replicas as f64 * dt;
+        offered += m.offered_rps * dt;
+        timeouts += m.timeout_rps * dt;
+        let truly = crate::baseline::true_tier(yardstick, &m);
+        if truly >= Tier::Yellow {
+            summary.seconds_yellow_or_worse += dt;
+        }
+        if truly >= Tier::Red {
+            summary.seconds_red_or_worse += dt;
+        }
         let timeout_rate = if m.offered_rps > 0.0 {
             m.timeout_rps / m.offered_rps
         } else {
@@ -334,6 +426,11 @@ pub fn run_with(
     }
 
     summary.failed_writes = swarm.failed_writes;
+    summary.updates = swarm.writes;
+    if offered > 0.0 {
+        summary.shed_fraction = summary.shed_requests / offered;
+        summary.timeout_rate = timeouts / offered;
+    }
     let expectations: Vec<Outcome> = scenario
         .expect
         .iter()
@@ -348,5 +445,6 @@ pub fn run_with(
         expectations,
         timeline,
         events,
+        baseline: None,
     }
 }

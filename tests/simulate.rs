@@ -401,3 +401,49 @@ fn no_control_reports_each_wish_once() {
     texts.dedup();
     assert_eq!(n, texts.len(), "a wish repeated: {texts:?}");
 }
+
+/// `--baseline hpa`: the same scenario under Kubernetes HPA's defaults, judged by the same
+/// yardstick (the service's true tier by the policy's thresholds). HPA has no tiers and no
+/// shedding, so under the bomb it sheds nothing and its requests time out; andon sheds
+/// and spends less time in red.
+#[test]
+fn hpa_baseline_runs_side_by_side() {
+    let p = shipped();
+    let sc = scenario::load("chaos/message-bombing.yaml").unwrap();
+    let opts = Options::default();
+    let andon_run = simulate::run(&sc, &p, &p.services[0], opts);
+    let hpa = simulate::hpa_baseline(&sc, &p, &p.services[0], opts);
+    assert_eq!(hpa.name, "hpa");
+    assert_eq!(hpa.summary.shed_fraction, 0.0);
+    assert!(hpa.summary.timeout_rate > andon_run.summary.timeout_rate);
+    assert!(hpa.summary.seconds_red_or_worse > andon_run.summary.seconds_red_or_worse);
+    assert!(andon_run.summary.replica_seconds > 0.0 && hpa.summary.replica_seconds > 0.0);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args([
+            "simulate",
+            "chaos/baseline.yaml",
+            "--baseline",
+            "hpa",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["baseline"]["name"], "hpa");
+    for field in [
+        "replica_seconds",
+        "seconds_yellow_or_worse",
+        "seconds_red_or_worse",
+        "updates",
+        "direction_changes",
+        "shed_fraction",
+        "timeout_rate",
+    ] {
+        assert!(v["summary"][field].is_number(), "summary.{field}");
+        assert!(
+            v["baseline"]["summary"][field].is_number(),
+            "baseline.{field}"
+        );
+    }
+}

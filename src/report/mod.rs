@@ -67,6 +67,69 @@ pub fn policy_summary(p: &Policy) -> String {
     )
 }
 
+/// The policy's run and a baseline's, side by side: what each cost and how the service
+/// really fared (true tier by the policy's thresholds).
+pub fn compare(a: &crate::simulate::Summary, b: &crate::simulate::Summary, name: &str) -> String {
+    let rows: [(&str, f64, f64, &str); 9] = [
+        (
+            "replica-seconds",
+            a.replica_seconds,
+            b.replica_seconds,
+            "{:.0}",
+        ),
+        (
+            "seconds yellow or worse",
+            a.seconds_yellow_or_worse,
+            b.seconds_yellow_or_worse,
+            "",
+        ),
+        (
+            "seconds red or worse",
+            a.seconds_red_or_worse,
+            b.seconds_red_or_worse,
+            "",
+        ),
+        ("peak p95 (ms)", a.peak_p95_ms, b.peak_p95_ms, ""),
+        (
+            "max replicas",
+            a.max_replicas as f64,
+            b.max_replicas as f64,
+            "",
+        ),
+        ("service updates", a.updates as f64, b.updates as f64, ""),
+        (
+            "direction changes",
+            a.direction_changes as f64,
+            b.direction_changes as f64,
+            "",
+        ),
+        (
+            "shed fraction (%)",
+            a.shed_fraction * 100.0,
+            b.shed_fraction * 100.0,
+            "",
+        ),
+        (
+            "timeout rate (%)",
+            a.timeout_rate * 100.0,
+            b.timeout_rate * 100.0,
+            "",
+        ),
+    ];
+    let mut out = format!("\n{:<26} {:>12} {:>12}\n", "side by side", "andon", name);
+    for (label, x, y, _) in rows {
+        let fmt = |v: f64| {
+            if v.fract() == 0.0 || v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let _ = writeln!(out, "{label:<26} {:>12} {:>12}", fmt(x), fmt(y));
+    }
+    out
+}
+
 /// The readable timeline: a row every `every`, each event as it happens, then the
 /// summary and the expectations.
 pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> String {
@@ -129,6 +192,9 @@ pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> S
         let _ = write!(out, ", {} failed service updates", s.failed_writes);
     }
     let _ = writeln!(out);
+    if let Some(b) = &r.baseline {
+        let _ = write!(out, "{}", compare(s, &b.summary, b.name));
+    }
     for e in &r.expectations {
         let mark = if e.held { "held    " } else { "DEVIATED" };
         let _ = writeln!(out, "  {mark} {}: {}", e.text, e.observed);
