@@ -80,11 +80,7 @@ pub struct Desired {
 impl Desired {
     /// Whether a service with these replicas and labels already matches.
     pub fn satisfied_by(&self, replicas: u32, labels: &HashMap<String, String>) -> bool {
-        self.replicas.is_none_or(|r| r == replicas)
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_deref())
+        self.replicas.is_none_or(|r| r == replicas) && labels_hold(&self.labels, labels)
     }
 
     /// Applies the label changes to a label map.
@@ -100,6 +96,22 @@ impl Desired {
             }
         }
     }
+}
+
+/// Label changes: a label mapped to `None` is removed.
+type Labels = BTreeMap<String, Option<String>>;
+
+/// What the labels depend on: tier, shedding, replicas.
+type LabelKey = (Tier, Option<f64>, u32);
+
+/// Whether `labels` already hold every wanted label (and lack every one to remove).
+fn labels_hold(
+    wanted: &BTreeMap<String, Option<String>>,
+    labels: &HashMap<String, String>,
+) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_deref())
 }
 
 /// What one step wants done.
@@ -162,7 +174,7 @@ pub struct Reconciler {
     /// What the last decision asked for, and whether the service matched it then.
     last: Option<(Wish, bool)>,
     /// The labels for the last (tier, shedding, replicas): most ticks ask for the same.
-    labels: Option<(Wish, u32, BTreeMap<String, Option<String>>)>,
+    labels: Option<(LabelKey, Labels)>,
     /// Since when a progressing update has been seen (when Swarm does not say).
     update_seen_ms: Option<u64>,
     /// The undo of the step in flight, and whether its write carries the state label.
@@ -214,20 +226,15 @@ impl Reconciler {
             .is_none_or(|(l, matched)| l != wish || apply && matched && d.desired != view.replicas);
         // The labels depend on the tier, the shedding and the replicas; computed again only
         // when one of them changes (the simulator's hot path).
-        let fresh = self.labels.as_ref().is_none_or(|(w, r, _)| {
-            (w.tier, w.shed_admit) != (wish.tier, wish.shed_admit) || *r != view.replicas
-        });
-        if fresh {
+        let key = (d.tier, d.shed_admit, view.replicas);
+        if self.labels.as_ref().is_none_or(|(k, _)| *k != key) {
             let mut labels = shed_labels(policy, svc, &d, view.replicas);
             labels.insert(TIER_LABEL.into(), Some(d.tier.name().into()));
-            self.labels = Some((wish, view.replicas, labels));
+            self.labels = Some((key, labels));
         }
-        let labels = self.labels.as_ref().map(|(_, _, l)| l);
+        let labels = self.labels.as_ref().map(|(_, l)| l);
         let replicas_change = (d.desired != view.replicas).then_some(d.desired);
-        let labels_match = labels.is_none_or(|l| {
-            l.iter()
-                .all(|(k, v)| view.labels.get(k).map(String::as_str) == v.as_deref())
-        });
+        let labels_match = labels.is_none_or(|l| labels_hold(l, &view.labels));
         let state_due = match &self.written {
             None => true,
             Some((w, at)) => {
@@ -292,7 +299,7 @@ impl Reconciler {
             },
             None => Restored::Seeded,
         };
-        core::seed_windows(policy, &mut self.state, view.replicas, now_ms);
+        core::seed_scale_down_window(policy, &mut self.state, view.replicas, now_ms);
         restored
     }
 

@@ -184,16 +184,15 @@ pub fn decide_in_place(
 
     // Jidoka: bad data never causes a scale-down; with `freeze` it causes no change at all.
     // Sums over part of the targets read low: a partial view is bad data for a scale-down.
-    let partial = obs
-        .targets
-        .filter(|n| *n < replicas.ready)
-        .map(|reporting| Reason::PartialTargets {
+    let partial = obs.targets.filter(|n| *n < replicas.ready);
+    if let Some(reporting) = partial {
+        reasons.push(Reason::PartialTargets {
             reporting,
             running: replicas.ready,
         });
-    let partial = partial.map(|r| reasons.push(r)).is_some();
+    }
     let freeze = any_bad && policy.jidoka.on_bad_data == OnBadData::Freeze;
-    if (any_bad || partial || rec.demand_unknown) && desired < current
+    if (any_bad || partial.is_some() || rec.demand_unknown) && desired < current
         || freeze && desired != current
     {
         reasons.push(Reason::HeldForBadData { wanted: desired });
@@ -263,7 +262,7 @@ pub fn decide_in_place(
 /// starts (or loses its state) at 20 replicas with load for 10 waits out the window. HPA's
 /// seed is older than the scale-up window's cut-off by the time it stabilises, so it
 /// holds no scale-up back; neither does this.
-pub fn seed_windows(policy: &Policy, state: &mut CoreState, current: u32, now_ms: u64) {
+pub fn seed_scale_down_window(policy: &Policy, state: &mut CoreState, current: u32, now_ms: u64) {
     let b = &policy.behavior;
     let r = current as f64;
     smoothing::push_window(

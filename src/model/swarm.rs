@@ -11,9 +11,8 @@ pub struct ModelSwarm {
     write_fail_until_ms: u64,
     update_until_ms: u64,
     update_paused: bool,
-    /// Spec writes that went through, and those that changed the replicas.
+    /// Spec writes that went through, and those that failed.
     pub writes: u32,
-    pub scale_writes: u32,
     pub failed_writes: u32,
 }
 
@@ -54,10 +53,6 @@ impl ModelSwarm {
         &self.view
     }
 
-    pub fn labels(&self) -> &std::collections::HashMap<String, String> {
-        &self.view.labels
-    }
-
     /// One service update. Returns whether it went through.
     pub fn write(&mut self, desired: &Desired, cluster: &mut Cluster, now_ms: u64) -> bool {
         if *desired == Desired::default() {
@@ -68,9 +63,8 @@ impl ModelSwarm {
             return false;
         }
         self.writes += 1;
-        if let Some(r) = desired.replicas.filter(|r| *r != cluster.replicas()) {
+        if let Some(r) = desired.replicas {
             cluster.scale(r);
-            self.scale_writes += 1;
         }
         desired.apply_labels(&mut self.view.labels);
         true

@@ -143,35 +143,19 @@ impl PromSource {
         policy: &Policy,
         services: &[String],
     ) -> HashMap<String, Observations> {
-        let mut set: JoinSet<SignalResult> = JoinSet::new();
-        for (i, signal) in policy.signals.iter().enumerate() {
-            let (client, signal, services) =
-                (self.client.clone(), signal.clone(), services.to_vec());
-            set.spawn(async move { (i, query_signal(&client, &signal, &services).await) });
-        }
-        let mut per_signal: Vec<Option<SignalRead>> = vec![None; policy.signals.len()];
-        let mut unreachable = 0usize;
-        let mut last_error = String::new();
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, r)) = joined else {
-                continue;
-            };
-            if let Err(e) = &r {
-                last_error = e.message.clone();
-                if e.unreachable {
-                    unreachable += 1;
-                }
+        // The signals and the targets go out together: the targets add no round trip.
+        let targets = async {
+            match &policy.targets {
+                Some(q) => Some(query_targets(&self.client, q, services).await),
+                None => None,
             }
-            per_signal[i] = Some(r);
-        }
+        };
+        let ((per_signal, unreachable, last_error), targets) =
+            tokio::join!(self.read_signals(policy, services), targets);
         let source_error = (unreachable == policy.signals.len() && unreachable > 0)
             .then(|| format!("Prometheus at {}: {last_error}", self.url));
-        let targets = match &policy.targets {
-            Some(q) if source_error.is_none() => {
-                Some(query_targets(&self.client, q, services).await)
-            }
-            _ => None,
-        };
+        let targets = targets.filter(|_| source_error.is_none());
+        let now = crate::record::server::now_ms();
         let stale_ms = policy.jidoka.stale_after.as_millis() as u64;
         services
             .iter()
@@ -211,15 +195,44 @@ impl PromSource {
                         source_error: source_error.clone(),
                         targets: targets
                             .as_ref()
-                            .map(|t| t.get(name).map_or(0, |t| t.fresh_within(stale_ms))),
+                            .map(|t| t.get(name).map_or(0, |t| t.fresh_within(now, stale_ms))),
                     },
                 )
             })
             .collect()
     }
-}
 
-impl PromSource {
+    /// Every signal's query at once: per signal its readings or its failure, how many
+    /// failed because Prometheus could not be reached, and the last failure's words.
+    async fn read_signals(
+        &self,
+        policy: &Policy,
+        services: &[String],
+    ) -> (Vec<Option<SignalRead>>, usize, String) {
+        let mut set: JoinSet<SignalResult> = JoinSet::new();
+        for (i, signal) in policy.signals.iter().enumerate() {
+            let (client, signal, services) =
+                (self.client.clone(), signal.clone(), services.to_vec());
+            set.spawn(async move { (i, query_signal(&client, &signal, &services).await) });
+        }
+        let mut per_signal: Vec<Option<SignalRead>> = vec![None; policy.signals.len()];
+        let mut unreachable = 0usize;
+        let mut last_error = String::new();
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, r)) = joined else {
+                continue;
+            };
+            if let Err(e) = &r {
+                last_error = e.message.clone();
+                if e.unreachable {
+                    unreachable += 1;
+                }
+            }
+            per_signal[i] = Some(r);
+        }
+        (per_signal, unreachable, last_error)
+    }
+
     /// Which of these metric names have any series at all in Prometheus.
     pub async fn existing_metrics(&self, names: &[String]) -> crate::Result<Vec<String>> {
         if names.is_empty() {
@@ -244,12 +257,7 @@ impl PromSource {
 /// be reached (as opposed to answering with an error).
 async fn query_signal(client: &Client, signal: &Signal, services: &[String]) -> SignalRead {
     let factor = signal.unit.canonical().1;
-    let grouped_form = format!("=\"{SERVICE_PLACEHOLDER}\"");
-    if signal.query.contains(&grouped_form) && services.len() > 1 {
-        let alternatives: Vec<String> = services.iter().map(|s| regex_escape(s)).collect();
-        let q = signal
-            .query
-            .replace(&grouped_form, &format!("=~\"{}\"", alternatives.join("|")));
+    if let Some(q) = grouped(&signal.query, services).filter(|_| services.len() > 1) {
         match run(client, &q).await {
             Ok(samples) if samples.is_empty() => return Ok(HashMap::new()),
             Ok(samples) => {
@@ -319,8 +327,7 @@ struct Targets {
 }
 
 impl Targets {
-    fn fresh_within(&self, stale_ms: u64) -> u32 {
-        let now = crate::record::server::now_ms();
+    fn fresh_within(&self, now: u64, stale_ms: u64) -> u32 {
         self.scraped_ms
             .iter()
             .filter(|t| now.saturating_sub(**t) <= stale_ms)
@@ -337,16 +344,12 @@ async fn query_targets(
     services: &[String],
 ) -> HashMap<String, Targets> {
     let mut out: HashMap<String, Targets> = HashMap::new();
-    let alternatives: Vec<String> = services.iter().map(|s| regex_escape(s)).collect();
-    let grouped = format!("=\"{SERVICE_PLACEHOLDER}\"");
-    let queries: Vec<(Option<&String>, String)> = if query.contains(&grouped) {
-        let q = query.replace(&grouped, &format!("=~\"{}\"", alternatives.join("|")));
-        vec![(None, q)]
-    } else {
-        services
+    let queries: Vec<(Option<&String>, String)> = match grouped(query, services) {
+        Some(q) => vec![(None, q)],
+        None => services
             .iter()
             .map(|s| (Some(s), query.replace(SERVICE_PLACEHOLDER, s)))
-            .collect()
+            .collect(),
     };
     for (svc, q) in queries {
         let q = format!("timestamp({q}) and ({q}) == 1");
@@ -364,6 +367,17 @@ async fn query_targets(
         }
     }
     out
+}
+
+/// The query for all services at once, where it selects the service as
+/// `service="$service"`: that becomes `service=~"a|b"`, and the `service` label splits the
+/// answer. `None` when the query cannot be grouped.
+fn grouped(query: &str, services: &[String]) -> Option<String> {
+    let form = format!("=\"{SERVICE_PLACEHOLDER}\"");
+    query.contains(&form).then(|| {
+        let alternatives: Vec<String> = services.iter().map(|s| regex_escape(s)).collect();
+        query.replace(&form, &format!("=~\"{}\"", alternatives.join("|")))
+    })
 }
 
 type Sample = (HashMap<String, String>, f64, f64);

@@ -46,21 +46,24 @@ pub fn run(
     let source = PromSource::new(url, timeout, &Auth::None)?;
     let rt = crate::run::single_thread_runtime()?;
     let observations = rt.block_on(source.observe(policy, services));
-    // The metrics no target exports at all, whatever the service.
-    let named: Vec<String> = policy
+    // Per signal, the metrics its query names that no target exports at all.
+    let named: Vec<Vec<String>> = policy
         .signals
         .iter()
-        .flat_map(|s| crate::policy::promql::metric_names(&s.query))
+        .map(|s| crate::policy::promql::metric_names(&s.query))
         .collect();
     let existing = rt
-        .block_on(source.existing_metrics(&named))
+        .block_on(source.existing_metrics(&named.concat()))
         .unwrap_or_default();
-    let absent = |query: &str| -> Vec<String> {
-        crate::policy::promql::metric_names(query)
-            .into_iter()
-            .filter(|m| !existing.contains(m))
-            .collect()
-    };
+    let absent: Vec<Vec<String>> = named
+        .into_iter()
+        .map(|names| {
+            names
+                .into_iter()
+                .filter(|m| !existing.contains(m))
+                .collect()
+        })
+        .collect();
     let mut out = Vec::new();
     for svc in services {
         let obs = observations.get(svc).cloned().unwrap_or_default();
@@ -77,8 +80,7 @@ pub fn run(
             obs.get(SignalKind::Throughput),
             Some(Reading::Value { value, .. }) if *value == 0.0
         );
-        for s in &policy.signals {
-            let missing_metrics = absent(&s.query);
+        for (s, missing_metrics) in policy.signals.iter().zip(&absent) {
             let (level, text) = match obs.get(s.kind) {
                 Some(Reading::Value { value, .. }) => plausible(s.kind, *value),
                 Some(Reading::Missing) | None if !missing_metrics.is_empty() => (

@@ -269,11 +269,7 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str, required: &str) -> Res
             } else {
                 index.find(&parent)
             };
-            field = if parent.is_empty() {
-                name.clone()
-            } else {
-                format!("{parent}.{name}")
-            };
+            field = join(&parent, &name);
             message =
                 format!("missing field `{name}`; allowed: add it (README.md has the reference)");
         }
@@ -281,11 +277,7 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str, required: &str) -> Res
         if message.contains("found a tab") {
             if let Some((p, key)) = tab_after(text, pos) {
                 let parent = parent_path(&field).to_string();
-                field = if parent.is_empty() {
-                    key
-                } else {
-                    format!("{parent}.{key}")
-                };
+                field = join(&parent, &key);
                 pos = p;
             }
             message = "a tab in the indentation; allowed: spaces (YAML forbids tabs there)".into();
