@@ -481,10 +481,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 ..Options::default()
             };
             simulate::check_options(&sc, &opts)?;
-            let mut result = simulate::run(&sc, &pol, svc, opts);
-            if baseline.is_some() {
-                result.baseline = Some(simulate::hpa_baseline(&sc, &pol, svc, opts));
-            }
+            let result = simulate::run_compared(&sc, &pol, svc, opts, baseline.is_some());
             if json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {

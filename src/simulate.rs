@@ -128,6 +128,70 @@ pub struct Baseline {
     pub summary: Summary,
 }
 
+impl Summary {
+    /// A field by its name in the JSON, for `better_than` (see
+    /// [`crate::scenario::expect::COMPARABLE`]).
+    pub fn field(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "seconds_red_or_worse" => self.seconds_red_or_worse,
+            "seconds_yellow_or_worse" => self.seconds_yellow_or_worse,
+            "replica_seconds" => self.replica_seconds,
+            "updates" => self.updates as f64,
+            "scale_actions" => self.scale_actions as f64,
+            "direction_changes" => self.direction_changes as f64,
+            "timeout_rate" => self.timeout_rate,
+            "peak_p95_ms" => self.peak_p95_ms,
+            "peak_error_rate" => self.peak_error_rate,
+            "failed_writes" => self.failed_writes as f64,
+            _ => return None,
+        })
+    }
+}
+
+/// [`run`], then the HPA baseline when asked (`--baseline hpa`) or when the scenario
+/// compares itself with it (`better_than`).
+pub fn run_compared(
+    scenario: &Scenario,
+    policy: &Policy,
+    service: &ServiceSpec,
+    opts: Options,
+    baseline: bool,
+) -> SimResult {
+    let mut result = run(scenario, policy, service, opts);
+    if baseline || wants_baseline(scenario) {
+        let b = hpa_baseline(scenario, policy, service, opts);
+        judge_against(&mut result, scenario, b);
+    }
+    result
+}
+
+/// Whether a scenario compares itself with a baseline (`better_than`).
+pub fn wants_baseline(scenario: &Scenario) -> bool {
+    scenario
+        .expect
+        .iter()
+        .any(|e| matches!(e.metric, crate::scenario::Metric::BetterThan { .. }))
+}
+
+/// Sets the baseline's run and checks the `better_than` expectations against it.
+pub fn judge_against(result: &mut SimResult, scenario: &Scenario, baseline: Baseline) {
+    let ours = result.summary.clone();
+    for (e, o) in scenario.expect.iter().zip(result.expectations.iter_mut()) {
+        let field = |f: &str, theirs: bool| {
+            if theirs {
+                baseline.summary.field(f)
+            } else {
+                ours.field(f)
+            }
+        };
+        if let Some(checked) = e.metric.better_than(&e.text, field) {
+            *o = checked;
+        }
+    }
+    result.verdict = Verdict::of(&result.expectations);
+    result.baseline = Some(baseline);
+}
+
 /// The same scenario, cluster and yardstick under Kubernetes HPA's defaults
 /// ([`crate::baseline`]), reconciling every 15 s.
 pub fn hpa_baseline(
@@ -397,6 +461,13 @@ pub fn run_judged(
             p95_s: (m.admitted_rps > 0.0).then_some(m.p95_s),
             error_rate: Some(m.error_rate()),
             timeout_rate: Some(timeout_rate),
+            offered_rps: Some(m.offered_rps),
+            shed_rate: Some(if m.offered_rps > 0.0 {
+                m.shed_rps / m.offered_rps
+            } else {
+                0.0
+            }),
+            stopped: Some(stopped),
         });
         if opts.record && k % stride == 0 {
             timeline.push(TimelinePoint {

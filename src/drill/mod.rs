@@ -320,11 +320,16 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
             p95_s: s.p95_ms.map(|v| v / 1000.0),
             error_rate: (s.achieved_rps > 0.0).then_some(s.error_rate),
             timeout_rate: (s.achieved_rps > 0.0).then_some(s.timeout_rate),
+            offered_rps: Some(s.offered_rps),
+            shed_rate: Some(s.shed_rate),
+            stopped: s.stopped,
         })
         .collect();
+    // `better_than` compares with a modelled baseline run: simulate's business, not a drill's.
     let mut expectations: Vec<Outcome> = scenario
         .expect
         .iter()
+        .filter(|e| !matches!(e.metric, crate::scenario::Metric::BetterThan { .. }))
         .map(|e| e.check(&points, |i| scenario.phase_bounds(i)))
         .collect();
     let faults = fault_log.borrow().clone();

@@ -24,7 +24,42 @@ pub enum Metric {
         after: usize,
         within: Duration,
     },
+    /// Every observation in the window is at or past the tier (the Andon lit up).
+    TierAtLeast(Tier),
+    /// Replicas change direction (up then down, or down then up) at most N times.
+    MaxDirectionChanges(u32),
+    /// The first scale-up comes at most this long after the window starts.
+    ReactionWithin(Duration),
+    /// Shed requests over offered, over the window.
+    ShedFractionBelow(f64),
+    /// The line stopped (Jidoka) somewhere in the window, or (false) never did.
+    LineStopped(bool),
+    /// The run's summary against the same scenario under a baseline controller: each
+    /// named field (lower is better) at most `tolerance` above the baseline's. Only
+    /// `simulate` runs baselines; it checks these with [`Metric::better_than`].
+    BetterThan {
+        baseline: String,
+        fields: Vec<String>,
+        tolerance: f64,
+    },
 }
+
+/// The summary fields `better_than` may compare; lower is better for each.
+pub const COMPARABLE: [&str; 10] = [
+    "seconds_red_or_worse",
+    "seconds_yellow_or_worse",
+    "replica_seconds",
+    "updates",
+    "scale_actions",
+    "direction_changes",
+    "timeout_rate",
+    "peak_p95_ms",
+    "peak_error_rate",
+    "failed_writes",
+];
+
+/// The baselines `better_than` knows.
+pub const BASELINES: [&str; 1] = ["hpa"];
 
 /// Which part of the run an expectation covers.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +86,11 @@ pub struct Point {
     pub p95_s: Option<f64>,
     pub error_rate: Option<f64>,
     pub timeout_rate: Option<f64>,
+    /// Offered requests per second and the share of them shed (fast 503).
+    pub offered_rps: Option<f64>,
+    pub shed_rate: Option<f64>,
+    /// Jidoka stopped the line.
+    pub stopped: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -158,8 +198,42 @@ pub(super) fn build(
                 }),
         );
     }
+    if let Some(t) = &e.tier_at_least {
+        metrics.push(tier(c, &format!("{path}.tier_at_least"), t).map(Metric::TierAtLeast));
+    }
+    if let Some(n) = e.max_direction_changes {
+        metrics.push(Some(Metric::MaxDirectionChanges(
+            n.clamp(0, u32::MAX as i64) as u32,
+        )));
+    }
+    if let Some(d) = &e.reaction_within {
+        if e.during.is_none() {
+            c.error(
+                &format!("{path}.during"),
+                "reaction_within needs `during: PHASE` (the phase whose start it times from)",
+            );
+        }
+        let d = c.positive_duration(&format!("{path}.reaction_within"), d);
+        metrics.push(Some(Metric::ReactionWithin(d)));
+    }
+    if let Some(q) = &e.shed_fraction_below {
+        metrics.push(
+            ratio(c, &format!("{path}.shed_fraction_below"), q).map(Metric::ShedFractionBelow),
+        );
+    }
+    if let Some(b) = e.line_stopped {
+        metrics.push(Some(Metric::LineStopped(b)));
+    }
+    if let Some(b) = &e.better_than {
+        metrics.push(better_than(c, path, b, e));
+    } else if e.on.is_some() || e.tolerance.is_some() {
+        c.error(
+            &format!("{path}.on"),
+            "`on` and `tolerance` belong to better_than",
+        );
+    }
     if metrics.len() != 1 {
-        c.error(path, "name exactly one of tier_at_most, p95_below, error_rate_below, timeout_rate_below, replicas_at_most, replicas_at_least, replicas_back_to, no_scale_down");
+        c.error(path, format!("name exactly one of {}", FORMS.join(", ")));
         return None;
     }
     let metric = metrics.pop().flatten()?;
@@ -183,6 +257,129 @@ pub(super) fn build(
     })
 }
 
+/// The expectation forms, as a scenario names them.
+pub const FORMS: [&str; 14] = [
+    "tier_at_most",
+    "tier_at_least",
+    "p95_below",
+    "error_rate_below",
+    "timeout_rate_below",
+    "shed_fraction_below",
+    "replicas_at_most",
+    "replicas_at_least",
+    "replicas_back_to",
+    "no_scale_down",
+    "max_direction_changes",
+    "reaction_within",
+    "line_stopped",
+    "better_than",
+];
+
+fn better_than(c: &mut Checker, path: &str, baseline: &str, e: &ExpectFile) -> Option<Metric> {
+    if !BASELINES.contains(&baseline) {
+        c.error(
+            &format!("{path}.better_than"),
+            format!(
+                "unknown baseline `{baseline}`; allowed: {}",
+                BASELINES.join(", ")
+            ),
+        );
+        return None;
+    }
+    let Some(on) = &e.on else {
+        c.error(
+            &format!("{path}.on"),
+            format!(
+                "better_than needs `on: [FIELD, ...]`; allowed fields: {}",
+                COMPARABLE.join(", ")
+            ),
+        );
+        return None;
+    };
+    if on.is_empty() {
+        c.error(&format!("{path}.on"), "is empty; name at least one field");
+        return None;
+    }
+    for (i, f) in on.iter().enumerate() {
+        if !COMPARABLE.contains(&f.as_str()) {
+            c.error(
+                &format!("{path}.on[{i}]"),
+                format!("unknown field `{f}`; allowed: {}", COMPARABLE.join(", ")),
+            );
+            return None;
+        }
+    }
+    let tolerance = match &e.tolerance {
+        Some(q) => ratio(c, &format!("{path}.tolerance"), q)?,
+        None => 0.0,
+    };
+    if e.during.as_deref().is_some_and(|d| d != "all") || e.skip.is_some() {
+        c.error(
+            &format!("{path}.during"),
+            "better_than compares whole runs; allowed: no `during` or `skip`",
+        );
+        return None;
+    }
+    Some(Metric::BetterThan {
+        baseline: baseline.to_string(),
+        fields: on.clone(),
+        tolerance,
+    })
+}
+
+impl Metric {
+    /// Checks `better_than` against the two summaries' fields, read by `field`.
+    pub fn better_than(
+        &self,
+        text: &str,
+        field: impl Fn(&str, bool) -> Option<f64>,
+    ) -> Option<Outcome> {
+        let Metric::BetterThan {
+            baseline,
+            fields,
+            tolerance,
+        } = self
+        else {
+            return None;
+        };
+        let mut held = true;
+        let mut seen = Vec::new();
+        for f in fields {
+            let (Some(ours), Some(theirs)) = (field(f, false), field(f, true)) else {
+                held = false;
+                seen.push(format!("{f}: no {baseline} run"));
+                continue;
+            };
+            let ok = ours <= theirs * (1.0 + tolerance) + 1e-9;
+            held &= ok;
+            let ratio = if theirs > 0.0 {
+                format!(" ({:.2}×)", ours / theirs)
+            } else {
+                String::new()
+            };
+            seen.push(format!(
+                "{f} {} vs {baseline} {}{ratio}{}",
+                fmt_figure(ours),
+                fmt_figure(theirs),
+                if ok { "" } else { " ✗" }
+            ));
+        }
+        Some(Outcome {
+            text: text.to_string(),
+            held,
+            observed: seen.join("; "),
+        })
+    }
+}
+
+fn fmt_figure(v: f64) -> String {
+    if (v == v.trunc() && v.abs() < 1e12) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 fn describe(m: &Metric, w: &Window, phases: &[Phase]) -> String {
     let what = match m {
         Metric::TierAtMost(t) => format!("tier at most {t}"),
@@ -192,6 +389,29 @@ fn describe(m: &Metric, w: &Window, phases: &[Phase]) -> String {
         Metric::ReplicasAtMost(n) => format!("replicas ≤ {n}"),
         Metric::ReplicasAtLeast(n) => format!("replicas ≥ {n}"),
         Metric::NoScaleDown => "no scale-down".to_string(),
+        Metric::TierAtLeast(t) => format!("tier at least {t}"),
+        Metric::MaxDirectionChanges(n) => format!("at most {n} direction changes"),
+        Metric::ReactionWithin(d) => {
+            format!("first scale-up within {}", humantime::format_duration(*d))
+        }
+        Metric::ShedFractionBelow(r) => format!("shed < {}%", r * 100.0),
+        Metric::LineStopped(true) => "the line stops".to_string(),
+        Metric::LineStopped(false) => "the line never stops".to_string(),
+        Metric::BetterThan {
+            baseline,
+            fields,
+            tolerance,
+        } => {
+            return if *tolerance > 0.0 {
+                format!(
+                    "no worse than {baseline} (+{}%) on {}",
+                    tolerance * 100.0,
+                    fields.join(", ")
+                )
+            } else {
+                format!("no worse than {baseline} on {}", fields.join(", "))
+            }
+        }
         Metric::ReplicasBackTo {
             replicas,
             after,
@@ -215,129 +435,5 @@ fn describe(m: &Metric, w: &Window, phases: &[Phase]) -> String {
             "{what} {when} after the first {}",
             humantime::format_duration(w.skip)
         )
-    }
-}
-
-impl Expectation {
-    /// Checks the expectation against the run's points. `phase_bounds` gives a phase's
-    /// start and end. A window with no observation deviates: what was not seen did not hold.
-    pub fn check(
-        &self,
-        points: &[Point],
-        phase_bounds: impl Fn(usize) -> (Duration, Duration),
-    ) -> Outcome {
-        let outcome = |held: bool, observed: String| Outcome {
-            text: self.text.clone(),
-            held,
-            observed,
-        };
-        if let Metric::ReplicasBackTo {
-            replicas,
-            after,
-            within,
-        } = self.metric
-        {
-            let end = phase_bounds(after).1;
-            let back = points
-                .iter()
-                .filter(|p| p.t >= end)
-                .find(|p| p.replicas.is_some_and(|r| r <= replicas));
-            return match back {
-                Some(p) if p.t - end <= within => outcome(
-                    true,
-                    format!("back after {:.0} s", (p.t - end).as_secs_f64()),
-                ),
-                Some(p) => outcome(
-                    false,
-                    format!("back only after {:.0} s", (p.t - end).as_secs_f64()),
-                ),
-                None => {
-                    let last = points.iter().filter_map(|p| p.replicas).next_back();
-                    outcome(
-                        false,
-                        format!(
-                            "not back by the end (last {})",
-                            last.map_or("unknown".into(), |r| r.to_string())
-                        ),
-                    )
-                }
-            };
-        }
-        let (start, end) = match self.window.during {
-            Some(i) => phase_bounds(i),
-            None => (Duration::ZERO, Duration::MAX),
-        };
-        let from = start + self.window.skip;
-        if self.metric == Metric::NoScaleDown {
-            let reps: Vec<(Duration, u32)> = points
-                .iter()
-                .filter(|p| p.t >= from && p.t < end)
-                .filter_map(|p| p.replicas.map(|r| (p.t, r)))
-                .collect();
-            let Some(&(_, first)) = reps.first() else {
-                return outcome(false, "no observation in the window".into());
-            };
-            let drop = reps.windows(2).find(|w| w[1].1 < w[0].1);
-            return match drop {
-                None => outcome(
-                    true,
-                    format!("held at ≥ {first} for {} samples", reps.len()),
-                ),
-                Some(w) => outcome(
-                    false,
-                    format!("{} → {} at {:.0} s", w[0].1, w[1].1, w[1].0.as_secs_f64()),
-                ),
-            };
-        }
-        let window = points.iter().filter(|p| p.t >= from && p.t < end);
-        // Worst observation in the window, and when.
-        let mut worst: Option<(f64, Duration)> = None;
-        let mut seen = 0usize;
-        for p in window {
-            let v = match self.metric {
-                Metric::TierAtMost(_) => p.tier.map(|t| t.level() as f64),
-                Metric::P95Below(_) => p.p95_s,
-                Metric::ErrorRateBelow(_) => p.error_rate,
-                Metric::TimeoutRateBelow(_) => p.timeout_rate,
-                Metric::ReplicasAtMost(_) => p.replicas.map(f64::from),
-                Metric::ReplicasAtLeast(_) => p.replicas.map(|r| -(r as f64)),
-                Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => None,
-            };
-            let Some(v) = v else { continue };
-            seen += 1;
-            if worst.is_none_or(|(w, _)| v > w) {
-                worst = Some((v, p.t));
-            }
-        }
-        let Some((w, at)) = worst else {
-            return outcome(false, "no observation in the window".into());
-        };
-        let at = at.as_secs_f64();
-        match self.metric {
-            Metric::TierAtMost(t) => {
-                let seen_tier = Tier::ALL[w as usize];
-                outcome(seen_tier <= t, format!("max {seen_tier} (at {at:.0} s)"))
-            }
-            Metric::P95Below(b) => outcome(
-                w < b,
-                format!("max p95 {:.0} ms (at {at:.0} s)", w * 1000.0),
-            ),
-            Metric::ErrorRateBelow(b) => {
-                outcome(w < b, format!("max {:.2}% (at {at:.0} s)", w * 100.0))
-            }
-            Metric::TimeoutRateBelow(b) => {
-                outcome(w < b, format!("max {:.2}% (at {at:.0} s)", w * 100.0))
-            }
-            Metric::ReplicasAtMost(n) => {
-                outcome(w <= n as f64, format!("max {w:.0} (at {at:.0} s)"))
-            }
-            Metric::ReplicasAtLeast(n) => outcome(
-                -w >= n as f64,
-                format!("min {:.0} (at {at:.0} s); {seen} samples", -w),
-            ),
-            Metric::ReplicasBackTo { .. } | Metric::NoScaleDown => {
-                outcome(false, "not a window metric".into())
-            }
-        }
     }
 }

@@ -155,6 +155,18 @@ pub struct ExpectFile {
     pub replicas_at_least: Option<i64>,
     pub replicas_back_to: Option<i64>,
     pub no_scale_down: Option<bool>,
+    pub tier_at_least: Option<String>,
+    pub max_direction_changes: Option<i64>,
+    /// From the start of the `during` phase to the first scale-up.
+    pub reaction_within: Option<String>,
+    pub shed_fraction_below: Option<Quantity>,
+    pub line_stopped: Option<bool>,
+    /// `hpa`: compare the run's summary with the same scenario under the HPA baseline.
+    pub better_than: Option<String>,
+    /// For better_than: the summary fields compared (lower is better) ...
+    pub on: Option<Vec<String>>,
+    /// ... each within this much of the baseline's (default 0).
+    pub tolerance: Option<Quantity>,
     /// Window: a phase name or `all` (the default).
     pub during: Option<String>,
     /// Ignore the first part of the window.

@@ -1,6 +1,7 @@
 //! Scenario files, shared by `simulate` and `drill`: load phases, faults at given times,
 //! and the `expect:` block, the steady-state hypothesis that gives the verdict.
 
+mod check;
 pub mod expect;
 pub mod file;
 
