@@ -165,18 +165,25 @@ pub fn decide_in_place(
     }
     .min(max);
 
-    // The tier's floor is part of the recommendation, so it enters the windows: when the
-    // tier ends, the scale-down window still levels the way back down.
+    // The tier's floor is part of the recommendation while the tier's condition holds, so
+    // it enters the windows and the scale-down window levels the way back down. Once the
+    // tier is cooling down its floor still applies (below), but no longer enters the
+    // window: the window's wait and the cool-down run together, not one after the other.
+    let cooling = (tier.level() as usize)
+        .checked_sub(1)
+        .and_then(|i| state.tiers.get(i))
+        .is_some_and(|t| t.calm_since_ms.is_some());
+    let window_floor = if cooling { 0 } else { floor };
     let rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
     let mut desired = match rec.replicas {
         // A progressing update holds the replicas; the windows still see the wish.
         Some(r) if holding_for_update => {
-            let r = r.max(floor).clamp(min, max);
+            let r = r.max(window_floor).clamp(min, max);
             smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut Vec::new());
             current
         }
         Some(r) => {
-            let r = r.max(floor).clamp(min, max);
+            let r = r.max(window_floor).clamp(min, max);
             smoothing::stabilize(state, &policy.behavior, current, r, now_ms, &mut reasons)
         }
         None => current,

@@ -199,6 +199,24 @@ fn a_tier_floor_is_levelled_down_by_the_scale_down_window() {
     assert!(d.desired < 12, "{}", d.summary());
 }
 
+/// The window's wait and the tier's cool-down run together: a floor stops entering the
+/// window when its tier starts cooling down. Before, a floor held for the cool-down and
+/// then for a whole window after it (overload: 1.12× HPA's replica-seconds).
+#[test]
+fn a_cooling_tier_floor_does_not_extend_the_window() {
+    let mut r = Run::new(policy_without_panic(), 8);
+    assert_eq!(r.ticks(100, 0.3, 80.0).desired, 12, "red: 1.5 × 8");
+    // Calm from here: red cools down in 60 s, the window holds what entered before calm.
+    let d = r.ticks(290, 0.05, 80.0);
+    assert_eq!(d.desired, 12, "within the window: {}", d.summary());
+    let d = r.ticks(20, 0.05, 80.0);
+    assert!(
+        d.desired < 12,
+        "window passed since the calm began (old: held till 360 s): {}",
+        d.summary()
+    );
+}
+
 #[test]
 fn scale_up_is_immediate_but_step_limited() {
     let mut r = Run::new(policy_without_panic(), 4);

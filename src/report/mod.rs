@@ -70,7 +70,7 @@ pub fn policy_summary(p: &Policy) -> String {
 /// The policy's run and a baseline's, side by side: what each cost and how the service
 /// really fared (true tier by the policy's thresholds).
 pub fn compare(a: &crate::simulate::Summary, b: &crate::simulate::Summary, name: &str) -> String {
-    let rows: [(&str, f64, f64, &str); 9] = [
+    let rows: [(&str, f64, f64, &str); 10] = [
         (
             "replica-seconds",
             a.replica_seconds,
@@ -96,7 +96,18 @@ pub fn compare(a: &crate::simulate::Summary, b: &crate::simulate::Summary, name:
             b.max_replicas as f64,
             "",
         ),
-        ("service updates", a.updates as f64, b.updates as f64, ""),
+        (
+            "scale updates",
+            a.scale_actions as f64,
+            b.scale_actions as f64,
+            "",
+        ),
+        (
+            "all service updates",
+            a.updates as f64,
+            b.updates as f64,
+            "",
+        ),
         (
             "direction changes",
             a.direction_changes as f64,
