@@ -212,7 +212,7 @@ impl Controller {
 type Read = Result<(ServiceInfo, Option<Vec<TaskInfo>>), SwarmError>;
 
 /// A service's tasks and the admission limit they should hold.
-pub type Shed = (Vec<TaskInfo>, Option<f64>);
+pub type Shed = (Vec<TaskInfo>, crate::act::admission::Admission);
 
 /// Inspects every service, and lists the tasks of the opted-in ones, concurrently.
 async fn read_services(swarm: &Swarm, names: &[String]) -> HashMap<String, Read> {

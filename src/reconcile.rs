@@ -21,6 +21,7 @@
 //! - the rollback of a step that was not applied: a failed write, a dry run, or
 //!   `--no-control` forget the scale event and its direction, and nothing else.
 
+use crate::act::admission::Admission;
 use crate::core::{
     self, CoreState, Decision, Observations, Reason, Replicas, StepUndo, UpdatePhase,
 };
@@ -123,9 +124,10 @@ pub struct Plan {
     /// The spec changes; empty when the service already matches. The shell writes them
     /// unless it only observes (`--dry-run`, `--no-control`), then calls `committed`.
     pub write: Desired,
-    /// The admission limit every task should hold (`None`: admit all). Posted each tick,
-    /// whether or not the spec write succeeds.
-    pub admission: Option<f64>,
+    /// The admission limit every task should hold: the decision's fraction, and the
+    /// requests per second per replica it means against the policy's throughput
+    /// capacity. Posted each tick, whether or not the spec write succeeds.
+    pub admission: Admission,
     /// The decision asks for something the previous one did not (replicas, tier, shedding,
     /// the stop), or it is the first: worth a log line and an event.
     pub changed: bool,
@@ -150,7 +152,8 @@ struct Wish {
     desired: u32,
     tier: Tier,
     stopped: bool,
-    shed_admit: Option<f64>,
+    /// Whether it sheds: the loop's every adjustment is not news (its reason says it).
+    shedding: bool,
 }
 
 impl Wish {
@@ -159,7 +162,7 @@ impl Wish {
             desired: d.desired,
             tier: d.tier,
             stopped: d.stopped,
-            shed_admit: d.shed_admit,
+            shedding: d.shed_admit.is_some(),
         }
     }
 }
@@ -261,7 +264,13 @@ impl Reconciler {
         }
         self.last = Some((wish, d.desired == view.replicas));
         Plan {
-            admission: d.shed_admit,
+            admission: Admission {
+                admit: d.shed_admit,
+                max_rps: d
+                    .shed_admit
+                    .zip(policy.capacity_of(SignalKind::Throughput))
+                    .map(|(f, per)| f * per),
+            },
             decision: d,
             current: view.replicas,
             write,
@@ -374,6 +383,9 @@ fn shed_labels(
     let traefik = traefik_inflight_label(&svc.name);
     match d.shed_admit {
         Some(a) => {
+            // Two decimals: the loop moves the fraction in small steps, and a label
+            // change is a service update.
+            let a = (a * 100.0).round() / 100.0;
             labels.insert(SHED_LABEL.to_string(), Some(format!("{a}")));
             let per_replica = policy
                 .capacity_of(SignalKind::Connections)

@@ -425,7 +425,11 @@ pub fn run_judged(
                 }
                 last_write_ok = ok;
                 // Admission goes to the replicas whether or not the spec write succeeded.
-                cluster.set_shedding(plan.admission);
+                let a = plan.admission;
+                let per_replica = a
+                    .max_rps
+                    .or(a.admit.map(|f| f * cluster.params.capacity_rps));
+                cluster.set_shedding(per_replica);
             }
             last = Some(plan.decision);
         }

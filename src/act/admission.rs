@@ -11,10 +11,22 @@ use tokio::task::JoinSet;
 /// Where a replica serves its admission endpoint.
 pub const ADMISSION_PATH: &str = "/admin/admission";
 
-/// The body: admit at most this fraction of the replica's capacity; `null` admits all.
+/// The body. `max_rps`: admit at most this many requests per second at the replica,
+/// shared fairly among its sessions (andon sends it: its fraction of the policy's
+/// per-replica throughput capacity). Without it, `admit` is a fraction of the replica's
+/// own capacity (a policy with no throughput capacity). `admit: null` admits all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Admission {
     pub admit: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rps: Option<f64>,
+}
+
+impl Admission {
+    pub const ALL: Admission = Admission {
+        admit: None,
+        max_rps: None,
+    };
 }
 
 #[derive(Clone)]
@@ -37,7 +49,7 @@ impl AdmissionClient {
     /// Posts each service's limit to its running tasks, all at once; returns the failures.
     pub async fn apply_all(
         &self,
-        work: &[(Vec<TaskInfo>, Option<f64>)],
+        work: &[(Vec<TaskInfo>, Admission)],
         nodes: &HashMap<String, String>,
     ) -> usize {
         let mut set = JoinSet::new();
@@ -58,9 +70,9 @@ impl AdmissionClient {
         &self,
         tasks: &[TaskInfo],
         nodes: &HashMap<String, String>,
-        admit: Option<f64>,
+        admission: Admission,
     ) -> (usize, usize) {
-        let body = match serde_json::to_string(&Admission { admit }) {
+        let body = match serde_json::to_string(&admission) {
             Ok(b) => b,
             Err(_) => return (0, tasks.len()),
         };

@@ -13,6 +13,7 @@ pub mod capacity;
 pub mod jidoka;
 pub mod observation;
 pub mod reason;
+pub mod shedding;
 pub mod smoothing;
 pub mod state;
 pub mod tier;
@@ -121,7 +122,11 @@ pub fn decide_in_place(
             t.calm_since_ms = None;
         }
         let shed_admit = match policy.jidoka.when_stopped {
-            StoppedShed::Keep => policy.action(tier).shed_admit,
+            // The loop holds its limit: there is no reading to move it by.
+            StoppedShed::Keep => policy
+                .action(tier)
+                .shed_admit
+                .map(|a| state.shed.map_or(a, |s| s.admit)),
             StoppedShed::None => None,
             StoppedShed::Admit(a) => Some(a),
         };
@@ -252,11 +257,27 @@ pub fn decide_in_place(
         desired = bounded;
     }
 
+    let shed_admit = shedding::step(
+        &mut state.shed,
+        shedding::Input {
+            start: action.shed_admit,
+            goal_s: action.shed_goal_s,
+            p95: obs.get(shedding::LATENCY),
+            load: policy.capacity_of(SignalKind::Throughput).and_then(|per| {
+                let demand = q[SignalKind::Throughput.index()]?.value()?;
+                Some(demand / (per * replicas.ready.max(1) as f64))
+            }),
+            now_ms,
+            // The reading's window, plus a quarter for the scrape that carries it.
+            settle_ms: policy.latency_window_ms() * 5 / 4,
+        },
+        &mut reasons,
+    );
     finish(state, policy, current, desired, now_ms, &mut reasons);
     Decision {
         tier,
         desired,
-        shed_admit: action.shed_admit,
+        shed_admit,
         stopped: false,
         panic: panicking,
         signals,

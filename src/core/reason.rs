@@ -74,6 +74,13 @@ pub enum Reason {
         threshold: f64,
         replicas: u32,
     },
+    /// The shedding loop moved the admitted fraction toward the latency goal.
+    ShedAdjusted {
+        from: f64,
+        to: f64,
+        p95_s: f64,
+        goal_s: f64,
+    },
     /// Panic is over only after the stable window passes without a panic reading.
     PanicHold {
         remaining_s: f64,
@@ -226,6 +233,7 @@ impl Reason {
             Reason::TierFloor { .. } => "tier_floor",
             Reason::Panic { .. } => "panic",
             Reason::PanicHold { .. } => "panic_hold",
+            Reason::ShedAdjusted { .. } => "shed_adjusted",
             Reason::Bounded { .. } => "bounded",
             Reason::BadData { .. } => "bad_data",
             Reason::HeldForBadData { .. } => "held_for_bad_data",
@@ -331,6 +339,17 @@ impl fmt::Display for Reason {
                 "panic: demand at {:.0}% of ready capacity (≥ {:.0}%) → {replicas} at once",
                 ratio * 100.0,
                 threshold * 100.0
+            ),
+            Reason::ShedAdjusted {
+                from,
+                to,
+                p95_s,
+                goal_s,
+            } => write!(
+                f,
+                "shedding: p95 {:.0}ms against a goal of {:.0}ms: admit {from:.2} → {to:.2} of capacity",
+                p95_s * 1000.0,
+                goal_s * 1000.0
             ),
             Reason::PanicHold { remaining_s } => {
                 write!(f, "panic mode: no scale-down for another {remaining_s:.0}s")

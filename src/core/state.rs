@@ -53,4 +53,26 @@ pub struct CoreState {
     /// Consecutive ticks with a failed source.
     pub failures: u32,
     pub stopped: bool,
+    /// The shedding loop, while a tier sheds.
+    #[serde(default)]
+    pub shed: Option<ShedLoop>,
+}
+
+/// The closed shedding loop's memory ([`super::shedding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShedLoop {
+    /// The fraction of the policy's per-replica throughput capacity admitted now.
+    pub admit: f64,
+    /// The current tier's starting fraction.
+    pub start: f64,
+    /// The time of the p95 reading last used: each reading moves the limit once.
+    pub reading_at_ms: u64,
+    /// When the limit last changed.
+    pub changed_at_ms: u64,
+    /// The last p95 reading used (seconds), to tell rising latency.
+    #[serde(default)]
+    pub last_p95: f64,
+    /// Calm at the cap: nothing is shed until latency rises again.
+    #[serde(default)]
+    pub released: bool,
 }

@@ -82,7 +82,7 @@ pub struct Cluster {
     cursor: usize,
     /// Mailbox wait of a connection (the same for all: every connection offers the same rate).
     mailbox_wait_s: f64,
-    /// Shedding: admit at most this fraction of capacity; `None` admits all.
+    /// Shedding: admit at most this many requests per second per replica; `None`: all.
     shed_admit: Option<f64>,
     /// Connections that found no ready task; they retry every tick.
     unplaced: u32,
@@ -121,8 +121,8 @@ fn serve(
     timeout_s: f64,
 ) -> Served {
     let mut admitted = conns as f64 * admitted_c;
-    if let Some(a) = shed_admit {
-        admitted = admitted.min(a * p.capacity_rps);
+    if let Some(limit) = shed_admit {
+        admitted = admitted.min(limit);
     }
     // Backlog beyond capacity, dropped past max_backlog_s.
     let rho = admitted / p.capacity_rps;
@@ -206,6 +206,8 @@ impl Cluster {
         }
     }
 
+    /// Admission at every replica: at most `max_rps` requests per second, shared fairly
+    /// among its connections; `None` admits all.
     pub fn set_shedding(&mut self, admit: Option<f64>) {
         self.shed_admit = admit;
     }
@@ -321,10 +323,25 @@ impl Cluster {
         self.follow_connections(load.connections);
         let p = self.params;
 
-        // Per connection: shedding caps what its process is given.
+        // Per connection: shedding caps what its process is given, a fair share of its
+        // replica's limit. The mailbox model has one rate for all connections: the mean
+        // over the connections on ready tasks (sticky connections crowd some replicas).
         let offered_c = load.rate_per_conn.max(0.0);
         let admitted_c = match self.shed_admit {
-            Some(a) => offered_c.min(a * p.conn_capacity_rps),
+            Some(limit) => {
+                let (mut sum, mut n) = (0.0, 0u32);
+                for t in self.tasks.iter().filter(|t| t.state == TaskState::Ready) {
+                    if t.conns > 0 {
+                        sum += t.conns as f64 * offered_c.min(limit / t.conns as f64);
+                        n += t.conns;
+                    }
+                }
+                if n > 0 {
+                    sum / n as f64
+                } else {
+                    offered_c
+                }
+            }
             None => offered_c,
         };
         let target = p.conn_wait_ss(admitted_c);
@@ -485,7 +502,8 @@ mod tests {
     fn shedding_caps_per_connection_and_keeps_latency_down() {
         let mut bomb = Cluster::new(ReplicaParams::default(), 8);
         let mut shed = Cluster::new(ReplicaParams::default(), 8);
-        shed.set_shedding(Some(0.8));
+        // 1,000 msg/s per replica: 400 per connection, below the mailbox's knee.
+        shed.set_shedding(Some(1000.0));
         let (mut a, mut b) = (TickMetrics::default(), TickMetrics::default());
         for _ in 0..300 {
             a = bomb.step(1.0, load(20, 500.0));
@@ -493,9 +511,11 @@ mod tests {
         }
         assert!(a.p95_s > 1.0, "bombing without shedding: {}", a.p95_s);
         assert!(b.p95_s < 0.25, "with shedding: {}", b.p95_s);
+        // 20 connections on 8 replicas: four with 3 (capped at 1,000), four with 2
+        // (400 each): 7,200 admitted.
         assert!(
-            (b.shed_rps - 2000.0).abs() < 1.0,
-            "20% of 10,000 shed: {}",
+            (b.shed_rps - 2800.0).abs() < 1.0,
+            "28% of 10,000 shed: {}",
             b.shed_rps
         );
     }

@@ -134,6 +134,9 @@ impl<'de> Deserialize<'de> for ShedFile {
 #[serde(deny_unknown_fields)]
 pub struct AdmitFile {
     pub admit: f64,
+    /// The p95 the closed loop steers what is admitted below (default: the entry p95 of
+    /// the tier below), or `static` for a fixed limit.
+    pub p95_goal: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -210,6 +210,7 @@ pub struct Capacity {
     pub tolerance: f64,
 }
 
+
 /// A tier's minimum replica count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,8 +231,12 @@ pub struct TierAction {
     /// Extra capacity on top of the target-tracking recommendation (0.2 = +20%).
     pub headroom: f64,
     pub floor: Floor,
-    /// Shedding: admit at most this fraction of each replica's capacity; `None` = admit all.
+    /// Shedding starts by admitting at most this fraction of the policy's per-replica
+    /// throughput capacity; `None` = admit all.
     pub shed_admit: Option<f64>,
+    /// The p95 (seconds) the closed loop steers the admitted requests below
+    /// ([`crate::core::shedding`]); `None`: the limit stays at `shed_admit`.
+    pub shed_goal_s: Option<f64>,
 }
 
 impl TierAction {
@@ -239,6 +244,7 @@ impl TierAction {
         headroom: 0.0,
         floor: Floor::None,
         shed_admit: None,
+        shed_goal_s: None,
     };
 }
 
@@ -389,9 +395,16 @@ pub struct Policy {
     /// compares the targets that report with the running tasks, and dates every reading by
     /// its targets' last scrape (an instant query is dated at evaluation time).
     pub targets: Option<String>,
+    /// How long the p95 signal remembers the past: its query's longest range (`[1m]`),
+    /// 1 m when it has none. The shedding loop waits this long before cutting again.
+    pub latency_window: std::time::Duration,
 }
 
 impl Policy {
+    pub fn latency_window_ms(&self) -> u64 {
+        self.latency_window.as_millis() as u64
+    }
+
     pub fn tier(&self, tier: Tier) -> Option<&TierSpec> {
         self.tiers.iter().find(|t| t.tier == tier)
     }

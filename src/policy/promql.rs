@@ -117,6 +117,40 @@ pub fn metric_names(query: &str) -> Vec<String> {
     out
 }
 
+/// The longest range a query looks back over (`[1m]` in `rate(x[1m])`, or a subquery's),
+/// e.g. how long a p95 over `rate(...[1m])` remembers the past. `None` if it has none or
+/// does not parse.
+pub fn longest_range(query: &str) -> Option<std::time::Duration> {
+    fn walk(e: &Expr, best: &mut Option<std::time::Duration>) {
+        let mut see = |d: std::time::Duration| *best = Some(best.map_or(d, |b| b.max(d)));
+        match e {
+            Expr::MatrixSelector(m) => see(m.range),
+            Expr::Subquery(s) => {
+                see(s.range);
+                walk(&s.expr, best)
+            }
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, best)),
+            Expr::Aggregate(a) => {
+                walk(&a.expr, best);
+                if let Some(p) = &a.param {
+                    walk(p, best);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, best),
+            Expr::Binary(b) => {
+                walk(&b.lhs, best);
+                walk(&b.rhs, best);
+            }
+            Expr::Paren(p) => walk(&p.expr, best),
+            _ => {}
+        }
+    }
+    let e = parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)).ok()?;
+    let mut best = None;
+    walk(&e, &mut best);
+    best
+}
+
 /// Semantic checks the grammar leaves to evaluation time.
 fn walk(e: &Expr) -> Result<(), String> {
     match e {

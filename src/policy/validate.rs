@@ -107,7 +107,8 @@ impl Checker<'_> {
         let signals = self.signals(&raw.signals);
         let defined: Vec<SignalKind> = signals.iter().map(|s| s.kind).collect();
         let capacity = self.capacity(&raw.capacity, &defined);
-        let tiers = self.tiers(&raw.tiers, &defined);
+        let mut tiers = self.tiers(&raw.tiers, &defined);
+        self.shed_goals(&mut tiers);
         let behavior = self.behavior(&raw.behavior);
         let jidoka = self.jidoka(&raw.jidoka);
         // A floor above a service's maximum can never be met.
@@ -138,6 +139,11 @@ impl Checker<'_> {
             }
             t.query.trim().to_string()
         });
+        let latency_window = signals
+            .iter()
+            .find(|s| s.kind == SignalKind::P95Latency)
+            .and_then(|s| promql::longest_range(&s.query))
+            .unwrap_or(Duration::from_secs(60));
         Policy {
             source: self.file.to_string(),
             services,
@@ -147,6 +153,7 @@ impl Checker<'_> {
             behavior,
             jidoka,
             targets,
+            latency_window,
         }
     }
 
@@ -519,8 +526,8 @@ impl Checker<'_> {
             None => Floor::None,
             Some(q) => self.floor(&format!("{p}.floor"), q),
         };
-        let shed_admit = match &raw.shed {
-            None => None,
+        let (shed_admit, shed_goal_s) = match &raw.shed {
+            None => (None, None),
             Some(s) => self.shed(&format!("{p}.shed"), s),
         };
         TierAction {
@@ -531,6 +538,7 @@ impl Checker<'_> {
             },
             floor,
             shed_admit,
+            shed_goal_s,
         }
     }
 
@@ -564,16 +572,61 @@ impl Checker<'_> {
         }
     }
 
-    fn shed(&mut self, path: &str, s: &ShedFile) -> Option<f64> {
+    /// A shedding tier's latency goal defaults to the p95 entry threshold of the
+    /// nearest lower tier that has one (emergency steers below red's); with none, or
+    /// `p95_goal: static`, the limit stays at `admit`.
+    fn shed_goals(&mut self, tiers: &mut [TierSpec]) {
+        let p95_enter = |t: &TierSpec| {
+            t.enter
+                .iter()
+                .find(|(k, _)| *k == SignalKind::P95Latency)
+                .map(|(_, v)| *v)
+        };
+        let mut below: Option<f64> = None;
+        for t in tiers.iter_mut() {
+            let lower = below;
+            below = p95_enter(t).or(below);
+            if t.action.shed_admit.is_none() {
+                continue;
+            }
+            t.action.shed_goal_s = match t.action.shed_goal_s {
+                Some(g) if g.is_nan() => None,
+                Some(g) => Some(g),
+                None => lower,
+            };
+        }
+    }
+
+    /// A tier's shedding: the starting fraction, and the goal when one is given. `None`
+    /// goal with a fraction means "the default goal" until [`Self::shed_goals`] fills it.
+    fn shed(&mut self, path: &str, s: &ShedFile) -> (Option<f64>, Option<f64>) {
         match s {
-            ShedFile::Word(w) if w == "none" => None,
+            ShedFile::Word(w) if w == "none" => (None, None),
             ShedFile::Word(w) => {
-                self.error(path, format!("`{w}` is not a shedding level; allowed: none, or {{admit: FRACTION}} with 0 < FRACTION ≤ 2"));
-                None
+                self.error(path, format!("`{w}` is not a shedding level; allowed: none, or {{admit: FRACTION, p95_goal: DURATION|static}} with 0 < FRACTION ≤ 2"));
+                (None, None)
             }
             ShedFile::Admit(a) => {
                 let v = self.fraction(&format!("{path}.admit"), a.admit, true, 2.0);
-                (v > 0.0 && v <= 2.0).then_some(v)
+                let goal = match a.p95_goal.as_deref() {
+                    None => None,
+                    Some("static") => Some(f64::NAN),
+                    Some(g) => match units::parse_in(units::Unit::Seconds, g) {
+                        Ok(s) if s > 0.0 && s <= 3600.0 => Some(s),
+                        Ok(s) => {
+                            self.error(&format!("{path}.p95_goal"), format!("{s} s is out of range; allowed: more than 0 and at most 1h, or static"));
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                &format!("{path}.p95_goal"),
+                                format!("{e}, or static"),
+                            );
+                            None
+                        }
+                    },
+                };
+                ((v > 0.0 && v <= 2.0).then_some(v), goal)
             }
         }
     }
@@ -745,7 +798,7 @@ impl Checker<'_> {
                     );
                     StoppedShed::Keep
                 }
-                ShedFile::Admit(_) => match self.shed("jidoka.when_stopped.shed", &w.shed) {
+                ShedFile::Admit(_) => match self.shed("jidoka.when_stopped.shed", &w.shed).0 {
                     Some(v) => StoppedShed::Admit(v),
                     None => StoppedShed::Keep,
                 },

@@ -117,7 +117,8 @@ fn failed_writes_forget_the_step_and_keep_the_tiers() {
     }
     let plan = last.unwrap();
     assert_eq!(plan.decision.tier, Tier::Red, "{}", plan.decision.summary());
-    assert_eq!(plan.admission, Some(1.0));
+    // Red sheds from its admit; the loop waits a window before cutting further.
+    assert_eq!(plan.admission.admit, Some(1.0));
     assert!(r.state().events.is_empty(), "no step was taken");
     assert_eq!(r.state().last_direction, 0);
     // The red floor wants 6 (1.5 × 4) and nothing caps it: no phantom step in the period.

@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod realtime;
 
 use crate::act::admission::{Admission, ADMISSION_PATH};
+use crate::core::shedding::MAX_ADMIT;
 use crate::model::ReplicaParams;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -352,23 +353,36 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"admit\": FRACTION or null}}: {e}"),
+                format!("expected {{\"admit\": FRACTION or null, \"max_rps\": RATE}}: {e}"),
             )
                 .into_response()
         }
     };
     if let Some(f) = a.admit {
-        if !(f.is_finite() && f > 0.0 && f <= 2.0) {
-            return (StatusCode::BAD_REQUEST, "admit must be in (0, 2] or null").into_response();
+        if !(f.is_finite() && f > 0.0 && f <= MAX_ADMIT) {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("admit must be in (0, {MAX_ADMIT}] or null"),
+            )
+                .into_response();
+        }
+    }
+    if let Some(r) = a.max_rps {
+        if !(r.is_finite() && r > 0.0 && r <= 1e7) || a.admit.is_none() {
+            return (
+                StatusCode::BAD_REQUEST,
+                "max_rps must be in (0, 1e7], with admit set",
+            )
+                .into_response();
         }
     }
     match s.admission.lock() {
         Ok(mut cur) => {
             if *cur != a {
-                tracing::info!(admit = ?a.admit, "admission limit set");
+                tracing::info!(admit = ?a.admit, max_rps = ?a.max_rps, "admission limit set");
             }
             *cur = a;
-            s.model.set_admit(a.admit);
+            s.model.set_admit(a);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -393,7 +407,7 @@ pub fn serve(opts: Options) -> crate::Result<()> {
         sessions.session_config.sse_retry = None;
         let state = Arc::new(StandIn {
             metrics: ErlmcpMetrics::new(),
-            admission: Mutex::new(Admission { admit: None }),
+            admission: Mutex::new(Admission::ALL),
             model: RealTime::new(opts.params(), opts.zero_latency),
             sessions: Arc::new(sessions),
             in_flight: AtomicUsize::new(0),

@@ -6,6 +6,7 @@
 //! replica and for each session. The replica's capacity is small and configurable, so a
 //! replica saturates on a 2-core machine the way an erlmcp replica does on its 2 CPUs.
 
+use crate::act::admission::Admission;
 use crate::model::ReplicaParams;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -60,7 +61,7 @@ struct Inner {
     rate: Rate,
     backlog_s: f64,
     tokens: f64,
-    admit: Option<f64>,
+    admit: Admission,
     sessions: HashMap<String, Session>,
     rng: u64,
 }
@@ -83,14 +84,14 @@ impl RealTime {
                 rate: Rate::new(now),
                 backlog_s: 0.0,
                 tokens: 0.0,
-                admit: None,
+                admit: Admission::ALL,
                 sessions: HashMap::new(),
                 rng: 0x57A4_D1E5,
             }),
         }
     }
 
-    pub fn set_admit(&self, admit: Option<f64>) {
+    pub fn set_admit(&self, admit: Admission) {
         if let Ok(mut i) = self.inner.lock() {
             i.admit = admit;
         }
@@ -114,12 +115,17 @@ impl RealTime {
         };
         let dt = now.saturating_duration_since(i.last).as_secs_f64();
         i.last = now;
-        // Admission first: token buckets at admit × capacity, for the replica and the session.
-        if let Some(a) = i.admit {
-            let cap = a * p.capacity_rps;
+        // Admission first: token buckets for the replica (max_rps, or admit × its own
+        // capacity) and for each session (a fair share, or admit × a process's capacity).
+        let sessions = i.sessions.len().max(1) as f64;
+        let limits = i.admit.admit.map(|a| match i.admit.max_rps {
+            Some(r) => (r, r / sessions),
+            None => (a * p.capacity_rps, a * p.conn_capacity_rps),
+        });
+        if let Some((cap, _)) = limits {
             i.tokens = (i.tokens + dt * cap).min(cap * 0.1 + 1.0);
         }
-        let admit = i.admit;
+        let admit = limits;
         let sess = session.map(|id| {
             let s = i.sessions.entry(id.to_string()).or_insert_with(|| Session {
                 rate: Rate::new(now),
@@ -127,8 +133,7 @@ impl RealTime {
                 tokens: 1.0,
             });
             let sdt = now.saturating_duration_since(s.rate.last).as_secs_f64();
-            if let Some(a) = admit {
-                let cap = a * p.conn_capacity_rps;
+            if let Some((_, cap)) = admit {
                 s.tokens = (s.tokens + sdt * cap).min(cap * 0.1 + 1.0);
             }
             s.clone()
@@ -215,11 +220,14 @@ mod tests {
     #[test]
     fn admission_sheds_past_the_limit() {
         let rt = RealTime::new(params(100.0), false);
-        rt.set_admit(Some(0.5));
+        rt.set_admit(Admission {
+            admit: Some(0.5),
+            max_rps: None,
+        });
         // 200 requests at once: the bucket holds ~6 (0.1 s of 50/s, plus one).
         let shed = (0..200).filter(|_| rt.request(None) == Admit::Shed).count();
         assert!(shed > 180, "{shed}");
-        rt.set_admit(None);
+        rt.set_admit(Admission::ALL);
         assert!(matches!(rt.request(None), Admit::Serve { .. }));
     }
 

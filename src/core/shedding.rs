@@ -1,0 +1,349 @@
+//! Shedding as a closed loop on latency. A tier that sheds starts at its `admit` (a
+//! fraction of the policy's per-replica throughput capacity), then each new p95 reading
+//! moves the limit toward the tier's latency goal, in the manner of Netflix's gradient
+//! concurrency limit and Envoy's adaptive concurrency filter:
+//!
+//! - above 90% of the goal, the limit shrinks by √(0.9 × goal / p95) (at most halved per
+//!   reading): the goal is a ceiling, so the loop aims below it;
+//! - below 70% of the goal, and not rising, it grows by (0.9 × goal / p95)^¼ (at most
+//!   +50%), at most once per half window: what more admitted load does to latency takes
+//!   that long to show (a mailbox fills over a minute);
+//! - in between it holds: a dead band, so the loop settles instead of hunting.
+//!
+//! The limit binds only where a replica is offered more than it. It grows to at most
+//! three times the demand per ready replica (connections stay where they landed, so some
+//! replicas carry more than the average) and no further, so that it can bite again soon.
+//! At that cap with latency calm, nothing is shed at all: the limit would only trim the
+//! hottest replicas, and sheds count as errors in the shipped error signal, so shedding
+//! that outlives the need would hold its own tier up.
+//!
+//! The roots damp the steps. The p95 reading is a quantile over the query's rate
+//! window (1 m shipped): latency that fell shows only once the window has passed. So the
+//! limit shrinks again only once the window has passed since its last change (`settle`):
+//! cutting on readings that still hold the time before the cut would cut to the floor. The limit never exceeds what
+//! the service is offered per ready replica (+10%): past that nothing is shed, and a
+//! limit far above the demand would take many readings to come back when needed. The
+//! limit is against the policy's capacity, never the replica's physical one: the policy
+//! is all the controller knows.
+
+use super::observation::Reading;
+use super::reason::Reason;
+use super::state::ShedLoop;
+use crate::policy::SignalKind;
+
+/// The lowest limit: 5% of the policy's capacity keeps a trickle flowing, so that the
+/// latency of what is admitted can still be measured.
+pub const MIN_ADMIT: f64 = 0.05;
+
+/// The highest limit, a fraction of capacity: without a throughput signal to bound it
+/// by the demand, the loop stops growing here.
+pub const MAX_ADMIT: f64 = 100.0;
+
+/// How far above the demand per ready replica the limit may grow.
+const HOT: f64 = 3.0;
+
+/// The dead band, as shares of the goal: hold while p95 is within it.
+const BAND: f64 = 0.7;
+const AIM: f64 = 0.9;
+
+/// What the loop is given each tick.
+pub struct Input<'a> {
+    /// The tier action's starting fraction; `None` when the tier does not shed.
+    pub start: Option<f64>,
+    /// The p95 the loop steers below (seconds); `None`: a static limit at `start`.
+    pub goal_s: Option<f64>,
+    /// The latency signal's raw reading, with its time (a new reading is used once).
+    pub p95: Option<&'a Reading>,
+    /// Demand per ready replica over the policy's per-replica capacity.
+    pub load: Option<f64>,
+    pub now_ms: u64,
+    /// How long the p95 reading takes to forget the past: its query's rate window.
+    pub settle_ms: u64,
+}
+
+/// Advances the loop one tick; returns the fraction to admit (`None`: admit all).
+pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason>) -> Option<f64> {
+    let Some(start) = input.start else {
+        *state = None;
+        return None;
+    };
+    // Entering shedding, or a tier that sheds harder than the current limit: start there.
+    // The reading in hand was taken before shedding began: the loop waits for a new one.
+    let at = |r: Option<&Reading>| match r {
+        Some(&Reading::Value { at_ms, .. }) => at_ms,
+        _ => 0,
+    };
+    let s = state.get_or_insert(ShedLoop {
+        admit: start,
+        start,
+        reading_at_ms: at(input.p95),
+        changed_at_ms: input.now_ms,
+        last_p95: 0.0,
+        released: false,
+    });
+    if start < s.start && s.admit > start {
+        s.admit = start;
+        s.changed_at_ms = input.now_ms;
+    }
+    s.start = start;
+    let Some(goal) = input.goal_s else {
+        s.admit = start;
+        return Some(start);
+    };
+    if let Some(&Reading::Value { value: p95, at_ms }) = input.p95 {
+        if at_ms != s.reading_at_ms && p95.is_finite() && p95 > 0.0 {
+            s.reading_at_ms = at_ms;
+            let g = (AIM * goal / p95).sqrt();
+            let before = s.admit;
+            let settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms);
+            let half_settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms / 2);
+            // Latency on its way up (a mailbox filling) is no time to admit more.
+            let rising = s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1;
+            if p95 > AIM * goal && settled {
+                s.admit *= g.max(0.5);
+            } else if p95 < BAND * goal && !rising && half_settled {
+                s.admit *= g.sqrt().min(1.5);
+            }
+            s.last_p95 = p95;
+            let cap = input
+                .load
+                .filter(|l| l.is_finite())
+                .map(|l| (l * HOT).max(MIN_ADMIT));
+            if let Some(cap) = cap {
+                s.admit = s.admit.min(cap);
+            }
+            s.released = p95 < BAND * goal && !rising && cap.is_some_and(|c| s.admit >= c);
+            s.admit = s.admit.clamp(MIN_ADMIT, MAX_ADMIT);
+            if s.admit != before {
+                s.changed_at_ms = input.now_ms;
+                reasons.push(Reason::ShedAdjusted {
+                    from: before,
+                    to: s.admit,
+                    p95_s: p95,
+                    goal_s: goal,
+                });
+            }
+        }
+    }
+    if s.released {
+        return None;
+    }
+    Some(s.admit)
+}
+
+/// The signal the loop reads.
+pub const LATENCY: SignalKind = SignalKind::P95Latency;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(p95: f64, t: u64) -> Reading {
+        Reading::Value {
+            value: p95,
+            at_ms: t,
+        }
+    }
+
+    /// A toy service: p95 = 50 ms / (1 - admitted / 4)^2 in units of the policy's
+    /// capacity (so 2.4 × capacity gives 312 ms), offered 10 × capacity.
+    fn p95_of(admit: f64) -> f64 {
+        0.05 / (1.0 - (admit / 4.0).min(0.97)).powi(2)
+    }
+
+    #[test]
+    fn converges_below_the_goal_and_gives_back_when_it_recovers() {
+        let mut s = None;
+        let mut r = vec![];
+        let mut admit = 0.0;
+        for k in 0..40 {
+            let p = p95_of(if k == 0 { 0.8 } else { admit });
+            admit = step(
+                &mut s,
+                Input {
+                    start: Some(0.8),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(p, k * 15_000 + 1)),
+                    load: Some(10.0),
+                    now_ms: k * 15_000 + 2,
+                    settle_ms: 0,
+                },
+                &mut r,
+            )
+            .unwrap();
+        }
+        let p = p95_of(admit);
+        assert!(
+            p < 0.225 && p > 0.25 * 0.7 * 0.8,
+            "settled at {admit}: p95 {p}"
+        );
+        // The smallest shed that holds 250 ms admits 2.21; the loop is within 15%.
+        assert!(admit > 1.9 && admit < 2.21, "{admit}");
+    }
+
+    #[test]
+    fn shrinks_when_over_the_goal_at_most_by_half_and_once_per_reading() {
+        let mut s = None;
+        let mut r = vec![];
+        let mut go = |p: f64, t: u64| {
+            step(
+                &mut s,
+                Input {
+                    start: Some(1.0),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(p, t)),
+                    load: Some(10.0),
+                    now_ms: t,
+                    settle_ms: 0,
+                },
+                &mut r,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            go(10.0, 1),
+            1.0,
+            "starts at admit: that reading predates shedding"
+        );
+        assert_eq!(go(10.0, 2), 0.5, "40× over: halved, no more");
+        assert_eq!(go(10.0, 2), 0.5, "the same reading again: no change");
+        assert!(
+            (go(0.9, 3) - 0.25).abs() < 1e-9,
+            "4× over the aim: × √(1/4)"
+        );
+    }
+
+    /// Readings taken within the rate window of a change still hold the time before it:
+    /// the loop does not cut on them (before: 0.8 → 0.05 in four readings of 2 s p95).
+    #[test]
+    fn cuts_wait_for_the_window_and_growth_for_half_of_it() {
+        let mut s = None;
+        let mut r = vec![];
+        let mut go = |p: f64, t: u64| {
+            step(
+                &mut s,
+                Input {
+                    start: Some(0.8),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(p, t)),
+                    load: Some(10.0),
+                    now_ms: t,
+                    settle_ms: 60_000,
+                },
+                &mut r,
+            )
+            .unwrap()
+        };
+        assert_eq!(go(2.0, 0), 0.8);
+        for t in [15_000, 30_000, 45_000] {
+            assert_eq!(go(2.0, t), 0.8, "within the window of the start: held");
+        }
+        assert_eq!(go(2.0, 60_000), 0.4, "a window later: cut");
+        assert_eq!(go(0.1, 75_000), 0.4, "growth waits half a window too");
+        let grown = go(0.1, 90_000);
+        assert!(
+            (grown - 0.4 * 2.25f64.powf(0.25)).abs() < 1e-9,
+            "then grows: {grown}"
+        );
+    }
+
+    #[test]
+    fn never_above_three_times_the_demand_nor_below_the_floor_and_resets_with_the_tier() {
+        let mut s = None;
+        let mut r = vec![];
+        for t in 1..40 {
+            step(
+                &mut s,
+                Input {
+                    start: Some(1.0),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(0.01, t)),
+                    load: Some(0.5),
+                    now_ms: t,
+                    settle_ms: 0,
+                },
+                &mut r,
+            );
+        }
+        assert_eq!(s.map(|s| s.admit), Some(1.5), "demand 0.5: at most 3× it");
+        for t in 40..80 {
+            step(
+                &mut s,
+                Input {
+                    start: Some(1.0),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(100.0, t)),
+                    load: Some(0.5),
+                    now_ms: t,
+                    settle_ms: 0,
+                },
+                &mut r,
+            );
+        }
+        assert_eq!(s.map(|s| s.admit), Some(MIN_ADMIT));
+        let none = Input {
+            start: None,
+            goal_s: Some(0.25),
+            p95: None,
+            load: None,
+            now_ms: 50,
+            settle_ms: 0,
+        };
+        assert_eq!(step(&mut s, none, &mut r), None);
+        assert!(s.is_none());
+    }
+
+    /// A mailbox fills for a minute after more is admitted: rising latency under the goal
+    /// is no reason to admit still more (before: the bombing swung 0.45 → 0.84 → 0.09).
+    #[test]
+    fn no_growth_while_latency_rises() {
+        let mut s = None;
+        let mut r = vec![];
+        let mut go = |p: f64, t: u64| {
+            step(
+                &mut s,
+                Input {
+                    start: Some(1.0),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(p, t)),
+                    load: Some(10.0),
+                    now_ms: t,
+                    settle_ms: 0,
+                },
+                &mut r,
+            )
+            .unwrap()
+        };
+        go(0.05, 1);
+        let a = go(0.05, 2);
+        assert!(a > 1.0);
+        assert_eq!(go(0.1, 3), a, "p95 doubled: hold");
+        assert!(go(0.1, 4) > a, "steady again: grow");
+    }
+
+    #[test]
+    fn a_harder_tier_starts_from_its_own_admit_and_no_goal_is_static() {
+        let mut s = Some(ShedLoop {
+            admit: 3.0,
+            start: 1.0,
+            reading_at_ms: 5,
+            changed_at_ms: 5,
+            last_p95: 0.0,
+            released: false,
+        });
+        let mut r = vec![];
+        let a = step(
+            &mut s,
+            Input {
+                start: Some(0.8),
+                goal_s: None,
+                p95: Some(&at(0.01, 6)),
+                load: Some(10.0),
+                now_ms: 6,
+                settle_ms: 0,
+            },
+            &mut r,
+        );
+        assert_eq!(a, Some(0.8));
+    }
+}
