@@ -126,6 +126,10 @@ pub struct SimResult {
 pub struct Baseline {
     pub name: &'static str,
     pub summary: Summary,
+    /// Its replicas and p95 over time, for the chart's overlay (not in `--json`: the
+    /// policy's timeline is the one to read).
+    #[serde(skip)]
+    pub timeline: Vec<TimelinePoint>,
 }
 
 impl Summary {
@@ -204,7 +208,6 @@ pub fn hpa_baseline(
     let opts = Options {
         interval: crate::baseline::HPA_SYNC.max(opts.tick),
         controlled: true,
-        record: false,
         ..opts
     };
     let r = run_judged(
@@ -218,6 +221,7 @@ pub fn hpa_baseline(
     Baseline {
         name: "hpa",
         summary: r.summary,
+        timeline: r.timeline,
     }
 }
 

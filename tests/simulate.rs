@@ -279,9 +279,16 @@ fn report_dir_has_json_and_an_svg_chart() {
     let svg = std::fs::read_to_string(dir.join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("p95 ms") && svg.contains("replicas"));
     assert!(svg.contains("bombing"), "phases are labelled");
+    // The scenario compares itself with HPA: its replicas and p95 overlay the chart.
+    assert!(svg.contains("replicas (hpa)") && svg.contains("p95 (hpa)"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["scenario"], "message-bombing");
+    assert!(json["baseline"]["summary"].is_object());
+    assert!(
+        json["baseline"].get("timeline").is_none(),
+        "the JSON stays lean"
+    );
 }
 
 fn sim_text(text: &str, policy: &andon::policy::Policy, controlled: bool) -> SimResult {

@@ -210,7 +210,6 @@ pub struct Capacity {
     pub tolerance: f64,
 }
 
-
 /// A tier's minimum replica count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -618,10 +618,7 @@ impl Checker<'_> {
                             None
                         }
                         Err(e) => {
-                            self.error(
-                                &format!("{path}.p95_goal"),
-                                format!("{e}, or static"),
-                            );
+                            self.error(&format!("{path}.p95_goal"), format!("{e}, or static"));
                             None
                         }
                     },

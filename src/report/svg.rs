@@ -6,6 +6,9 @@ use crate::scenario::Scenario;
 use crate::simulate::SimResult;
 use plotters::prelude::*;
 
+/// The baseline controller's lines.
+const BASELINE: RGBColor = RGBColor(230, 120, 0);
+
 fn tier_color(t: Tier) -> RGBColor {
     match t {
         Tier::Green => RGBColor(76, 175, 80),
@@ -96,8 +99,11 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
     }
 
     // Replicas and ready tasks.
+    let base = r.baseline.as_ref().filter(|b| !b.timeline.is_empty());
+    let base_tl = base.map_or(&[][..], |b| &b.timeline[..]);
     let max_rep = tl
         .iter()
+        .chain(base_tl)
         .map(|p| p.replicas.max(p.ready))
         .max()
         .unwrap_or(1)
@@ -121,13 +127,28 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
     ))?
     .label("ready")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], CYAN));
+    // The baseline (`--baseline hpa`) on the same axes, in orange.
+    if let Some(b) = base {
+        c.draw_series(LineSeries::new(
+            b.timeline.iter().map(|p| (p.t_s, p.replicas as f64)),
+            BASELINE.stroke_width(2),
+        ))?
+        .label(format!("replicas ({})", b.name))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BASELINE));
+    }
     c.configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
 
     // p95 (admitted requests), with the tier thresholds of latency if the policy has them.
-    let max_p95 = tl.iter().map(|p| p.p95_ms).fold(0.0, f64::max).max(200.0) * 1.1;
+    let max_p95 = tl
+        .iter()
+        .chain(base_tl)
+        .map(|p| p.p95_ms)
+        .fold(0.0, f64::max)
+        .max(200.0)
+        * 1.1;
     let mut c = ChartBuilder::on(&panels[1])
         .margin(8)
         .x_label_area_size(25)
@@ -140,6 +161,14 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
     ))?
     .label("p95 (admitted)")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    if let Some(b) = base {
+        c.draw_series(LineSeries::new(
+            b.timeline.iter().map(|p| (p.t_s, p.p95_ms.min(max_p95))),
+            BASELINE.stroke_width(2),
+        ))?
+        .label(format!("p95 ({})", b.name))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BASELINE));
+    }
     c.draw_series(LineSeries::new(
         tl.iter().map(|p| (p.t_s, p.p99_ms.min(max_p95))),
         RGBColor(150, 150, 150),
