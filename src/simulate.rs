@@ -306,6 +306,10 @@ pub fn run_judged(
         scenario.scrape_interval.as_millis() as u64,
         &params,
     );
+    if let Some(f) = &policy.panic_fast {
+        let window = crate::policy::promql::longest_range(&f.query).unwrap_or(opts.tick);
+        prom.fast_ticks = (window.as_secs_f64() / dt).round().max(1.0) as usize;
+    }
     let mut swarm = ModelSwarm::new();
     let mut controller = Reconciler::new();
     let mut timeline = Vec::new();

@@ -542,3 +542,41 @@ fn overload_sheds_close_to_the_least_that_holds_p95() {
         least * 100.0
     );
 }
+
+/// A step in the rate with the connections unchanged: the fast panic signal (throughput
+/// over 30 s) sees it at full height within a scrape and panic jumps to the peak; the
+/// 1 m rate alone climbs there in +4/+100% steps (three updates, 25 s later).
+#[test]
+fn a_rate_step_is_answered_in_one_jump_by_the_fast_panic_signal() {
+    let text = "name: rate-step\nreplicas: 8\nphases:\n  - {name: calm, duration: 3m, connections: 200, rate: {per_connection: 5}, mix: {tools/call: 1}}\n  - {name: hold, duration: 3m, connections: 200, rate: {per_connection: 50}, mix: {tools/call: 1}}\n";
+    let p = shipped();
+    assert!(
+        p.panic_fast.is_some(),
+        "the shipped policy has a fast signal"
+    );
+    let mut slow = p.clone();
+    slow.panic_fast = None;
+    let reach = |r: &SimResult| {
+        let up: Vec<u32> = r
+            .timeline
+            .windows(2)
+            .filter(|w| w[1].replicas > w[0].replicas)
+            .map(|w| w[1].replicas)
+            .collect();
+        let at = r.timeline.iter().find(|t| t.replicas == 20).map(|t| t.t_s);
+        (up, at)
+    };
+    let (fast_ups, fast_at) = reach(&sim_text(text, &p, true));
+    let (slow_ups, slow_at) = reach(&sim_text(text, &slow, true));
+    assert!(
+        fast_ups.len() <= 2 && fast_ups.last() == Some(&20),
+        "fast: {fast_ups:?}"
+    );
+    assert!(slow_ups.len() > fast_ups.len(), "slow: {slow_ups:?}");
+    assert!(fast_at < slow_at, "fast {fast_at:?} s, slow {slow_at:?} s");
+    let r = sim_text(text, &p, true);
+    assert!(
+        r.events.iter().any(|e| e.text.contains("panic")),
+        "panic fired"
+    );
+}

@@ -13,26 +13,30 @@ pub fn classify(policy: &Policy, obs: &Observations, now_ms: u64) -> Qualities {
     let stale_ms = policy.jidoka.stale_after.as_millis() as u64;
     let mut q: Qualities = [None; 7];
     for signal in &policy.signals {
-        let quality = match (&obs.source_error, obs.get(signal.kind)) {
-            (Some(_), _) => Quality::Error,
-            (None, None) | (None, Some(Reading::Missing)) => Quality::Missing,
-            (None, Some(Reading::Error { .. })) => Quality::Error,
-            (None, Some(Reading::Ambiguous { series })) => Quality::Ambiguous { series: *series },
-            (None, Some(Reading::Value { value, at_ms })) => {
-                if !value.is_finite() {
-                    Quality::NotFinite
-                } else if now_ms.saturating_sub(*at_ms) > stale_ms {
-                    Quality::Stale {
-                        age_s: now_ms.saturating_sub(*at_ms) as f64 / 1000.0,
-                    }
-                } else {
-                    Quality::Good { value: *value }
-                }
-            }
-        };
-        q[signal.kind.index()] = Some(quality);
+        q[signal.kind.index()] = Some(quality(obs, obs.get(signal.kind), stale_ms, now_ms));
     }
     q
+}
+
+/// One reading's quality: the same rules for the signals and the fast panic signal.
+pub fn quality(obs: &Observations, r: Option<&Reading>, stale_ms: u64, now_ms: u64) -> Quality {
+    match (&obs.source_error, r) {
+        (Some(_), _) => Quality::Error,
+        (None, None) | (None, Some(Reading::Missing)) => Quality::Missing,
+        (None, Some(Reading::Error { .. })) => Quality::Error,
+        (None, Some(Reading::Ambiguous { series })) => Quality::Ambiguous { series: *series },
+        (None, Some(Reading::Value { value, at_ms })) => {
+            if !value.is_finite() {
+                Quality::NotFinite
+            } else if now_ms.saturating_sub(*at_ms) > stale_ms {
+                Quality::Stale {
+                    age_s: now_ms.saturating_sub(*at_ms) as f64 / 1000.0,
+                }
+            } else {
+                Quality::Good { value: *value }
+            }
+        }
+    }
 }
 
 /// Counts source failures: a tick fails when the source errored as a whole or no signal

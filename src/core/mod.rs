@@ -228,7 +228,21 @@ pub fn decide_in_place(
 
     let mut panicking = false;
     if let Some(p) = &policy.behavior.panic {
-        let ratio = capacity::load_ratio(&policy.capacity, &q, replicas.ready);
+        // The fast signal, when the policy has one and it reads well, stands beside its
+        // slow self: panic weighs whichever says more.
+        let mut fast_q = q;
+        if let Some(f) = &policy.panic_fast {
+            let stale = policy.jidoka.stale_after.as_millis() as u64;
+            let fq = jidoka::quality(obs, obs.fast.as_ref(), stale, now_ms);
+            if let (Quality::Good { value }, Some(Quality::Good { value: slow })) =
+                (fq, q[f.kind.index()])
+            {
+                fast_q[f.kind.index()] = Some(Quality::Good {
+                    value: value.max(slow),
+                });
+            }
+        }
+        let ratio = capacity::load_ratio(&policy.capacity, &fast_q, replicas.ready);
         if let Some(ps) = smoothing::panic(state, p, ratio, replicas.ready, now_ms, &mut reasons) {
             panicking = true;
             if let Some(w) = ps.want.filter(|_| !freeze) {

@@ -70,6 +70,9 @@ pub struct Observations {
     /// cover part of the service: bad data for a scale-down (HPA: pods without metrics).
     #[serde(default)]
     pub targets: Option<u32>,
+    /// The policy's fast demand signal (`behavior.panic.fast`), read for panic only.
+    #[serde(default)]
+    pub fast: Option<Reading>,
 }
 
 impl Observations {
@@ -83,6 +86,7 @@ impl Observations {
     /// Good readings of all given signals, taken now.
     pub fn values(now_ms: u64, values: &[(SignalKind, f64)]) -> Self {
         Observations {
+            fast: None,
             readings: values
                 .iter()
                 .map(|(k, v)| {

@@ -264,6 +264,7 @@ fn missing_data_never_scales_down() {
     r.ticks(10, 0.05, 100.0);
     for i in 0..700 {
         let obs = Observations {
+            fast: None,
             readings: vec![
                 (
                     P95Latency,
@@ -290,6 +291,7 @@ fn one_missing_demand_signal_blocks_scale_down_even_when_another_says_low() {
     let mut r = Run::new(policy_two_demands(), 10);
     for _ in 0..700 {
         let obs = Observations {
+            fast: None,
             readings: vec![
                 (
                     P95Latency,
@@ -346,6 +348,7 @@ fn freeze_blocks_scale_up_too() {
     p.jidoka.on_bad_data = crate::policy::OnBadData::Freeze;
     let mut r = Run::new(p, 4);
     let obs = Observations {
+        fast: None,
         readings: vec![
             (
                 P95Latency,
@@ -388,6 +391,7 @@ fn freeze_blocks_scale_up_too() {
 fn no_good_signal_at_all_counts_as_a_failure() {
     let mut r = Run::new(policy_without_panic(), 10);
     let empty = Observations {
+        fast: None,
         readings: vec![
             (P95Latency, Reading::Missing),
             (Connections, Reading::Missing),
@@ -416,6 +420,7 @@ fn an_outage_does_not_count_toward_for_or_cooldown() {
     p.jidoka.stop_after_failures = 1;
     let mut r = Run::new(p, 10);
     let down = Observations {
+        fast: None,
         readings: vec![],
         source_error: Some("down".into()),
         targets: None,
@@ -516,6 +521,7 @@ fn state_with_no_ready_replicas_still_serialises() {
 fn stale_and_nan_readings_are_bad_data() {
     let p = policy();
     let obs = Observations {
+        fast: None,
         readings: vec![
             (
                 P95Latency,
@@ -571,6 +577,7 @@ fn consecutive_failures_stop_the_line_and_good_data_resumes_it() {
     let mut r = Run::new(policy_without_panic(), 10);
     r.ticks(5, 0.3, 100.0);
     let down = Observations {
+        fast: None,
         readings: vec![],
         source_error: Some("connection refused".into()),
         targets: None,
@@ -595,6 +602,7 @@ fn stopped_line_keeps_the_tier_shedding() {
     let mut r = Run::new(policy(), 10);
     assert_eq!(r.ticks(1, 0.9, 100.0).shed_admit, Some(0.8));
     let down = Observations {
+        fast: None,
         readings: vec![],
         source_error: Some("timeout".into()),
         targets: None,
@@ -843,6 +851,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::HalfMissing(c) => Observations {
+            fast: None,
             readings: vec![
                 (
                     P95Latency,
@@ -880,6 +889,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::Stale(c) => Observations {
+            fast: None,
             readings: vec![
                 (
                     P95Latency,
@@ -914,6 +924,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             targets: None,
         },
         Obs::Missing => Observations {
+            fast: None,
             readings: vec![
                 (P95Latency, Reading::Missing),
                 (Connections, Reading::Missing),
@@ -930,6 +941,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::Down => Observations {
+            fast: None,
             readings: vec![],
             source_error: Some("down".into()),
             targets: None,
@@ -1049,4 +1061,55 @@ proptest! {
             prop_assert!(in_window <= 2, "{} reversals within 10 min from {}", in_window, t);
         }
     }
+}
+
+/// The fast panic signal stands beside its slow self: a step it sees at full height
+/// panics at once; a fast reading that is bad (NaN here) is ignored, never trusted.
+#[test]
+fn panic_weighs_the_fast_signal_and_ignores_it_when_bad() {
+    let mut p = policy_two_demands();
+    p.behavior.panic = policy().behavior.panic;
+    p.panic_fast = Some(crate::policy::Signal {
+        kind: Throughput,
+        query: "rate(rps{service=\"$service\"}[30s])".into(),
+        unit: p
+            .signals
+            .iter()
+            .find(|s| s.kind == Throughput)
+            .unwrap()
+            .unit,
+        combine: None,
+    });
+    let run = |fast: f64| {
+        let mut r = Run::new(p.clone(), 4);
+        let mut obs = Observations::values(
+            r.now,
+            &[
+                (P95Latency, 0.05),
+                (ErrorRate, 0.0),
+                (Connections, 10.0),
+                (Throughput, 400.0),
+            ],
+        );
+        obs.fast = Some(Reading::Value {
+            value: fast,
+            at_ms: r.now,
+        });
+        r.tick(&obs)
+    };
+    let d = run(1200.0);
+    assert!(
+        d.panic,
+        "fast 1200/s on 4 × 100/s: 300% ≥ 200%: {}",
+        d.summary()
+    );
+    assert_eq!(d.desired, 12, "{}", d.summary());
+    let d = run(f64::NAN);
+    assert!(!d.panic, "{}", d.summary());
+    assert_eq!(
+        d.desired,
+        4,
+        "the slow 400/s alone: 4 replicas: {}",
+        d.summary()
+    );
 }

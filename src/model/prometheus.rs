@@ -32,6 +32,8 @@ const HISTOGRAM_TOP_S: f64 = 10.0;
 struct Scrape {
     at_ms: u64,
     values: [f64; 7],
+    /// The throughput over the fast window (`behavior.panic.fast`).
+    fast_throughput: f64,
     targets: u32,
 }
 
@@ -50,6 +52,9 @@ pub struct ModelPrometheus {
     pub stale_until_ms: u64,
     /// Targets not scraped, until when.
     pub gap: Option<(u32, u64)>,
+    /// Model ticks in the fast panic signal's window (its query's `[30s]`); the model
+    /// answers a fast throughput over them, and any other fast signal as the signal.
+    pub fast_ticks: usize,
 }
 
 impl ModelPrometheus {
@@ -74,6 +79,7 @@ impl ModelPrometheus {
             down_until_ms: 0,
             stale_until_ms: 0,
             gap: None,
+            fast_ticks: 1,
         }
     }
 
@@ -142,9 +148,18 @@ impl ModelPrometheus {
         v[SignalKind::Connections.index()] = last.connections as f64 * part;
         v[SignalKind::Throughput.index()] = (self.sum_offered / n).max(0.0) * part;
         v[SignalKind::QueueDepth.index()] = last.queue_depth * part;
+        let k = self.fast_ticks.clamp(1, self.window.len().max(1));
+        let fast: f64 = self
+            .window
+            .iter()
+            .rev()
+            .take(k)
+            .map(|m| m.offered_rps)
+            .sum();
         Scrape {
             at_ms: now_ms,
             values: v,
+            fast_throughput: (fast / k as f64).max(0.0) * part,
             targets: ready - missing,
         }
     }
@@ -153,6 +168,7 @@ impl ModelPrometheus {
     pub fn observe(&self, policy: &Policy, now_ms: u64) -> Observations {
         if now_ms < self.down_until_ms {
             return Observations {
+                fast: None,
                 readings: Vec::new(),
                 source_error: Some("Prometheus unreachable (connection refused)".into()),
                 targets: None,
@@ -187,7 +203,21 @@ impl ModelPrometheus {
                 (sig.kind, r)
             })
             .collect();
+        let fast = policy.panic_fast.as_ref().map(|f| {
+            if age > self.rate_window_ms {
+                Reading::Missing
+            } else {
+                Reading::Value {
+                    value: match f.kind {
+                        SignalKind::Throughput => s.fast_throughput,
+                        k => s.values[k.index()],
+                    },
+                    at_ms: if dated { s.at_ms } else { now_ms },
+                }
+            }
+        });
         Observations {
+            fast,
             readings,
             source_error: None,
             // A target whose last scrape is older than stale_after does not count.

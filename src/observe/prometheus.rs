@@ -152,7 +152,7 @@ impl PromSource {
         };
         let ((per_signal, unreachable, last_error), targets) =
             tokio::join!(self.read_signals(policy, services), targets);
-        let source_error = (unreachable == policy.signals.len() && unreachable > 0)
+        let source_error = (unreachable == per_signal.len() && unreachable > 0)
             .then(|| format!("Prometheus at {}: {last_error}", self.url));
         let targets = targets.filter(|_| source_error.is_none());
         let now = crate::record::server::now_ms();
@@ -160,37 +160,41 @@ impl PromSource {
         services
             .iter()
             .map(|name| {
+                let reading = |r: &Option<SignalRead>| match r {
+                    Some(Ok(m)) => match m.get(name).cloned() {
+                        // Dated no later than the newest scrape of its targets.
+                        Some(Reading::Value { value, at_ms }) => Reading::Value {
+                            value,
+                            at_ms: match targets.as_ref().map(|t| t.get(name)) {
+                                Some(Some(t)) => at_ms.min(t.newest_ms),
+                                _ => at_ms,
+                            },
+                        },
+                        Some(other) => other,
+                        None => Reading::Missing,
+                    },
+                    Some(Err(e)) => Reading::Error {
+                        message: e.message.clone(),
+                    },
+                    None => Reading::Error {
+                        message: "query task failed".into(),
+                    },
+                };
                 let readings = policy
                     .signals
                     .iter()
                     .zip(per_signal.iter())
-                    .map(|(s, r)| {
-                        let reading = match r {
-                            Some(Ok(m)) => match m.get(name).cloned() {
-                                // Dated no later than the newest scrape of its targets.
-                                Some(Reading::Value { value, at_ms }) => Reading::Value {
-                                    value,
-                                    at_ms: match targets.as_ref().map(|t| t.get(name)) {
-                                        Some(Some(t)) => at_ms.min(t.newest_ms),
-                                        _ => at_ms,
-                                    },
-                                },
-                                Some(other) => other,
-                                None => Reading::Missing,
-                            },
-                            Some(Err(e)) => Reading::Error {
-                                message: e.message.clone(),
-                            },
-                            None => Reading::Error {
-                                message: "query task failed".into(),
-                            },
-                        };
-                        (s.kind, reading)
-                    })
+                    .map(|(s, r)| (s.kind, reading(r)))
                     .collect();
+                let fast = policy
+                    .panic_fast
+                    .as_ref()
+                    .and(per_signal.get(policy.signals.len()))
+                    .map(reading);
                 (
                     name.clone(),
                     Observations {
+                        fast,
                         readings,
                         source_error: source_error.clone(),
                         targets: targets
@@ -210,12 +214,14 @@ impl PromSource {
         services: &[String],
     ) -> (Vec<Option<SignalRead>>, usize, String) {
         let mut set: JoinSet<SignalResult> = JoinSet::new();
-        for (i, signal) in policy.signals.iter().enumerate() {
+        // The fast panic signal, if any, goes out with the others, last.
+        let all: Vec<&Signal> = policy.signals.iter().chain(&policy.panic_fast).collect();
+        for (i, signal) in all.iter().enumerate() {
             let (client, signal, services) =
-                (self.client.clone(), signal.clone(), services.to_vec());
+                (self.client.clone(), (*signal).clone(), services.to_vec());
             set.spawn(async move { (i, query_signal(&client, &signal, &services).await) });
         }
-        let mut per_signal: Vec<Option<SignalRead>> = vec![None; policy.signals.len()];
+        let mut per_signal: Vec<Option<SignalRead>> = vec![None; all.len()];
         let mut unreachable = 0usize;
         let mut last_error = String::new();
         while let Some(joined) = set.join_next().await {

@@ -46,9 +46,11 @@ pub fn run(
     let source = PromSource::new(url, timeout, &Auth::None)?;
     let rt = crate::run::single_thread_runtime()?;
     let observations = rt.block_on(source.observe(policy, services));
-    // Per signal, the metrics its query names that no target exports at all.
-    let named: Vec<Vec<String>> = policy
-        .signals
+    // The signals, then the fast panic signal: each query is tried.
+    let queries: Vec<&crate::policy::Signal> =
+        policy.signals.iter().chain(&policy.panic_fast).collect();
+    // Per query, the metrics it names that no target exports at all.
+    let named: Vec<Vec<String>> = queries
         .iter()
         .map(|s| crate::policy::promql::metric_names(&s.query))
         .collect();
@@ -80,8 +82,14 @@ pub fn run(
             obs.get(SignalKind::Throughput),
             Some(Reading::Value { value, .. }) if *value == 0.0
         );
-        for (s, missing_metrics) in policy.signals.iter().zip(&absent) {
-            let (level, text) = match obs.get(s.kind) {
+        for (i, (s, missing_metrics)) in queries.iter().zip(&absent).enumerate() {
+            let fast = i >= policy.signals.len();
+            let reading = if fast {
+                obs.fast.as_ref()
+            } else {
+                obs.get(s.kind)
+            };
+            let (level, text) = match reading {
                 Some(Reading::Value { value, .. }) => plausible(s.kind, *value),
                 Some(Reading::Missing) | None if !missing_metrics.is_empty() => (
                     Level::Warning,
@@ -106,7 +114,11 @@ pub fn run(
             };
             out.push(Finding {
                 service: svc.clone(),
-                query: s.kind.name().into(),
+                query: if fast {
+                    format!("panic.fast ({})", s.kind.name())
+                } else {
+                    s.kind.name().into()
+                },
                 level,
                 text,
             });

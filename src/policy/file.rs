@@ -179,6 +179,16 @@ pub struct PanicFile {
     pub window: String,
     pub threshold: f64,
     pub stable_window: String,
+    /// A fast reading of one demand signal, read for panic only.
+    pub fast: Option<FastFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastFile {
+    /// The demand signal it is a fast reading of (its unit and capacity apply).
+    pub signal: String,
+    pub query: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -394,6 +394,9 @@ pub struct Policy {
     /// compares the targets that report with the running tasks, and dates every reading by
     /// its targets' last scrape (an instant query is dated at evaluation time).
     pub targets: Option<String>,
+    /// `behavior.panic.fast`: a fast reading of one demand signal (e.g. a 30 s rate where
+    /// the signal has 1 m), which panic mode reads beside the signals.
+    pub panic_fast: Option<Signal>,
     /// How long the p95 signal remembers the past: its query's longest range (`[1m]`),
     /// 1 m when it has none. The shedding loop waits this long before cutting again.
     pub latency_window: std::time::Duration,

@@ -139,6 +139,12 @@ impl Checker<'_> {
             }
             t.query.trim().to_string()
         });
+        let panic_fast = raw
+            .behavior
+            .panic
+            .as_ref()
+            .and_then(|p| p.fast.as_ref())
+            .and_then(|f| self.panic_fast(f, &signals, &capacity));
         let latency_window = signals
             .iter()
             .find(|s| s.kind == SignalKind::P95Latency)
@@ -154,6 +160,7 @@ impl Checker<'_> {
             jidoka,
             targets,
             latency_window,
+            panic_fast,
         }
     }
 
@@ -570,6 +577,47 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+
+    /// `behavior.panic.fast`: a demand signal's fast query, with that signal's unit and
+    /// combination, checked like any signal's.
+    fn panic_fast(
+        &mut self,
+        f: &FastFile,
+        signals: &[Signal],
+        capacity: &Capacity,
+    ) -> Option<Signal> {
+        let path = "behavior.panic.fast";
+        let demand: Vec<&str> = capacity.per_replica.iter().map(|(k, _)| k.name()).collect();
+        let Some(base) = signals.iter().find(|s| s.kind.name() == f.signal) else {
+            self.error(&format!("{path}.signal"), format!("`{}` is not a signal of this policy; allowed: a demand signal with a capacity: {}", f.signal, demand.join(", ")));
+            return None;
+        };
+        if !demand.contains(&f.signal.as_str()) {
+            self.error(
+                &format!("{path}.signal"),
+                format!(
+                    "`{}` has no capacity.per_replica, so panic cannot weigh it; allowed: {}",
+                    f.signal,
+                    demand.join(", ")
+                ),
+            );
+            return None;
+        }
+        if !f.query.contains(SERVICE_PLACEHOLDER) {
+            self.error(&format!("{path}.query"), format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per service, as the signal's own query"));
+            return None;
+        }
+        if let Err(e) = promql::check(&f.query) {
+            self.error(&format!("{path}.query"), e);
+            return None;
+        }
+        Some(Signal {
+            kind: base.kind,
+            query: f.query.trim().to_string(),
+            unit: base.unit,
+            combine: base.combine,
+        })
     }
 
     /// A shedding tier's latency goal defaults to the p95 entry threshold of the

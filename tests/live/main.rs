@@ -549,6 +549,8 @@ fn check_tries_the_shipped_queries_against_the_real_prometheus() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no target count in:\n{out}"));
     assert!(targets >= 2, "{out}");
+    // The fast panic signal is tried against real Prometheus too.
+    assert!(out.contains("panic.fast (throughput)"), "{out}");
     let (code, out) = check("policies/drill-fast.yaml", &url);
     assert_eq!(code, 0, "{out}");
 
