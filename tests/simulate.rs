@@ -580,3 +580,70 @@ fn a_rate_step_is_answered_in_one_jump_by_the_fast_panic_signal() {
         "panic fired"
     );
 }
+
+/// The README's headline and suite tables, printed side by side with the HPA baseline
+/// (`cargo test --release --test simulate headline_table -- --nocapture`). "Late" is the
+/// window each scenario's hypothesis covers (its first expectation with a phase); the
+/// claim checked here: andon's late p95 is never above HPA's.
+#[test]
+fn headline_table_andon_against_hpa() {
+    let p = shipped();
+    let late = |tl: &[simulate::TimelinePoint], sc: &scenario::Scenario| {
+        let w = sc
+            .expect
+            .iter()
+            .find_map(|e| e.window.during.map(|d| (d, e.window.skip)));
+        let (from, to) = match w {
+            Some((i, skip)) => {
+                let (a, b) = sc.phase_bounds(i);
+                ((a + skip).as_secs_f64(), b.as_secs_f64())
+            }
+            None => (0.0, f64::MAX),
+        };
+        let pts: Vec<&simulate::TimelinePoint> =
+            tl.iter().filter(|t| t.t_s >= from && t.t_s < to).collect();
+        let p95 = pts.iter().map(|t| t.p95_ms).fold(0.0, f64::max);
+        let offered: f64 = pts.iter().map(|t| t.offered_rps).sum();
+        let timeouts: f64 = pts.iter().map(|t| t.offered_rps * t.timeout_rate).sum();
+        (p95, timeouts / offered.max(1e-9))
+    };
+    println!("| scenario | late p95, andon / HPA | late timeouts, andon / HPA | seconds red or worse, andon / HPA | replica-seconds, andon / HPA | scale updates, andon / HPA | direction changes, andon / HPA | shed, andon |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for name in [
+        "connection-flood",
+        "message-bombing",
+        "baseline",
+        "step",
+        "sawtooth",
+        "overload",
+        "diurnal",
+        "drop-to-zero",
+        "cold-start",
+    ] {
+        let sc = scenario::load(&format!("chaos/{name}.yaml")).unwrap();
+        let a = simulate::run(&sc, &p, &p.services[0], Options::default());
+        let h = simulate::hpa_baseline(&sc, &p, &p.services[0], Options::default());
+        let (ap, at) = late(&a.timeline, &sc);
+        let (hp, ht) = late(&h.timeline, &sc);
+        let (s, b) = (&a.summary, &h.summary);
+        println!(
+            "| {name} | {ap:.0} / {hp:.0} ms | {:.2}% / {:.2}% | {:.0} / {:.0} | {:.0} / {:.0} ({:.2}×) | {} / {} | {} / {} | {:.1}% |",
+            at * 100.0,
+            ht * 100.0,
+            s.seconds_red_or_worse,
+            b.seconds_red_or_worse,
+            s.replica_seconds,
+            b.replica_seconds,
+            s.replica_seconds / b.replica_seconds,
+            s.scale_actions,
+            b.scale_actions,
+            s.direction_changes,
+            b.direction_changes,
+            s.shed_fraction * 100.0
+        );
+        assert!(
+            ap <= hp * 1.001,
+            "{name}: late p95 {ap} ms above HPA's {hp} ms"
+        );
+    }
+}

@@ -69,16 +69,16 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
     };
     // Entering shedding, or a tier that sheds harder than the current limit: start there.
     // The reading in hand was taken before shedding began: the loop waits for a new one.
-    let at = |r: Option<&Reading>| match r {
-        Some(&Reading::Value { at_ms, .. }) => at_ms,
-        _ => 0,
+    let (at, last) = match input.p95 {
+        Some(&Reading::Value { at_ms, value }) if value.is_finite() => (at_ms, value.max(0.0)),
+        _ => (0, 0.0),
     };
     let s = state.get_or_insert(ShedLoop {
         admit: start,
         start,
-        reading_at_ms: at(input.p95),
+        reading_at_ms: at,
         changed_at_ms: input.now_ms,
-        last_p95: 0.0,
+        last_p95: last,
         released: false,
     });
     if start < s.start && s.admit > start {
@@ -99,7 +99,9 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
             let half_settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms / 2);
             // Latency on its way up (a mailbox filling) is no time to admit more.
             let rising = s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1;
-            if p95 > AIM * goal && settled {
+            // Nor is latency on its way down (a queue draining) a reason to admit less.
+            let falling = s.last_p95 > 0.0 && p95 < s.last_p95 / 1.1;
+            if p95 > AIM * goal && settled && !falling {
                 s.admit *= g.max(0.5);
             } else if p95 < BAND * goal && !rising && half_settled {
                 s.admit *= g.sqrt().min(1.5);
@@ -207,10 +209,7 @@ mod tests {
         );
         assert_eq!(go(10.0, 2), 0.5, "40× over: halved, no more");
         assert_eq!(go(10.0, 2), 0.5, "the same reading again: no change");
-        assert!(
-            (go(0.9, 3) - 0.25).abs() < 1e-9,
-            "4× over the aim: × √(1/4)"
-        );
+        assert_eq!(go(9.5, 3), 0.25, "still far over: halved again, no more");
     }
 
     /// Readings taken within the rate window of a change still hold the time before it:
@@ -245,6 +244,36 @@ mod tests {
             (grown - 0.4 * 2.25f64.powf(0.25)).abs() < 1e-9,
             "then grows: {grown}"
         );
+    }
+
+    /// A queue draining after shedding began reads above the goal for a while; cutting on
+    /// it sheds what no longer needs shedding (before: the bombing went 0.8 → 0.4).
+    #[test]
+    fn no_cut_while_latency_falls() {
+        let mut s = None;
+        let mut r = vec![];
+        let mut go = |p: f64, t: u64| {
+            step(
+                &mut s,
+                Input {
+                    start: Some(0.8),
+                    goal_s: Some(0.25),
+                    p95: Some(&at(p, t)),
+                    load: Some(10.0),
+                    now_ms: t,
+                    settle_ms: 0,
+                },
+                &mut r,
+            )
+            .unwrap()
+        };
+        go(2.0, 1);
+        assert_eq!(
+            go(1.0, 2),
+            0.8,
+            "halved since the last reading: draining, hold"
+        );
+        assert!(go(1.0, 3) < 0.8, "steady above the goal: cut");
     }
 
     #[test]
