@@ -21,6 +21,8 @@ pub fn hpa_policy(policy: &Policy) -> Policy {
     let mut p = policy.clone();
     p.tiers.clear();
     p.capacity.tolerance = 0.1;
+    // HPA admits every session.
+    p.capacity.session_cap = None;
     p.behavior = Behavior {
         scale_up: default_scale_up(),
         scale_down: default_scale_down(),

@@ -270,6 +270,7 @@ impl Reconciler {
                     .shed_admit
                     .zip(policy.capacity_of(SignalKind::Throughput))
                     .map(|(f, per)| f * per),
+                max_sessions: policy.capacity.session_cap,
             },
             decision: d,
             current: view.replicas,

@@ -104,6 +104,8 @@ pub struct Summary {
     /// Requests shed with a fast 503, and requests that timed out, over all offered.
     pub shed_fraction: f64,
     pub timeout_rate: f64,
+    /// Session attempts refused by the session cap (fast 503s at the door; not requests).
+    pub sessions_refused: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,6 +336,7 @@ pub fn run_judged(
         direction_changes: 0,
         shed_fraction: 0.0,
         timeout_rate: 0.0,
+        sessions_refused: 0.0,
     };
     let (mut offered, mut timeouts, mut last_dir) = (0.0, 0.0, 0i8);
 
@@ -438,6 +441,7 @@ pub fn run_judged(
                     .max_rps
                     .or(a.admit.map(|f| f * cluster.params.capacity_rps));
                 cluster.set_shedding(per_replica);
+                cluster.set_session_cap(a.max_sessions);
             }
             last = Some(plan.decision);
         }
@@ -451,6 +455,7 @@ pub fn run_judged(
         summary.peak_error_rate = summary.peak_error_rate.max(m.error_rate());
         summary.max_replicas = summary.max_replicas.max(m.replicas);
         summary.shed_requests += m.shed_rps * dt;
+        summary.sessions_refused += m.refused_sessions * dt;
         summary.replica_seconds += m.replicas as f64 * dt;
         offered += m.offered_rps * dt;
         timeouts += m.timeout_rps * dt;

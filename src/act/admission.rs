@@ -20,12 +20,17 @@ pub struct Admission {
     pub admit: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rps: Option<f64>,
+    /// At most this many sessions at the replica: a new one past it is refused at once
+    /// (503 with Retry-After), whatever the shedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
 }
 
 impl Admission {
     pub const ALL: Admission = Admission {
         admit: None,
         max_rps: None,
+        max_sessions: None,
     };
 }
 

@@ -106,6 +106,7 @@ mod tests {
             ],
             target_utilization: 0.8,
             tolerance: 0.1,
+            session_cap: None,
         }
     }
 

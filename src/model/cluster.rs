@@ -49,6 +49,8 @@ pub struct TickMetrics {
     /// client has given up.
     pub server_p95_s: f64,
     pub p99_s: f64,
+    /// Session attempts refused by the cap, per second (not in the requests).
+    pub refused_sessions: f64,
     /// Average over ready tasks.
     pub cpu: f64,
     pub memory_bytes: f64,
@@ -74,6 +76,10 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// A client refused by the session cap retries after this long (the stand-in's
+/// `Retry-After: 1`).
+pub const SESSION_RETRY_S: f64 = 1.0;
+
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub params: ReplicaParams,
@@ -86,6 +92,11 @@ pub struct Cluster {
     shed_admit: Option<f64>,
     /// Connections that found no ready task; they retry every tick.
     unplaced: u32,
+    /// At most this many connections per task (`capacity.session_cap`); `None`: no cap.
+    session_cap: Option<u32>,
+    /// Clients refused by the cap (503, Retry-After: 1): they retry every second and
+    /// take the first room a task has.
+    waiting: u32,
     now_s: f64,
     scratch: Vec<Component>,
     memo: Vec<(u32, Served)>,
@@ -166,6 +177,8 @@ impl Cluster {
             mailbox_wait_s: 0.0,
             shed_admit: None,
             unplaced: 0,
+            session_cap: None,
+            waiting: 0,
             now_s: 0.0,
             scratch: Vec::new(),
             memo: Vec::new(),
@@ -204,6 +217,11 @@ impl Cluster {
                 self.unplaced += t.conns;
             }
         }
+    }
+
+    /// The session cap at every replica: new connections past it are refused.
+    pub fn set_session_cap(&mut self, cap: Option<u32>) {
+        self.session_cap = cap;
     }
 
     /// Admission at every replica: at most `max_rps` requests per second, shared fairly
@@ -258,9 +276,11 @@ impl Cluster {
     /// tasks; closing ones are picked at random.
     fn follow_connections(&mut self, target: u32) {
         let placed: u32 = self.tasks.iter().map(|t| t.conns).sum();
-        let mut total = placed + self.unplaced;
+        let mut total = placed + self.unplaced + self.waiting;
         while total > target {
-            if self.unplaced > 0 {
+            if self.waiting > 0 {
+                self.waiting -= 1;
+            } else if self.unplaced > 0 {
                 self.unplaced -= 1;
             } else {
                 // Clients leave at random: pick one open connection uniformly. Taking them
@@ -279,12 +299,17 @@ impl Cluster {
             }
             total -= 1;
         }
-        let mut to_place = self.unplaced + (target - total);
+        let mut to_place = self.unplaced + self.waiting + (target - total);
         self.unplaced = 0;
+        self.waiting = 0;
         let n = self.tasks.len();
         let ready = self.ready();
         if ready == 0 {
             self.unplaced = to_place;
+            return;
+        }
+        if let Some(cap) = self.session_cap {
+            self.waiting = self.place_capped(to_place, cap);
             return;
         }
         // Whole rounds first (fast for large floods), then the remainder round-robin.
@@ -307,6 +332,37 @@ impl Cluster {
                 to_place -= 1;
             }
         }
+    }
+
+    /// Places connections on ready tasks with room under `cap`, round-robin, level by
+    /// level; returns those that found no room.
+    fn place_capped(&mut self, mut to_place: u32, cap: u32) -> u32 {
+        while to_place > 0 {
+            let with_room = self
+                .tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Ready && t.conns < cap)
+                .count() as u32;
+            if with_room == 0 {
+                break;
+            }
+            let per = (to_place / with_room).max(1);
+            let n = self.tasks.len();
+            for i in 0..n {
+                let k = (self.cursor + 1 + i) % n;
+                let t = &mut self.tasks[k];
+                if to_place == 0 {
+                    break;
+                }
+                if t.state == TaskState::Ready && t.conns < cap {
+                    let add = per.min(cap - t.conns).min(to_place);
+                    t.conns += add;
+                    to_place -= add;
+                    self.cursor = k;
+                }
+            }
+        }
+        to_place
     }
 
     /// Advances the model by `dt` seconds under `load`.
@@ -350,12 +406,18 @@ impl Cluster {
 
         let mut m = TickMetrics {
             replicas: self.tasks.len() as u32,
+            // The clients: those the servers hold, and those the session cap keeps at the
+            // door (the shipped query adds their refusal rate: each retries every second).
             connections: load.connections,
             ..Default::default()
         };
         // Requests of connections with no ready task are refused.
         m.offered_rps = self.unplaced as f64 * offered_c;
         m.error_rps = m.offered_rps;
+        // A client refused by the cap retries its session every second: a fast 503 each,
+        // at the door (erlmcp_sessions_refused_total), not a request the service served
+        // or failed: the error signal and the tiers do not see it, the summary does.
+        m.refused_sessions = self.waiting as f64 / SESSION_RETRY_S;
         self.scratch.clear();
         self.memo.clear();
         let (mut cpu_sum, mut mem_sum) = (0.0, 0.0);
@@ -474,6 +536,32 @@ mod tests {
             conns[0] >= 7 && conns[2] <= 3,
             "old tasks keep their connections: {conns:?}"
         );
+    }
+
+    /// The session cap: a replica takes at most `cap` connections; the rest wait at the
+    /// door, retrying each second (refusals, not requests), and land on new replicas as
+    /// they become ready, instead of piling onto the first ones.
+    #[test]
+    fn the_session_cap_keeps_clients_at_the_door_until_there_is_room() {
+        let mut c = Cluster::new(ReplicaParams::default(), 2);
+        c.set_session_cap(Some(10));
+        let m = c.step(1.0, load(30, 1.0));
+        let conns: Vec<u32> = c.tasks.iter().map(|t| t.conns).collect();
+        assert_eq!(conns, vec![10, 10]);
+        assert_eq!(m.refused_sessions, 10.0, "10 clients retry each second");
+        assert_eq!(m.connections, 30, "the clients, held and at the door");
+        assert_eq!(m.offered_rps, 20.0, "refusals are not requests");
+        c.scale(3);
+        for _ in 0..10 {
+            c.step(1.0, load(30, 1.0));
+        }
+        let m = c.step(1.0, load(30, 1.0));
+        let conns: Vec<u32> = c.tasks.iter().map(|t| t.conns).collect();
+        assert_eq!(conns, vec![10, 10, 10], "the new replica took the waiting");
+        assert_eq!(m.refused_sessions, 0.0);
+        c.set_session_cap(None);
+        c.step(1.0, load(40, 1.0));
+        assert_eq!(c.tasks.iter().map(|t| t.conns).sum::<u32>(), 40);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct CapacityFile {
     pub target_utilization: f64,
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// At most this many sessions per replica; past it a new one is refused at once.
+    pub session_cap: Option<i64>,
 }
 
 fn default_tolerance() -> f64 {

@@ -208,6 +208,9 @@ pub struct Capacity {
     pub target_utilization: f64,
     /// No change while demand / (replicas × capacity × target) is within 1 ± tolerance.
     pub tolerance: f64,
+    /// At most this many sessions per replica: a new session past it is refused at once
+    /// (503 with Retry-After), so its client retries onto a replica with room.
+    pub session_cap: Option<u32>,
 }
 
 /// A tier's minimum replica count.

@@ -363,6 +363,19 @@ impl Checker<'_> {
             1.0,
         );
         let tolerance = self.fraction("capacity.tolerance", raw.tolerance, false, 0.99);
+        let session_cap = raw.session_cap.and_then(|n| {
+            if (1..=MAX_SESSION_CAP).contains(&n) {
+                Some(n as u32)
+            } else {
+                self.error(
+                    "capacity.session_cap",
+                    format!(
+                        "{n} is out of range; allowed: 1 to {MAX_SESSION_CAP} sessions per replica"
+                    ),
+                );
+                None
+            }
+        });
         Capacity {
             per_replica,
             target_utilization: if target > 0.0 && target <= 1.0 {
@@ -371,6 +384,7 @@ impl Checker<'_> {
                 1.0
             },
             tolerance,
+            session_cap,
         }
     }
 
@@ -909,6 +923,9 @@ pub const MAX_REPLICAS: i64 = 10_000;
 
 /// The largest capacity per replica (connections or messages per second).
 pub const MAX_CAPACITY: f64 = 1e7;
+
+/// The most sessions per replica a session cap may name.
+pub const MAX_SESSION_CAP: i64 = 1_000_000;
 
 /// The largest threshold each signal may have, and the words for it.
 pub fn threshold_bound(kind: SignalKind) -> (f64, &'static str) {

@@ -67,6 +67,8 @@ pub struct ErlmcpMetrics {
     pub memory: Family<TypeName, Gauge>,
     pub cpu: Gauge<f64, AtomicU64>,
     pub run_queue: Gauge,
+    /// New sessions refused by the session cap (at the door: not requests).
+    pub sessions_refused: Counter,
 }
 
 impl Default for ErlmcpMetrics {
@@ -89,6 +91,7 @@ impl ErlmcpMetrics {
             memory: Family::default(),
             cpu: Gauge::default(),
             run_queue: Gauge::default(),
+            sessions_refused: Counter::default(),
         };
         registry.register(
             "erlmcp_requests",
@@ -120,6 +123,11 @@ impl ErlmcpMetrics {
             "erlmcp_run_queue_length",
             "Requests waiting",
             m.run_queue.clone(),
+        );
+        registry.register(
+            "erlmcp_sessions_refused",
+            "New sessions refused by the session cap (503, Retry-After: 1)",
+            m.sessions_refused.clone(),
         );
         m.memory
             .get_or_create(&TypeName {
@@ -246,6 +254,31 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
         .ok()
         .and_then(|p| p.method)
         .unwrap_or_else(|| "unknown".into());
+    // The session cap: a new session past it is refused at once, before it is a request,
+    // so that its client retries (Retry-After) onto a replica with room.
+    if method == "initialize" && session.is_none() {
+        let cap = s.admission.lock().ok().and_then(|a| a.max_sessions);
+        if let Some(cap) = cap {
+            if s.sessions.sessions.read().await.len() >= cap as usize {
+                s.metrics.sessions_refused.inc();
+                let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(serde_json::Value::Null);
+                let body = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {"code": -32000, "message": format!("session cap of {cap} reached: try again later")},
+                });
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(body),
+                )
+                    .into_response();
+            }
+        }
+    }
     let req = Request::from_parts(parts, Body::from(bytes));
     s.metrics
         .requests
@@ -366,6 +399,13 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
             )
                 .into_response();
         }
+    }
+    if a.max_sessions == Some(0) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "max_sessions must be at least 1, or absent",
+        )
+            .into_response();
     }
     if let Some(r) = a.max_rps {
         if !(r.is_finite() && r > 0.0 && r <= 1e7) || a.admit.is_none() {

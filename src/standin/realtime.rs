@@ -223,6 +223,7 @@ mod tests {
         rt.set_admit(Admission {
             admit: Some(0.5),
             max_rps: None,
+            max_sessions: None,
         });
         // 200 requests at once: the bucket holds ~6 (0.1 s of 50/s, plus one).
         let shed = (0..200).filter(|_| rt.request(None) == Admit::Shed).count();
