@@ -253,6 +253,13 @@ pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
             f(opts.interval)
         )));
     }
+    if scenario.duration() < opts.tick {
+        return Err(Config(format!(
+            "the scenario lasts {}, less than one --tick {}: nothing would be observed; allowed: tick ≤ the scenario's length",
+            f(scenario.duration()),
+            f(opts.tick)
+        )));
+    }
     let ticks = scenario.duration().as_nanos() / opts.tick.as_nanos().max(1);
     if ticks > MAX_TICKS as u128 {
         return Err(Config(format!(

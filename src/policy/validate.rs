@@ -108,7 +108,8 @@ impl Checker<'_> {
         let defined: Vec<SignalKind> = signals.iter().map(|s| s.kind).collect();
         let capacity = self.capacity(&raw.capacity, &defined);
         let mut tiers = self.tiers(&raw.tiers, &defined);
-        self.shed_goals(&mut tiers);
+        let has_p95 = signals.iter().any(|s| s.kind == SignalKind::P95Latency);
+        self.shed_goals(&mut tiers, has_p95);
         let behavior = self.behavior(&raw.behavior);
         let jidoka = self.jidoka(&raw.jidoka);
         // A floor above a service's maximum can never be met.
@@ -635,11 +636,12 @@ impl Checker<'_> {
     }
 
     /// A shedding tier's latency goal defaults to the p95 entry threshold of the
-    /// nearest lower tier that has one (emergency steers below red's); with none, or
-    /// `p95_goal: static`, the limit stays at `admit`.
-    fn shed_goals(&mut self, tiers: &mut [TierSpec]) {
-        let p95_enter = |t: &TierSpec| {
-            t.enter
+    /// nearest lower tier that has one (emergency steers below red's), and for the lowest
+    /// to its own p95 exit level; with none, or `p95_goal: static`, the limit stays at
+    /// `admit`. A goal with no p95 signal to steer by is an error.
+    fn shed_goals(&mut self, tiers: &mut [TierSpec], has_p95: bool) {
+        let p95_of = |levels: &[(SignalKind, f64)]| {
+            levels
                 .iter()
                 .find(|(k, _)| *k == SignalKind::P95Latency)
                 .map(|(_, v)| *v)
@@ -647,14 +649,22 @@ impl Checker<'_> {
         let mut below: Option<f64> = None;
         for t in tiers.iter_mut() {
             let lower = below;
-            below = p95_enter(t).or(below);
+            below = p95_of(&t.enter).or(below);
             if t.action.shed_admit.is_none() {
                 continue;
+            }
+            let given = t.action.shed_goal_s.filter(|g| !g.is_nan());
+            if given.is_some() && !has_p95 {
+                self.error(
+                    &format!("tiers.{}.action.shed.p95_goal", t.tier),
+                    "there is no p95_latency signal to steer by; allowed: define one, or p95_goal: static",
+                );
             }
             t.action.shed_goal_s = match t.action.shed_goal_s {
                 Some(g) if g.is_nan() => None,
                 Some(g) => Some(g),
-                None => lower,
+                // The lowest tier has no tier below: aim where it would calm down.
+                None => lower.or_else(|| p95_of(&t.exit)),
             };
         }
     }

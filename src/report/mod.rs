@@ -69,7 +69,12 @@ pub fn policy_summary(p: &Policy) -> String {
 
 /// The policy's run and a baseline's, side by side: what each cost and how the service
 /// really fared (true tier by the policy's thresholds).
-pub fn compare(a: &crate::simulate::Summary, b: &crate::simulate::Summary, name: &str) -> String {
+pub fn compare(
+    a: &crate::simulate::Summary,
+    b: &crate::simulate::Summary,
+    ours: &str,
+    name: &str,
+) -> String {
     let rows: [(&str, f64, f64, &str); 10] = [
         (
             "replica-seconds",
@@ -127,7 +132,7 @@ pub fn compare(a: &crate::simulate::Summary, b: &crate::simulate::Summary, name:
             "",
         ),
     ];
-    let mut out = format!("\n{:<26} {:>12} {:>12}\n", "side by side", "andon", name);
+    let mut out = format!("\n{:<26} {:>12} {:>12}\n", "side by side", ours, name);
     for (label, x, y, _) in rows {
         let fmt = |v: f64| {
             if v.fract() == 0.0 || v.abs() >= 100.0 {
@@ -204,7 +209,8 @@ pub fn terminal(r: &SimResult, sc: &Scenario, every: Duration, color: bool) -> S
     }
     let _ = writeln!(out);
     if let Some(b) = &r.baseline {
-        let _ = write!(out, "{}", compare(s, &b.summary, b.name));
+        let ours = if r.controlled { "andon" } else { "no control" };
+        let _ = write!(out, "{}", compare(s, &b.summary, ours, b.name));
     }
     for e in &r.expectations {
         let mark = if e.held { "held    " } else { "DEVIATED" };

@@ -78,10 +78,16 @@ impl Expectation {
         let in_window = || points.iter().filter(|p| p.t >= from && p.t < end);
         match &self.metric {
             Metric::MaxDirectionChanges(n) => {
-                let (changes, seen) = direction_changes(in_window().filter_map(|p| p.replicas));
+                // Directions come from the whole run, so that a turn at a phase's edge (up
+                // before it, down in it) counts in the window where it happens.
+                let seen = in_window().filter(|p| p.replicas.is_some()).count();
                 if seen == 0 {
                     return outcome(false, "no observation in the window".into());
                 }
+                let changes = turns(points)
+                    .into_iter()
+                    .filter(|t| *t >= from && *t < end)
+                    .count() as u32;
                 return outcome(changes <= *n, format!("{changes} direction changes"));
             }
             Metric::ReactionWithin(d) => {
@@ -109,7 +115,8 @@ impl Expectation {
                     }
                 }
                 if offered <= 0.0 {
-                    return outcome(false, "nothing offered in the window".into());
+                    // Nothing offered, nothing shed: as the error rate of an idle window.
+                    return outcome(true, "nothing offered: 0% shed".into());
                 }
                 let f = shed / offered;
                 return outcome(*b > f, format!("{:.2}% shed", f * 100.0));
@@ -193,24 +200,23 @@ impl Expectation {
     }
 }
 
-/// Direction changes in a series of replica counts: up then down, or down then up.
-/// Returns (changes, samples).
-pub fn direction_changes(replicas: impl Iterator<Item = u32>) -> (u32, usize) {
-    let (mut last, mut dir, mut changes, mut seen) = (None::<u32>, 0i8, 0u32, 0usize);
-    for r in replicas {
-        seen += 1;
+/// When the replicas changed direction (up then down, or down then up) over the run.
+pub fn turns(points: &[Point]) -> Vec<Duration> {
+    let (mut last, mut dir, mut at) = (None::<u32>, 0i8, Vec::new());
+    for p in points {
+        let Some(r) = p.replicas else { continue };
         if let Some(l) = last {
             let d = (r > l) as i8 - (r < l) as i8;
             if d != 0 {
                 if dir != 0 && d != dir {
-                    changes += 1;
+                    at.push(p.t);
                 }
                 dir = d;
             }
         }
         last = Some(r);
     }
-    (changes, seen)
+    at
 }
 
 #[cfg(test)]
@@ -251,10 +257,15 @@ mod tests {
 
     #[test]
     fn direction_changes_count_turns_not_steps() {
-        assert_eq!(direction_changes(SAW.into_iter()), (2, 20));
+        let turned: Vec<u64> = turns(&points(&SAW)).iter().map(|d| d.as_secs()).collect();
+        assert_eq!(turned, vec![4, 6]);
         assert!(held("  - {max_direction_changes: 2}", &SAW).0);
         assert!(!held("  - {max_direction_changes: 1}", &SAW).0);
         assert!(held("  - {max_direction_changes: 0, during: b}", &SAW).0);
+        // A turn at a phase's first tick (up in a, down at b's start) counts in b.
+        let edge = [2, 2, 2, 2, 2, 2, 2, 2, 3, 4, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3];
+        assert!(!held("  - {max_direction_changes: 0, during: b}", &edge).0);
+        assert!(held("  - {max_direction_changes: 0, during: a}", &edge).0);
     }
 
     #[test]
@@ -281,6 +292,18 @@ mod tests {
         let (ok, seen) = held("  - {shed_fraction_below: 26%}", &SAW);
         assert!(ok, "{seen}");
         assert!(!held("  - {shed_fraction_below: 24%}", &SAW).0);
+        let idle: Vec<Point> = points(&SAW)
+            .into_iter()
+            .map(|p| Point {
+                offered_rps: Some(0.0),
+                ..p
+            })
+            .collect();
+        let sc = scenario("  - {shed_fraction_below: 1%}");
+        assert!(
+            sc.expect[0].check(&idle, |i| sc.phase_bounds(i)).held,
+            "idle: 0% shed"
+        );
         assert!(held("  - {line_stopped: true, during: b}", &SAW).0);
         assert!(held("  - {line_stopped: false, during: a}", &SAW).0);
         assert!(!held("  - {line_stopped: false}", &SAW).0);
@@ -334,6 +357,13 @@ mod tests {
                 "  - {max_direction_changes: 2, tolerance: 5%}",
                 "belong to better_than",
             ),
+            ("  - {max_direction_changes: -1}", "-1 is out of range"),
+            ("  - {replicas_at_most: -1}", "-1 is out of range"),
+            (
+                "  - {tier_at_most: red, after: a}",
+                "`after` belongs to replicas_back_to",
+            ),
+            ("  - {shed_fraction_below: 0}", "0 can never hold"),
         ] {
             let t = format!(
                 "name: t\nreplicas: 2\nphases:\n  - {{name: a, duration: 10s, connections: 1}}\nexpect:\n{text}"

@@ -155,17 +155,24 @@ pub(super) fn build(
             .push(ratio(c, &format!("{path}.timeout_rate_below"), q).map(Metric::TimeoutRateBelow));
     }
     if let Some(n) = e.replicas_at_most {
-        metrics.push(Some(Metric::ReplicasAtMost(
-            n.clamp(0, u32::MAX as i64) as u32
-        )));
+        metrics.push(count(c, path, "replicas_at_most", n).map(Metric::ReplicasAtMost));
     }
     if e.no_scale_down == Some(true) {
         metrics.push(Some(Metric::NoScaleDown));
     }
     if let Some(n) = e.replicas_at_least {
-        metrics.push(Some(Metric::ReplicasAtLeast(
-            n.clamp(0, u32::MAX as i64) as u32
-        )));
+        metrics.push(count(c, path, "replicas_at_least", n).map(Metric::ReplicasAtLeast));
+    }
+    if e.replicas_back_to.is_none() && (e.within.is_some() || e.after.is_some()) {
+        let field = if e.within.is_some() {
+            "within"
+        } else {
+            "after"
+        };
+        c.error(
+            &format!("{path}.{field}"),
+            format!("`{field}` belongs to replicas_back_to; allowed here: during, skip"),
+        );
     }
     if let Some(n) = e.replicas_back_to {
         let after = match &e.after {
@@ -191,8 +198,9 @@ pub(super) fn build(
         metrics.push(
             after
                 .zip(within)
-                .map(|(after, within)| Metric::ReplicasBackTo {
-                    replicas: n.clamp(0, u32::MAX as i64) as u32,
+                .zip(count(c, path, "replicas_back_to", n))
+                .map(|((after, within), replicas)| Metric::ReplicasBackTo {
+                    replicas,
                     after,
                     within,
                 }),
@@ -202,9 +210,7 @@ pub(super) fn build(
         metrics.push(tier(c, &format!("{path}.tier_at_least"), t).map(Metric::TierAtLeast));
     }
     if let Some(n) = e.max_direction_changes {
-        metrics.push(Some(Metric::MaxDirectionChanges(
-            n.clamp(0, u32::MAX as i64) as u32,
-        )));
+        metrics.push(count(c, path, "max_direction_changes", n).map(Metric::MaxDirectionChanges));
     }
     if let Some(d) = &e.reaction_within {
         if e.during.is_none() {
@@ -217,9 +223,18 @@ pub(super) fn build(
         metrics.push(Some(Metric::ReactionWithin(d)));
     }
     if let Some(q) = &e.shed_fraction_below {
-        metrics.push(
-            ratio(c, &format!("{path}.shed_fraction_below"), q).map(Metric::ShedFractionBelow),
-        );
+        let field = format!("{path}.shed_fraction_below");
+        let r = ratio(c, &field, q).filter(|r| {
+            let ok = *r > 0.0;
+            if !ok {
+                c.error(
+                    &field,
+                    "0 can never hold (nothing is below 0%); allowed: more than 0, up to 1 or 100%",
+                );
+            }
+            ok
+        });
+        metrics.push(r.map(Metric::ShedFractionBelow));
     }
     if let Some(b) = e.line_stopped {
         metrics.push(Some(Metric::LineStopped(b)));
@@ -255,6 +270,19 @@ pub(super) fn build(
         metric,
         window,
     })
+}
+
+/// A count an expectation names: 0 or more.
+fn count(c: &mut Checker, path: &str, field: &str, n: i64) -> Option<u32> {
+    if (0..=u32::MAX as i64).contains(&n) {
+        Some(n as u32)
+    } else {
+        c.error(
+            &format!("{path}.{field}"),
+            format!("{n} is out of range; allowed: 0 to {}", u32::MAX),
+        );
+        None
+    }
 }
 
 /// The expectation forms, as a scenario names them.
