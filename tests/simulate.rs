@@ -289,6 +289,20 @@ fn report_dir_has_json_and_an_svg_chart() {
         json["baseline"].get("timeline").is_none(),
         "the JSON stays lean"
     );
+    // A file where the directory should be: a usage error that names it.
+    let file = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args([
+            "simulate",
+            "chaos/baseline.yaml",
+            "--report",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a file; allowed: a directory"), "{err}");
 }
 
 fn sim_text(text: &str, policy: &andon::policy::Policy, controlled: bool) -> SimResult {

@@ -232,11 +232,25 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Writes report.json and chart.svg into `dir`; returns the chart's path.
-pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("report.json"), json)?;
+pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> crate::Result<PathBuf> {
+    let fail = |what: &str, p: &Path, e: std::io::Error| {
+        crate::Error::Environment(format!(
+            "--report {}: cannot {what} {}: {e}",
+            dir.display(),
+            p.display()
+        ))
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(crate::Error::Config(format!(
+            "--report {}: is a file; allowed: a directory, new or existing",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory", dir, e))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| crate::Error::Runtime(e.to_string()))?;
+    let report = dir.join("report.json");
+    std::fs::write(&report, json).map_err(|e| fail("write", &report, e))?;
     let path = dir.join("chart.svg");
-    std::fs::write(&path, chart(r, sc))?;
+    std::fs::write(&path, chart(r, sc)).map_err(|e| fail("write", &path, e))?;
     Ok(path)
 }
