@@ -370,6 +370,10 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             let sc = scenario::load(&scenario.to_string_lossy())?;
             let target = andon::drill::Target::parse(&target)?;
+            // Before the drill, not after minutes of load: a bad --report loses nothing.
+            if let Some(dir) = &report_dir {
+                report::prepare_dir(dir)?;
+            }
             andon::run::init_logging(false);
             let opts = andon::drill::Options {
                 target,

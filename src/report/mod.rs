@@ -232,6 +232,22 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Writes report.json and chart.svg into `dir`; returns the chart's path.
+/// Makes `--report DIR` ready: a directory, new or existing; errors name it.
+pub fn prepare_dir(dir: &Path) -> crate::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(crate::Error::Config(format!(
+            "--report {}: is a file; allowed: a directory, new or existing",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        crate::Error::Environment(format!(
+            "--report {}: cannot create the directory: {e}",
+            dir.display()
+        ))
+    })
+}
+
 pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> crate::Result<PathBuf> {
     let fail = |what: &str, p: &Path, e: std::io::Error| {
         crate::Error::Environment(format!(
@@ -240,13 +256,7 @@ pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> crate::Result<Path
             p.display()
         ))
     };
-    if dir.exists() && !dir.is_dir() {
-        return Err(crate::Error::Config(format!(
-            "--report {}: is a file; allowed: a directory, new or existing",
-            dir.display()
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| fail("create the directory", dir, e))?;
+    prepare_dir(dir)?;
     let json = serde_json::to_string_pretty(r).map_err(|e| crate::Error::Runtime(e.to_string()))?;
     let report = dir.join("report.json");
     std::fs::write(&report, json).map_err(|e| fail("write", &report, e))?;
