@@ -364,6 +364,7 @@ mod tests {
                 "`after` belongs to replicas_back_to",
             ),
             ("  - {shed_fraction_below: 0}", "0 can never hold"),
+            ("  - {no_scale_down: false}", "false checks nothing"),
         ] {
             let t = format!(
                 "name: t\nreplicas: 2\nphases:\n  - {{name: a, duration: 10s, connections: 1}}\nexpect:\n{text}"

@@ -157,8 +157,16 @@ pub(super) fn build(
     if let Some(n) = e.replicas_at_most {
         metrics.push(count(c, path, "replicas_at_most", n).map(Metric::ReplicasAtMost));
     }
-    if e.no_scale_down == Some(true) {
-        metrics.push(Some(Metric::NoScaleDown));
+    match e.no_scale_down {
+        Some(true) => metrics.push(Some(Metric::NoScaleDown)),
+        Some(false) => {
+            c.error(
+                &format!("{path}.no_scale_down"),
+                "false checks nothing; allowed: true",
+            );
+            metrics.push(None);
+        }
+        None => {}
     }
     if let Some(n) = e.replicas_at_least {
         metrics.push(count(c, path, "replicas_at_least", n).map(Metric::ReplicasAtLeast));
