@@ -20,11 +20,9 @@
 //! The roots damp the steps. The p95 reading is a quantile over the query's rate
 //! window (1 m shipped): latency that fell shows only once the window has passed. So the
 //! limit shrinks again only once the window has passed since its last change (`settle`):
-//! cutting on readings that still hold the time before the cut would cut to the floor. The limit never exceeds what
-//! the service is offered per ready replica (+10%): past that nothing is shed, and a
-//! limit far above the demand would take many readings to come back when needed. The
-//! limit is against the policy's capacity, never the replica's physical one: the policy
-//! is all the controller knows.
+//! cutting on readings that still hold the time before the cut would cut to the floor.
+//! The limit is against the policy's capacity, never the replica's physical one: the
+//! policy is all the controller knows.
 
 use super::observation::Reading;
 use super::reason::Reason;
@@ -140,10 +138,42 @@ pub const LATENCY: SignalKind = SignalKind::P95Latency;
 mod tests {
     use super::*;
 
-    fn at(p95: f64, t: u64) -> Reading {
-        Reading::Value {
-            value: p95,
-            at_ms: t,
+    /// A loop fed readings taken at the time they are fed, toward a 250 ms goal.
+    struct Feed {
+        state: Option<ShedLoop>,
+        start: Option<f64>,
+        load: Option<f64>,
+        settle_ms: u64,
+    }
+
+    impl Feed {
+        fn new(start: f64, load: f64, settle_ms: u64) -> Feed {
+            Feed {
+                state: None,
+                start: Some(start),
+                load: Some(load),
+                settle_ms,
+            }
+        }
+
+        fn go(&mut self, p95: f64, t: u64) -> Option<f64> {
+            let reading = Reading::Value {
+                value: p95,
+                at_ms: t,
+            };
+            let input = Input {
+                start: self.start,
+                goal_s: Some(0.25),
+                p95: Some(&reading),
+                load: self.load,
+                now_ms: t,
+                settle_ms: self.settle_ms,
+            };
+            step(&mut self.state, input, &mut Vec::new())
+        }
+
+        fn admit(&self) -> Option<f64> {
+            self.state.map(|s| s.admit)
         }
     }
 
@@ -155,24 +185,11 @@ mod tests {
 
     #[test]
     fn converges_below_the_goal_and_gives_back_when_it_recovers() {
-        let mut s = None;
-        let mut r = vec![];
+        let mut f = Feed::new(0.8, 10.0, 0);
         let mut admit = 0.0;
         for k in 0..40 {
             let p = p95_of(if k == 0 { 0.8 } else { admit });
-            admit = step(
-                &mut s,
-                Input {
-                    start: Some(0.8),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(p, k * 15_000 + 1)),
-                    load: Some(10.0),
-                    now_ms: k * 15_000 + 2,
-                    settle_ms: 0,
-                },
-                &mut r,
-            )
-            .unwrap();
+            admit = f.go(p, k * 15_000 + 1).unwrap();
         }
         let p = p95_of(admit);
         assert!(
@@ -185,61 +202,45 @@ mod tests {
 
     #[test]
     fn shrinks_when_over_the_goal_at_most_by_half_and_once_per_reading() {
-        let mut s = None;
-        let mut r = vec![];
-        let mut go = |p: f64, t: u64| {
-            step(
-                &mut s,
-                Input {
-                    start: Some(1.0),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(p, t)),
-                    load: Some(10.0),
-                    now_ms: t,
-                    settle_ms: 0,
-                },
-                &mut r,
-            )
-            .unwrap()
-        };
+        let mut f = Feed::new(1.0, 10.0, 0);
         assert_eq!(
-            go(10.0, 1),
-            1.0,
+            f.go(10.0, 1),
+            Some(1.0),
             "starts at admit: that reading predates shedding"
         );
-        assert_eq!(go(10.0, 2), 0.5, "40× over: halved, no more");
-        assert_eq!(go(10.0, 2), 0.5, "the same reading again: no change");
-        assert_eq!(go(9.5, 3), 0.25, "still far over: halved again, no more");
+        assert_eq!(f.go(10.0, 2), Some(0.5), "40× over: halved, no more");
+        assert_eq!(
+            f.go(10.0, 2),
+            Some(0.5),
+            "the same reading again: no change"
+        );
+        assert_eq!(
+            f.go(9.5, 3),
+            Some(0.25),
+            "still far over: halved again, no more"
+        );
     }
 
     /// Readings taken within the rate window of a change still hold the time before it:
     /// the loop does not cut on them (before: 0.8 → 0.05 in four readings of 2 s p95).
     #[test]
     fn cuts_wait_for_the_window_and_growth_for_half_of_it() {
-        let mut s = None;
-        let mut r = vec![];
-        let mut go = |p: f64, t: u64| {
-            step(
-                &mut s,
-                Input {
-                    start: Some(0.8),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(p, t)),
-                    load: Some(10.0),
-                    now_ms: t,
-                    settle_ms: 60_000,
-                },
-                &mut r,
-            )
-            .unwrap()
-        };
-        assert_eq!(go(2.0, 0), 0.8);
+        let mut f = Feed::new(0.8, 10.0, 60_000);
+        assert_eq!(f.go(2.0, 0), Some(0.8));
         for t in [15_000, 30_000, 45_000] {
-            assert_eq!(go(2.0, t), 0.8, "within the window of the start: held");
+            assert_eq!(
+                f.go(2.0, t),
+                Some(0.8),
+                "within the window of the start: held"
+            );
         }
-        assert_eq!(go(2.0, 60_000), 0.4, "a window later: cut");
-        assert_eq!(go(0.1, 75_000), 0.4, "growth waits half a window too");
-        let grown = go(0.1, 90_000);
+        assert_eq!(f.go(2.0, 60_000), Some(0.4), "a window later: cut");
+        assert_eq!(
+            f.go(0.1, 75_000),
+            Some(0.4),
+            "growth waits half a window too"
+        );
+        let grown = f.go(0.1, 90_000).unwrap();
         assert!(
             (grown - 0.4 * 2.25f64.powf(0.25)).abs() < 1e-9,
             "then grows: {grown}"
@@ -250,104 +251,42 @@ mod tests {
     /// it sheds what no longer needs shedding (before: the bombing went 0.8 → 0.4).
     #[test]
     fn no_cut_while_latency_falls() {
-        let mut s = None;
-        let mut r = vec![];
-        let mut go = |p: f64, t: u64| {
-            step(
-                &mut s,
-                Input {
-                    start: Some(0.8),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(p, t)),
-                    load: Some(10.0),
-                    now_ms: t,
-                    settle_ms: 0,
-                },
-                &mut r,
-            )
-            .unwrap()
-        };
-        go(2.0, 1);
+        let mut f = Feed::new(0.8, 10.0, 0);
+        f.go(2.0, 1);
         assert_eq!(
-            go(1.0, 2),
-            0.8,
+            f.go(1.0, 2),
+            Some(0.8),
             "halved since the last reading: draining, hold"
         );
-        assert!(go(1.0, 3) < 0.8, "steady above the goal: cut");
+        assert!(f.go(1.0, 3).unwrap() < 0.8, "steady above the goal: cut");
     }
 
     #[test]
     fn never_above_three_times_the_demand_nor_below_the_floor_and_resets_with_the_tier() {
-        let mut s = None;
-        let mut r = vec![];
+        let mut f = Feed::new(1.0, 0.5, 0);
         for t in 1..40 {
-            step(
-                &mut s,
-                Input {
-                    start: Some(1.0),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(0.01, t)),
-                    load: Some(0.5),
-                    now_ms: t,
-                    settle_ms: 0,
-                },
-                &mut r,
-            );
+            f.go(0.01, t);
         }
-        assert_eq!(s.map(|s| s.admit), Some(1.5), "demand 0.5: at most 3× it");
+        assert_eq!(f.admit(), Some(1.5), "demand 0.5: at most 3× it");
         for t in 40..80 {
-            step(
-                &mut s,
-                Input {
-                    start: Some(1.0),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(100.0, t)),
-                    load: Some(0.5),
-                    now_ms: t,
-                    settle_ms: 0,
-                },
-                &mut r,
-            );
+            f.go(100.0, t);
         }
-        assert_eq!(s.map(|s| s.admit), Some(MIN_ADMIT));
-        let none = Input {
-            start: None,
-            goal_s: Some(0.25),
-            p95: None,
-            load: None,
-            now_ms: 50,
-            settle_ms: 0,
-        };
-        assert_eq!(step(&mut s, none, &mut r), None);
-        assert!(s.is_none());
+        assert_eq!(f.admit(), Some(MIN_ADMIT));
+        f.start = None;
+        assert_eq!(f.go(0.1, 80), None);
+        assert!(f.state.is_none());
     }
 
     /// A mailbox fills for a minute after more is admitted: rising latency under the goal
     /// is no reason to admit still more (before: the bombing swung 0.45 → 0.84 → 0.09).
     #[test]
     fn no_growth_while_latency_rises() {
-        let mut s = None;
-        let mut r = vec![];
-        let mut go = |p: f64, t: u64| {
-            step(
-                &mut s,
-                Input {
-                    start: Some(1.0),
-                    goal_s: Some(0.25),
-                    p95: Some(&at(p, t)),
-                    load: Some(10.0),
-                    now_ms: t,
-                    settle_ms: 0,
-                },
-                &mut r,
-            )
-            .unwrap()
-        };
-        go(0.05, 1);
-        let a = go(0.05, 2);
+        let mut f = Feed::new(1.0, 10.0, 0);
+        f.go(0.05, 1);
+        let a = f.go(0.05, 2).unwrap();
         assert!(a > 1.0);
-        assert_eq!(go(0.1, 3), a, "p95 doubled: hold");
-        assert!(go(0.1, 4) > a, "steady again: grow");
+        assert_eq!(f.go(0.1, 3), Some(a), "p95 doubled: hold");
+        assert!(f.go(0.1, 4).unwrap() > a, "steady again: grow");
     }
 
     #[test]
@@ -360,19 +299,18 @@ mod tests {
             last_p95: 0.0,
             released: false,
         });
-        let mut r = vec![];
-        let a = step(
-            &mut s,
-            Input {
-                start: Some(0.8),
-                goal_s: None,
-                p95: Some(&at(0.01, 6)),
-                load: Some(10.0),
-                now_ms: 6,
-                settle_ms: 0,
-            },
-            &mut r,
-        );
-        assert_eq!(a, Some(0.8));
+        let reading = Reading::Value {
+            value: 0.01,
+            at_ms: 6,
+        };
+        let input = Input {
+            start: Some(0.8),
+            goal_s: None,
+            p95: Some(&reading),
+            load: Some(10.0),
+            now_ms: 6,
+            settle_ms: 0,
+        };
+        assert_eq!(step(&mut s, input, &mut Vec::new()), Some(0.8));
     }
 }

@@ -54,7 +54,7 @@ pub fn check(query: &str) -> Result<(), String> {
             return Err("the query answers a string; allowed: an instant vector or a scalar".into())
         }
     }
-    walk(&expr)
+    check_semantics(&expr)
 }
 
 /// Only `$service` is substituted; `$service_name`, `$svc` or `${service}` would reach
@@ -84,33 +84,44 @@ fn check_placeholders(query: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Visits every node of a parsed query, parents before children: the one tree walk the
+/// checks and the lookups below share.
+fn each_node<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
+    f(e);
+    match e {
+        Expr::Call(c) => c.args.args.iter().for_each(|a| each_node(a, f)),
+        Expr::Aggregate(a) => {
+            each_node(&a.expr, f);
+            if let Some(p) = &a.param {
+                each_node(p, f);
+            }
+        }
+        Expr::Unary(u) => each_node(&u.expr, f),
+        Expr::Binary(b) => {
+            each_node(&b.lhs, f);
+            each_node(&b.rhs, f);
+        }
+        Expr::Paren(p) => each_node(&p.expr, f),
+        Expr::Subquery(s) => each_node(&s.expr, f),
+        _ => {}
+    }
+}
+
+/// The query parsed as andon sends it (`$service` substituted); `None` if it does not parse.
+fn parsed(query: &str) -> Option<Expr> {
+    parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)).ok()
+}
+
 /// The metric names a query selects (`x` in `rate(x{...}[1m])`), for telling "nobody
 /// exports this" from "no series for this service". Empty if it does not parse.
 pub fn metric_names(query: &str) -> Vec<String> {
-    fn collect(e: &Expr, out: &mut Vec<String>) {
-        match e {
+    let mut out = Vec::new();
+    if let Some(e) = parsed(query) {
+        each_node(&e, &mut |n| match n {
             Expr::VectorSelector(v) => out.extend(v.name.clone()),
             Expr::MatrixSelector(m) => out.extend(m.vs.name.clone()),
-            Expr::Call(c) => c.args.args.iter().for_each(|a| collect(a, out)),
-            Expr::Aggregate(a) => {
-                collect(&a.expr, out);
-                if let Some(p) = &a.param {
-                    collect(p, out);
-                }
-            }
-            Expr::Unary(u) => collect(&u.expr, out),
-            Expr::Binary(b) => {
-                collect(&b.lhs, out);
-                collect(&b.rhs, out);
-            }
-            Expr::Paren(p) => collect(&p.expr, out),
-            Expr::Subquery(s) => collect(&s.expr, out),
             _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(e) = parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)) {
-        collect(&e, &mut out);
+        });
     }
     out.sort();
     out.dedup();
@@ -121,65 +132,37 @@ pub fn metric_names(query: &str) -> Vec<String> {
 /// e.g. how long a p95 over `rate(...[1m])` remembers the past. `None` if it has none or
 /// does not parse.
 pub fn longest_range(query: &str) -> Option<std::time::Duration> {
-    fn walk(e: &Expr, best: &mut Option<std::time::Duration>) {
-        let mut see = |d: std::time::Duration| *best = Some(best.map_or(d, |b| b.max(d)));
-        match e {
-            Expr::MatrixSelector(m) => see(m.range),
-            Expr::Subquery(s) => {
-                see(s.range);
-                walk(&s.expr, best)
-            }
-            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, best)),
-            Expr::Aggregate(a) => {
-                walk(&a.expr, best);
-                if let Some(p) = &a.param {
-                    walk(p, best);
-                }
-            }
-            Expr::Unary(u) => walk(&u.expr, best),
-            Expr::Binary(b) => {
-                walk(&b.lhs, best);
-                walk(&b.rhs, best);
-            }
-            Expr::Paren(p) => walk(&p.expr, best),
-            _ => {}
-        }
-    }
-    let e = parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)).ok()?;
-    let mut best = None;
-    walk(&e, &mut best);
+    let e = parsed(query)?;
+    let mut best: Option<std::time::Duration> = None;
+    each_node(&e, &mut |n| {
+        let range = match n {
+            Expr::MatrixSelector(m) => m.range,
+            Expr::Subquery(s) => s.range,
+            _ => return,
+        };
+        best = Some(best.map_or(range, |b| b.max(range)));
+    });
     best
 }
 
-/// Semantic checks the grammar leaves to evaluation time.
-fn walk(e: &Expr) -> Result<(), String> {
-    match e {
-        Expr::Call(c) => {
-            if c.func.name == "histogram_quantile" {
-                if let Some(Expr::NumberLiteral(n)) = c.args.args.first().map(|a| a.as_ref()) {
-                    if !(0.0..=1.0).contains(&n.val) {
-                        return Err(format!(
-                            "histogram_quantile({}, …) asks for a quantile outside [0, 1]; allowed: 0.95 for p95",
-                            n.val
-                        ));
-                    }
-                }
+/// Semantic checks the grammar leaves to evaluation time; the first failure.
+fn check_semantics(e: &Expr) -> Result<(), String> {
+    let mut first: Option<String> = None;
+    each_node(e, &mut |n| {
+        let Expr::Call(c) = n else { return };
+        if first.is_some() || c.func.name != "histogram_quantile" {
+            return;
+        }
+        if let Some(Expr::NumberLiteral(q)) = c.args.args.first().map(|a| a.as_ref()) {
+            if !(0.0..=1.0).contains(&q.val) {
+                first = Some(format!(
+                    "histogram_quantile({}, …) asks for a quantile outside [0, 1]; allowed: 0.95 for p95",
+                    q.val
+                ));
             }
-            c.args.args.iter().try_for_each(|a| walk(a))
         }
-        Expr::Aggregate(a) => {
-            walk(&a.expr)?;
-            a.param.as_ref().map_or(Ok(()), |p| walk(p))
-        }
-        Expr::Unary(u) => walk(&u.expr),
-        Expr::Binary(b) => {
-            walk(&b.lhs)?;
-            walk(&b.rhs)
-        }
-        Expr::Paren(p) => walk(&p.expr),
-        Expr::Subquery(s) => walk(&s.expr),
-        _ => Ok(()),
-    }
+    });
+    first.map_or(Ok(()), Err)
 }
 
 /// The deepest nesting of (), [] and {} outside quoted strings.
