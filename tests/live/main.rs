@@ -536,19 +536,24 @@ fn check_tries_the_shipped_queries_against_the_real_prometheus() {
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code().unwrap_or(-1), text)
     };
-    // Discovery and the first scrapes take a few seconds.
-    let out = wait_for(Duration::from_secs(40), "every query to answer", || {
-        let (code, out) = check("policies/erlmcp-tps.yaml", &url);
-        (code == 0).then_some(out)
-    });
     // Every running task is a target; Swarm may list a task's host port twice (IPv4 and
     // IPv6), so Prometheus may count more targets than tasks, never fewer.
-    let targets: u32 = out
-        .split(" target(s) up")
-        .next()
-        .and_then(|head| head.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no target count in:\n{out}"));
+    let targets_in = |out: &str| -> Option<u32> {
+        out.split(" target(s) up")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+    };
+    // Discovery and the first scrapes take a few seconds, the second task's a few more.
+    let out = wait_for(
+        Duration::from_secs(40),
+        "every query to answer, on both tasks",
+        || {
+            let (code, out) = check("policies/erlmcp-tps.yaml", &url);
+            (code == 0 && targets_in(&out).is_some_and(|n| n >= 2)).then_some(out)
+        },
+    );
+    let targets = targets_in(&out).unwrap_or_else(|| panic!("no target count in:\n{out}"));
     assert!(targets >= 2, "{out}");
     // The fast panic signal is tried against real Prometheus too.
     assert!(out.contains("panic.fast (throughput)"), "{out}");
