@@ -28,6 +28,7 @@ pub fn hpa_policy(policy: &Policy) -> Policy {
         scale_down: default_scale_down(),
         panic: None,
         update_hold: DEFAULT_UPDATE_HOLD,
+        predict: None,
     };
     p.jidoka.flap_guard = FlapGuard {
         max_reversals: 1000,

@@ -11,6 +11,7 @@
 use crate::act;
 use crate::act::admission::AdmissionClient;
 use crate::core::Observations;
+use crate::observe::history::HistoryClock;
 use crate::observe::prometheus::PromSource;
 use crate::policy::{Policy, ServiceSpec};
 use crate::reconcile::{Reconciler, Restored, ServiceView};
@@ -32,6 +33,8 @@ pub struct Controller {
     admission: AdmissionClient,
     opts: Options,
     runtime: HashMap<String, Reconciler>,
+    /// When each service's history (for the seasonal forecast) is due.
+    history: HistoryClock,
     pub shared: Arc<Shared>,
 }
 
@@ -51,6 +54,7 @@ impl Controller {
             admission,
             opts,
             runtime: HashMap::new(),
+            history: HistoryClock::default(),
             shared,
         }
     }
@@ -144,6 +148,24 @@ impl Controller {
             labels: info.labels.clone(),
         };
         let apply = !self.opts.dry_run;
+        if self.history.due(&svc.name, now) && self.policy.behavior.predict.is_some() {
+            let history = self.prom.history(&self.policy, &svc.name, now).await;
+            let all_ok = history.iter().all(|(_, h)| h.is_ok());
+            self.history.read(&svc.name, now, all_ok);
+            let rt = self.runtime.entry(svc.name.clone()).or_default();
+            for (kind, h) in &history {
+                match h {
+                    Ok(points) => {
+                        tracing::info!(service = %svc.name, signal = %kind, points = points.len(), "read history for the seasonal forecast")
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %svc.name, signal = %kind, error = %e, "no history for the seasonal forecast")
+                    }
+                }
+                let h = h.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
+                rt.set_history(&self.policy, *kind, h);
+            }
+        }
         let rt = self.runtime.entry(svc.name.clone()).or_default();
         let plan = rt.step(&self.policy, svc, obs, &view, now, apply);
         match &plan.restored {
@@ -190,6 +212,7 @@ impl Controller {
         status.shed_admit = d.shed_admit;
         status.signals = status::signals(obs, &d, now);
         status.targets = obs.targets;
+        status.forecasts = d.forecasts.clone();
         let ds = DecisionStatus::new(&d, info.replicas, now);
         let previous_change = self.shared.status.read().ok().and_then(|s| {
             s.services

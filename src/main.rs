@@ -37,7 +37,8 @@ enum Command {
 andon simulate chaos/connection-flood.yaml\n  \
 andon simulate chaos/connection-flood.yaml --no-control\n  \
 andon simulate chaos/message-bombing.yaml --json | jq .summary\n  \
-andon simulate chaos/baseline.yaml --report reports/baseline\n\n\
+andon simulate chaos/baseline.yaml --report reports/baseline\n  \
+andon simulate chaos/daily-peak.yaml --no-predict --baseline hpa\n\n\
 Exit codes: 0 every expectation held, 1 some deviated, 2 bad file or arguments.")]
     Simulate {
         /// Scenario file (phases, faults, expectations), e.g. chaos/connection-flood.yaml
@@ -70,6 +71,10 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file or arguments."
         /// HPA with its defaults, on the policy's demand signals and capacity)
         #[arg(long, value_name = "NAME", value_parser = ["hpa"])]
         baseline: Option<String>,
+        /// Turn the policy's demand forecasts off (behavior.predict): the reactive path
+        /// alone, for comparison
+        #[arg(long)]
+        no_predict: bool,
     },
     /// Validate policy files: one summary line per valid file, file:line:col errors otherwise;
     /// with --prometheus, also try every query against a live Prometheus
@@ -464,8 +469,12 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             tick,
             every,
             baseline,
+            no_predict,
         } => {
-            let pol = load_policy(&policy)?;
+            let mut pol = load_policy(&policy)?;
+            if no_predict {
+                pol.behavior.predict = None;
+            }
             let sc = scenario::load(&scenario.to_string_lossy())?;
             let svc = match &service {
                 Some(name) => pol.service(name).ok_or_else(|| {

@@ -22,6 +22,8 @@
 //!   `--no-control` forget the scale event and its direction, and nothing else.
 
 use crate::act::admission::Admission;
+use crate::core::predict::SeasonalReading;
+use crate::core::seasonal::Profile;
 use crate::core::{
     self, CoreState, Decision, Observations, Reason, Replicas, StepUndo, UpdatePhase,
 };
@@ -182,6 +184,8 @@ pub struct Reconciler {
     update_seen_ms: Option<u64>,
     /// The undo of the step in flight, and whether its write carries the state label.
     in_flight: Option<(StepUndo, bool, u64)>,
+    /// Seasonal profiles per demand signal, or why there is none (`set_history`).
+    profiles: Vec<(SignalKind, Result<Profile, String>)>,
 }
 
 impl Reconciler {
@@ -191,6 +195,73 @@ impl Reconciler {
 
     pub fn state(&self) -> &CoreState {
         &self.state
+    }
+
+    /// A demand signal's history for the seasonal forecast (`behavior.predict.seasonal`),
+    /// as (ms, value) on the step's clock, or why the shell has none (a failed range
+    /// query). Replaces what was there: the shell reads history again now and then.
+    pub fn set_history(
+        &mut self,
+        policy: &Policy,
+        kind: SignalKind,
+        history: Result<&[(i64, f64)], String>,
+    ) {
+        let Some(params) = policy.behavior.predict.as_ref().and_then(|p| p.seasonal) else {
+            return;
+        };
+        let floor = policy.capacity_of(kind).unwrap_or(1.0);
+        let profile = history.and_then(|h| Profile::build(h, &params, floor));
+        self.profiles.retain(|(k, _)| *k != kind);
+        self.profiles.push((kind, profile));
+    }
+
+    /// The seasonal forecasts for this step, from the profiles.
+    fn seasonal(&self, policy: &Policy, now_ms: u64) -> Vec<(SignalKind, SeasonalReading)> {
+        let Some(p) = policy
+            .behavior
+            .predict
+            .as_ref()
+            .filter(|p| p.seasonal.is_some())
+        else {
+            return Vec::new();
+        };
+        let now = now_ms as i64;
+        policy
+            .capacity
+            .per_replica
+            .iter()
+            .map(|(kind, _)| {
+                let h = p.horizon_ms(*kind) as i64;
+                let lead = p.seasonal.map_or(0, |s| s.lead.as_millis() as i64);
+                let reading = match self.profiles.iter().find(|(k, _)| k == kind) {
+                    None => SeasonalReading::Off {
+                        why: "history not read yet".into(),
+                    },
+                    Some((_, Err(why))) => SeasonalReading::Off { why: why.clone() },
+                    Some((_, Ok(profile))) => {
+                        match (
+                            profile.ahead(now, h + lead),
+                            profile.forecast(now + h),
+                            profile.forecast(now),
+                        ) {
+                            (Some(ahead), Some(at_horizon), Some(now)) => {
+                                SeasonalReading::Forecast {
+                                    ahead,
+                                    at_horizon,
+                                    now,
+                                    backtest: profile.backtest,
+                                    periods: profile.periods,
+                                }
+                            }
+                            _ => SeasonalReading::Off {
+                                why: "the history holds nothing for this time".into(),
+                            },
+                        }
+                    }
+                };
+                (*kind, reading)
+            })
+            .collect()
     }
 
     /// One step. With `apply` false (dry run, no control) nothing will be written, so the
@@ -211,6 +282,17 @@ impl Reconciler {
             update: self.update_phase(policy, view, now_ms),
         };
         let undo = StepUndo::save(&self.state);
+        let seasonal = self.seasonal(policy, now_ms);
+        let with_seasonal;
+        let obs = if seasonal.is_empty() {
+            obs
+        } else {
+            with_seasonal = Observations {
+                seasonal,
+                ..obs.clone()
+            };
+            &with_seasonal
+        };
         let mut d = core::decide_in_place(policy, svc, obs, replicas, &mut self.state, now_ms);
         if matches!(restored, Some(Restored::Seeded | Restored::Unreadable(_))) {
             d.reasons.insert(

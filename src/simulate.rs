@@ -71,6 +71,13 @@ pub struct TimelinePoint {
     pub memory_bytes: f64,
     pub shed_admit: Option<f64>,
     pub stopped: bool,
+    /// The throughput forecast at its horizon (`behavior.predict`), the larger of the
+    /// trend's and the seasonal one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast_rps: Option<f64>,
+    /// How far ahead that forecast looks: it is a forecast for `t_s` + this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast_horizon_s: Option<f64>,
 }
 
 /// Something worth a line: a decision that changed something, or a fault.
@@ -260,6 +267,36 @@ pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
     Ok(())
 }
 
+/// The scenario's history per demand signal, as the modelled Prometheus would answer a
+/// range query for it; why there is none when the policy wants it and the scenario has
+/// no `history:`.
+type HistorySeries = Vec<(crate::policy::SignalKind, Result<Vec<(i64, f64)>, String>)>;
+
+fn history_series(scenario: &Scenario, policy: &Policy) -> HistorySeries {
+    let Some(params) = policy.behavior.predict.as_ref().and_then(|p| p.seasonal) else {
+        return Vec::new();
+    };
+    policy
+        .capacity
+        .per_replica
+        .iter()
+        .map(|(kind, _)| {
+            let series = match &scenario.history {
+                Some(h) => Ok(h.series(scenario, policy, *kind, params.step)),
+                None => Err("the scenario has no `history:`".to_string()),
+            };
+            (*kind, series)
+        })
+        .collect()
+}
+
+fn load_history(controller: &mut Reconciler, policy: &Policy, history: &HistorySeries) {
+    for (kind, series) in history {
+        let h = series.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
+        controller.set_history(policy, *kind, h);
+    }
+}
+
 /// Runs one scenario for one service of the policy.
 pub fn run(
     scenario: &Scenario,
@@ -309,7 +346,9 @@ pub fn run_judged(
         prom.fast_ticks = (window.as_secs_f64() / dt).round().max(1.0) as usize;
     }
     let mut swarm = ModelSwarm::new();
+    let history = history_series(scenario, policy);
     let mut controller = Reconciler::new();
+    load_history(&mut controller, policy, &history);
     let mut timeline = Vec::new();
     let mut events = Vec::new();
     let mut points = Vec::new();
@@ -364,6 +403,7 @@ pub fn run_judged(
                     // starts from the service's labels, as `andon run` does.
                     controller_down_until = t + *down_for;
                     controller = Reconciler::new();
+                    load_history(&mut controller, policy, &history);
                 }
             }
             if opts.record {
@@ -445,6 +485,14 @@ pub fn run_judged(
         let (tier, shed_admit, stopped) = last.as_ref().map_or((Tier::Green, None, false), |d| {
             (d.tier, d.shed_admit, d.stopped)
         });
+        let forecast_rps = last.as_ref().and_then(|d| {
+            let o = d
+                .forecasts
+                .iter()
+                .find(|o| o.signal == crate::policy::SignalKind::Throughput)?;
+            let f = o.trend.into_iter().chain(o.seasonal).reduce(f64::max)?;
+            Some((f, o.horizon_s))
+        });
         let admitted_p95_ms = m.p95_s * 1000.0;
         summary.max_tier = summary.max_tier.max(tier);
         summary.peak_p95_ms = summary.peak_p95_ms.max(admitted_p95_ms);
@@ -471,6 +519,7 @@ pub fn run_judged(
             t,
             tier: Some(tier),
             replicas: Some(m.replicas),
+            ready: Some(m.ready),
             p95_s: (m.admitted_rps > 0.0).then_some(m.p95_s),
             error_rate: Some(m.error_rate()),
             timeout_rate: Some(timeout_rate),
@@ -505,6 +554,8 @@ pub fn run_judged(
                 memory_bytes: m.memory_bytes,
                 shed_admit,
                 stopped,
+                forecast_rps: forecast_rps.map(|f| f.0),
+                forecast_horizon_s: forecast_rps.map(|f| f.1),
             });
         }
     }

@@ -12,7 +12,9 @@
 pub mod capacity;
 pub mod jidoka;
 pub mod observation;
+pub mod predict;
 pub mod reason;
+pub mod seasonal;
 pub mod shedding;
 pub mod smoothing;
 pub mod state;
@@ -40,6 +42,8 @@ pub struct Decision {
     /// Each signal's reading quality, as the core saw it.
     pub signals: Vec<(SignalKind, Quality)>,
     pub reasons: Vec<Reason>,
+    /// What each demand signal's forecasters said (empty without `behavior.predict`).
+    pub forecasts: Vec<predict::Outlook>,
 }
 
 impl Decision {
@@ -140,6 +144,7 @@ pub fn decide_in_place(
             panic: false,
             signals,
             reasons,
+            forecasts: Vec::new(),
         };
     }
 
@@ -179,7 +184,29 @@ pub fn decide_in_place(
         .and_then(|i| state.tiers.get(i))
         .is_some_and(|t| t.calm_since_ms.is_some());
     let window_floor = if cooling { 0 } else { floor };
-    let rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
+    let mut rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
+    // Heijunka's prediction: a forecast may ask for more than the reading, never less.
+    let mut forecasts = Vec::new();
+    if let Some(p) = &policy.behavior.predict {
+        let (vote, outlooks) = predict::recommend(
+            policy,
+            p,
+            &mut state.predict,
+            (&q, &obs.readings),
+            &obs.seasonal,
+            current,
+            action.headroom,
+            now_ms,
+            &mut reasons,
+        );
+        forecasts = outlooks;
+        if let (Some(r), Some((f, reason))) = (rec.replicas, vote) {
+            if f > r {
+                reasons.push(reason);
+                rec.replicas = Some(f);
+            }
+        }
+    }
     let mut desired = match rec.replicas {
         // A progressing update holds the replicas; the windows still see the wish.
         Some(r) if holding_for_update => {
@@ -296,6 +323,7 @@ pub fn decide_in_place(
         panic: panicking,
         signals,
         reasons,
+        forecasts,
     }
 }
 

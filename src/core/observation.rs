@@ -73,6 +73,10 @@ pub struct Observations {
     /// The policy's fast demand signal (`behavior.panic.fast`), read for panic only.
     #[serde(default)]
     pub fast: Option<Reading>,
+    /// Seasonal forecasts from history, per demand signal (`behavior.predict.seasonal`);
+    /// the reconcile step fills them from its profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seasonal: Vec<(SignalKind, super::predict::SeasonalReading)>,
 }
 
 impl Observations {
@@ -87,6 +91,7 @@ impl Observations {
     pub fn values(now_ms: u64, values: &[(SignalKind, f64)]) -> Self {
         Observations {
             fast: None,
+            seasonal: Vec::new(),
             readings: values
                 .iter()
                 .map(|(k, v)| {

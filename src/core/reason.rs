@@ -131,6 +131,26 @@ pub enum Reason {
     WindowSeeded {
         replicas: u32,
     },
+    /// A forecast asked for more replicas than the reading did, and decided.
+    Forecast {
+        signal: SignalKind,
+        forecaster: &'static str,
+        value: f64,
+        horizon_s: f64,
+        replicas: u32,
+    },
+    /// A forecaster is not trusted this tick (Jidoka for forecasts).
+    ForecastIgnored {
+        signal: SignalKind,
+        forecaster: &'static str,
+        why: String,
+    },
+    /// A reading fell to zero from a level: the trend starts over.
+    ForecastReset {
+        signal: SignalKind,
+        from: f64,
+        to: f64,
+    },
     /// The result of this tick.
     Scale {
         from: u32,
@@ -227,6 +247,9 @@ impl Reason {
             Reason::TierHeld { .. } => "tier_held",
             Reason::TierLeft { .. } => "tier_left",
             Reason::Capacity { .. } => "capacity",
+            Reason::Forecast { .. } => "forecast",
+            Reason::ForecastIgnored { .. } => "forecast_ignored",
+            Reason::ForecastReset { .. } => "forecast_reset",
             Reason::WithinTolerance { .. } => "within_tolerance",
             Reason::Stabilized { .. } => "stabilized",
             Reason::StepLimited { .. } => "step_limited",
@@ -253,6 +276,28 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::Forecast {
+                signal,
+                forecaster,
+                value,
+                horizon_s,
+                replicas,
+            } => write!(
+                f,
+                "forecast ({forecaster}): {signal} {} in {horizon_s:.0}s → {replicas} replicas",
+                signal.format(*value)
+            ),
+            Reason::ForecastIgnored {
+                signal,
+                forecaster,
+                why,
+            } => write!(f, "forecast ({forecaster}) of {signal} ignored: {why}"),
+            Reason::ForecastReset { signal, from, to } => write!(
+                f,
+                "forecast of {signal} restarts: the reading fell from {} to {}",
+                signal.format(*from),
+                signal.format(*to)
+            ),
             Reason::TierEntered {
                 tier,
                 signal,

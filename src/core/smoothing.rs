@@ -247,6 +247,7 @@ mod tests {
             },
             panic: None,
             update_hold: DEFAULT_UPDATE_HOLD,
+            predict: None,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct CoreState {
     /// The shedding loop, while a tier sheds.
     #[serde(default)]
     pub shed: Option<ShedLoop>,
+    /// The demand forecasters (`behavior.predict`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predict: Vec<super::predict::SignalForecast>,
 }
 
 /// The closed shedding loop's memory ([`super::shedding`]).

@@ -264,6 +264,7 @@ fn missing_data_never_scales_down() {
     r.ticks(10, 0.05, 100.0);
     for i in 0..700 {
         let obs = Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![
                 (
@@ -291,6 +292,7 @@ fn one_missing_demand_signal_blocks_scale_down_even_when_another_says_low() {
     let mut r = Run::new(policy_two_demands(), 10);
     for _ in 0..700 {
         let obs = Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![
                 (
@@ -348,6 +350,7 @@ fn freeze_blocks_scale_up_too() {
     p.jidoka.on_bad_data = crate::policy::OnBadData::Freeze;
     let mut r = Run::new(p, 4);
     let obs = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![
             (
@@ -391,6 +394,7 @@ fn freeze_blocks_scale_up_too() {
 fn no_good_signal_at_all_counts_as_a_failure() {
     let mut r = Run::new(policy_without_panic(), 10);
     let empty = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![
             (P95Latency, Reading::Missing),
@@ -420,6 +424,7 @@ fn an_outage_does_not_count_toward_for_or_cooldown() {
     p.jidoka.stop_after_failures = 1;
     let mut r = Run::new(p, 10);
     let down = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![],
         source_error: Some("down".into()),
@@ -521,6 +526,7 @@ fn state_with_no_ready_replicas_still_serialises() {
 fn stale_and_nan_readings_are_bad_data() {
     let p = policy();
     let obs = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![
             (
@@ -577,6 +583,7 @@ fn consecutive_failures_stop_the_line_and_good_data_resumes_it() {
     let mut r = Run::new(policy_without_panic(), 10);
     r.ticks(5, 0.3, 100.0);
     let down = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![],
         source_error: Some("connection refused".into()),
@@ -602,6 +609,7 @@ fn stopped_line_keeps_the_tier_shedding() {
     let mut r = Run::new(policy(), 10);
     assert_eq!(r.ticks(1, 0.9, 100.0).shed_admit, Some(0.8));
     let down = Observations {
+        seasonal: Vec::new(),
         fast: None,
         readings: vec![],
         source_error: Some("timeout".into()),
@@ -851,6 +859,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::HalfMissing(c) => Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![
                 (
@@ -889,6 +898,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::Stale(c) => Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![
                 (
@@ -924,6 +934,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             targets: None,
         },
         Obs::Missing => Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![
                 (P95Latency, Reading::Missing),
@@ -941,6 +952,7 @@ fn to_observations(o: &Obs, now: u64) -> Observations {
             ],
         ),
         Obs::Down => Observations {
+            seasonal: Vec::new(),
             fast: None,
             readings: vec![],
             source_error: Some("down".into()),

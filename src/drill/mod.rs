@@ -317,6 +317,8 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
             t: Duration::from_secs_f64(s.t_s),
             tier: s.tier,
             replicas: s.replicas,
+            // The watcher counts running tasks: those are the ready ones it can see.
+            ready: s.replicas,
             p95_s: s.p95_ms.map(|v| v / 1000.0),
             error_rate: (s.achieved_rps > 0.0).then_some(s.error_rate),
             timeout_rate: (s.achieved_rps > 0.0).then_some(s.timeout_rate),

@@ -169,6 +169,7 @@ impl ModelPrometheus {
         if now_ms < self.down_until_ms {
             return Observations {
                 fast: None,
+                seasonal: Vec::new(),
                 readings: Vec::new(),
                 source_error: Some("Prometheus unreachable (connection refused)".into()),
                 targets: None,
@@ -218,6 +219,7 @@ impl ModelPrometheus {
         });
         Observations {
             fast,
+            seasonal: Vec::new(),
             readings,
             source_error: None,
             // A target whose last scrape is older than stale_after does not count.

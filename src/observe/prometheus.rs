@@ -73,7 +73,7 @@ impl Auth {
 
 #[derive(Clone)]
 pub struct PromSource {
-    client: Client,
+    pub(super) client: Client,
     url: String,
 }
 
@@ -195,6 +195,7 @@ impl PromSource {
                     name.clone(),
                     Observations {
                         fast,
+                        seasonal: Vec::new(),
                         readings,
                         source_error: source_error.clone(),
                         targets: targets
@@ -410,7 +411,7 @@ fn is_unreachable(e: &PromError) -> bool {
     matches!(e, PromError::Client(_))
 }
 
-fn describe(e: &PromError) -> String {
+pub(super) fn describe(e: &PromError) -> String {
     match e {
         PromError::Prometheus(p) => format!(
             "Prometheus rejected the query ({}): {}",

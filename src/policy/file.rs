@@ -152,6 +152,69 @@ pub struct BehaviorFile {
     pub panic: Option<PanicFile>,
     /// How long a progressing rolling update may hold scaling.
     pub update_hold: Option<String>,
+    /// Demand forecasts (Heijunka's prediction half).
+    pub predict: Option<PredictFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictFile {
+    /// A fixed forecast horizon; unset: ready_after + scrape_interval + half the rate window.
+    pub horizon: Option<String>,
+    /// How long a new task takes to start and be ready.
+    pub ready_after: Option<String>,
+    /// Prometheus' scrape interval.
+    pub scrape_interval: Option<String>,
+    pub trend: Option<Switch<TrendFile>>,
+    pub seasonal: Option<Switch<SeasonalFile>>,
+    /// A ratio or a percentage (`25%`).
+    pub max_error: Option<Quantity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrendFile {
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonalFile {
+    pub period: Option<String>,
+    pub history: Option<String>,
+    pub step: Option<String>,
+    pub min_periods: Option<i64>,
+    pub lead: Option<String>,
+}
+
+/// A section that is either a word (`off`, `on`) or its settings.
+#[derive(Debug)]
+pub enum Switch<T> {
+    Word(String),
+    Settings(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Switch<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Switch<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`on`, `off` or a map of settings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Switch<T>, E> {
+                Ok(Switch::Word(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Switch<T>, E> {
+                Ok(Switch::Word(if v { "on" } else { "off" }.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Switch<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Switch::Settings)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 //! are what the rest of andon uses. `rules.rs` renders Prometheus alerting rules from them.
 
 pub mod file;
+pub mod predict;
 pub mod promql;
 pub mod rules;
 pub mod units;
@@ -340,6 +341,72 @@ pub struct Behavior {
     /// A progressing rolling update holds scaling at most this long (a paused one never).
     #[serde(with = "humantime_serde_compat")]
     pub update_hold: Duration,
+    /// Heijunka's other half: demand forecasts that may add replicas ahead of need.
+    pub predict: Option<Predict>,
+}
+
+/// `behavior.predict`: forecast each demand signal over the time a new replica needs to
+/// serve, and track target on the forecast beside the reading ([`crate::core::predict`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Predict {
+    /// How far ahead each demand signal is forecast: `horizon` when set, else
+    /// `ready_after` + `scrape_interval` + half the signal's rate window (a `rate[1m]`
+    /// reading is the rate of 30 s ago).
+    pub horizons: Vec<(SignalKind, Duration)>,
+    /// How long a demand signal must have risen, reading after reading, before its trend
+    /// is believed: longer than its rate window (a step read through `rate[1m]` rises for
+    /// exactly a minute, then stops) and at least two scrapes (a gauge's step is one jump).
+    pub persist: Vec<(SignalKind, Duration)>,
+    /// Short horizon: Holt's linear trend on recent readings; `None` = off.
+    pub trend: Option<TrendParams>,
+    /// Long horizon: the same time of day on earlier days, from Prometheus' history.
+    pub seasonal: Option<SeasonalParams>,
+    /// A forecaster whose recent error (absolute error over actual demand, [`crate::core::predict`]) is above this is ignored.
+    pub max_error: f64,
+}
+
+impl Predict {
+    pub fn persist_ms(&self, kind: SignalKind) -> u64 {
+        self.persist
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, d)| d.as_millis() as u64)
+    }
+
+    pub fn horizon_ms(&self, kind: SignalKind) -> u64 {
+        self.horizons
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, d)| d.as_millis() as u64)
+    }
+}
+
+/// Holt's smoothing factors: `alpha` for the level, `beta` for the trend (per reading).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrendParams {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+/// The daily (or weekly) profile read from Prometheus' history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SeasonalParams {
+    /// The season: 1d for a daily pattern, 7d for a weekly one.
+    #[serde(with = "humantime_serde_compat")]
+    pub period: Duration,
+    /// How much history to read (a whole number of periods).
+    #[serde(with = "humantime_serde_compat")]
+    pub history: Duration,
+    /// The range query's resolution.
+    #[serde(with = "humantime_serde_compat")]
+    pub step: Duration,
+    /// Fewer complete periods than this in the history: the seasonal forecast stays off.
+    pub min_periods: u32,
+    /// How long before a known rise its replicas are asked for, on top of the signal's
+    /// horizon (AWS predictive scaling's SchedulingBufferTime): time for the step limits
+    /// to climb and the tasks to start.
+    #[serde(with = "humantime_serde_compat")]
+    pub lead: Duration,
 }
 
 /// What a missing, stale, NaN or errored reading does.

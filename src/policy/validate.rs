@@ -110,7 +110,12 @@ impl Checker<'_> {
         let mut tiers = self.tiers(&raw.tiers, &defined);
         let has_p95 = signals.iter().any(|s| s.kind == SignalKind::P95Latency);
         self.shed_goals(&mut tiers, has_p95);
-        let behavior = self.behavior(&raw.behavior);
+        let mut behavior = self.behavior(&raw.behavior);
+        behavior.predict = raw
+            .behavior
+            .predict
+            .as_ref()
+            .and_then(|p| self.predict(p, &signals, &capacity));
         let jidoka = self.jidoka(&raw.jidoka);
         // A floor above a service's maximum can never be met.
         for t in &tiers {
@@ -829,6 +834,8 @@ impl Checker<'_> {
             scale_down,
             panic,
             update_hold,
+            // Checked in `policy()`, where the signals and capacity are known.
+            predict: None,
         }
     }
 

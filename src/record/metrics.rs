@@ -35,6 +35,14 @@ pub struct ActuatorLabel {
     pub actuator: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForecastLabels {
+    pub service: String,
+    pub signal: String,
+    /// trend or seasonal.
+    pub forecaster: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 pub struct Metrics {
@@ -51,6 +59,10 @@ pub struct Metrics {
     pub source_errors: Family<SourceLabel, Counter>,
     pub actuator_errors: Family<ActuatorLabel, Counter>,
     pub ticks: Counter,
+    pub forecast: Family<ForecastLabels, FloatGauge>,
+    pub forecast_horizon: Family<ForecastLabels, FloatGauge>,
+    pub forecast_error: Family<ForecastLabels, FloatGauge>,
+    pub forecast_overshoot: Family<ForecastLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -77,6 +89,10 @@ impl Metrics {
             source_errors: Family::default(),
             actuator_errors: Family::default(),
             ticks: Counter::default(),
+            forecast: Family::default(),
+            forecast_horizon: Family::default(),
+            forecast_error: Family::default(),
+            forecast_overshoot: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +147,26 @@ impl Metrics {
             m.actuator_errors.clone(),
         );
         registry.register("ticks", "Reconcile ticks", m.ticks.clone());
+        registry.register(
+            "forecast",
+            "Demand forecast at its horizon, per signal and forecaster (behavior.predict), in the signal's canonical unit",
+            m.forecast.clone(),
+        );
+        registry.register(
+            "forecast_horizon_seconds",
+            "How far ahead the forecast looks",
+            m.forecast_horizon.clone(),
+        );
+        registry.register(
+            "forecast_error_ratio",
+            "The forecaster's recent absolute error over demand (WAPE; the seasonal one's backtest until forecasts are scored)",
+            m.forecast_error.clone(),
+        );
+        registry.register(
+            "forecast_overshoot_ratio",
+            "How far its recent forecasts ran above what happened, over demand: above max_error, it is ignored",
+            m.forecast_overshoot.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -157,6 +193,51 @@ impl Metrics {
         } else {
             "hold"
         };
+        for o in &d.forecasts {
+            let label = |forecaster: &str| ForecastLabels {
+                service: service.to_string(),
+                signal: o.signal.name().to_string(),
+                forecaster: forecaster.to_string(),
+            };
+            for (name, value, error, overshoot) in [
+                ("trend", o.trend, o.trend_error, o.trend_overshoot),
+                (
+                    "seasonal",
+                    o.seasonal,
+                    o.seasonal_error,
+                    o.seasonal_overshoot,
+                ),
+            ] {
+                let l = label(name);
+                // A forecaster with nothing to say drops its series, as an absent alert.
+                match value {
+                    Some(v) => {
+                        self.forecast.get_or_create(&l).set(v);
+                        self.forecast_horizon.get_or_create(&l).set(o.horizon_s);
+                    }
+                    None => {
+                        self.forecast.remove(&l);
+                        self.forecast_horizon.remove(&l);
+                    }
+                }
+                match error {
+                    Some(e) => {
+                        self.forecast_error.get_or_create(&l).set(e);
+                    }
+                    None => {
+                        self.forecast_error.remove(&l);
+                    }
+                }
+                match overshoot {
+                    Some(e) => {
+                        self.forecast_overshoot.get_or_create(&l).set(e);
+                    }
+                    None => {
+                        self.forecast_overshoot.remove(&l);
+                    }
+                }
+            }
+        }
         self.decisions
             .get_or_create(&DecisionLabels {
                 service: service.to_string(),
@@ -210,6 +291,7 @@ pub fn deciding_reason(d: &Decision) -> &'static str {
                     | StepLimited { .. }
                     | HeldForBadData { .. }
                     | Stabilized { .. }
+                    | Forecast { .. }
                     | Capacity { .. }
                     | WithinTolerance { .. }
             )

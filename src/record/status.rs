@@ -86,6 +86,10 @@ pub struct ServiceStatus {
     #[serde(default)]
     pub targets: Option<u32>,
     pub signals: Vec<SignalStatus>,
+    /// What each demand signal's forecasters say (`behavior.predict`): forecast, horizon,
+    /// error, and why one is not used.
+    #[serde(default)]
+    pub forecasts: Vec<crate::core::predict::Outlook>,
     pub last_decision: Option<DecisionStatus>,
     /// The last decision that changed replicas, tier or shedding.
     pub last_change: Option<DecisionStatus>,
@@ -108,6 +112,7 @@ impl ServiceStatus {
             version: None,
             targets: None,
             signals: Vec::new(),
+            forecasts: Vec::new(),
             last_decision: None,
             last_change: None,
             last_error: None,
@@ -167,6 +172,7 @@ mod tests {
             panic: false,
             signals: vec![(SignalKind::P95Latency, Quality::Good { value: 0.3 })],
             reasons: vec![Reason::Scale { from: 4, to: 6 }],
+            forecasts: Vec::new(),
         };
         let mut svc = ServiceStatus::new("erlmcp");
         svc.tier = d.tier;

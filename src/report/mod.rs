@@ -52,8 +52,18 @@ pub fn policy_summary(p: &Policy) -> String {
             format!("{}:{}s/floor {}", t.tier, t.for_.as_secs(), f)
         })
         .collect();
+    let predict = match &p.behavior.predict {
+        None => "off".to_string(),
+        Some(pr) => {
+            let on: Vec<&str> = [pr.trend.map(|_| "trend"), pr.seasonal.map(|_| "seasonal")]
+                .into_iter()
+                .flatten()
+                .collect();
+            on.join("+")
+        }
+    };
     format!(
-        "{}: ok: {} service(s) {}; {} signals; tiers {}; panic {}",
+        "{}: ok: {} service(s) {}; {} signals; tiers {}; panic {}; predict {predict}",
         p.source,
         p.services.len(),
         services.join(", "),

@@ -214,6 +214,21 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
     ))?
     .label("errors")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+    // The forecast, drawn at the time it is for: where it runs ahead of "offered", the
+    // replicas were asked for before the load came.
+    if tl.iter().any(|p| p.forecast_rps.is_some()) {
+        let green = RGBColor(0, 140, 60);
+        c.draw_series(LineSeries::new(
+            tl.iter().filter_map(|p| {
+                let f = p.forecast_rps?;
+                let at = p.t_s + p.forecast_horizon_s.unwrap_or(0.0);
+                (at <= t_end).then_some((at, f.min(max_rps)))
+            }),
+            green.stroke_width(1),
+        ))?
+        .label("forecast (at its time)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+    }
     c.configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)

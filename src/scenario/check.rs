@@ -106,6 +106,27 @@ impl Expectation {
                 }
                 return outcome(false, "no scale-up in the window".into());
             }
+            Metric::ReadyAtStart(fraction) => {
+                let ready = || in_window().filter_map(|p| p.ready.map(|r| (p.t, r)));
+                let (Some((at, first)), Some(most)) =
+                    (ready().next(), ready().map(|(_, r)| r).max())
+                else {
+                    return outcome(false, "no observation in the window".into());
+                };
+                let share = if most == 0 {
+                    1.0
+                } else {
+                    first as f64 / most as f64
+                };
+                return outcome(
+                    share >= *fraction - 1e-9,
+                    format!(
+                        "{first} of {most} ready at {:.0} s ({:.0}%)",
+                        at.as_secs_f64(),
+                        share * 100.0
+                    ),
+                );
+            }
             Metric::ShedFractionBelow(b) => {
                 let (mut offered, mut shed) = (0.0, 0.0);
                 for p in in_window() {
@@ -238,6 +259,7 @@ mod tests {
             .map(|(i, r)| Point {
                 t: Duration::from_secs(i as u64),
                 replicas: Some(*r),
+                ready: Some(*r),
                 tier: Some(if i >= 10 { Tier::Red } else { Tier::Green }),
                 offered_rps: Some(100.0),
                 shed_rate: Some(if i >= 10 { 0.5 } else { 0.0 }),

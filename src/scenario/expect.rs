@@ -32,6 +32,9 @@ pub enum Metric {
     ReactionWithin(Duration),
     /// Shed requests over offered, over the window.
     ShedFractionBelow(f64),
+    /// At the window's start, the ready replicas are at least this fraction of the most
+    /// the window goes on to have ready: capacity in place before the load.
+    ReadyAtStart(f64),
     /// The line stopped (Jidoka) somewhere in the window, or (false) never did.
     LineStopped(bool),
     /// The run's summary against the same scenario under a baseline controller: each
@@ -83,6 +86,8 @@ pub struct Point {
     pub t: Duration,
     pub tier: Option<Tier>,
     pub replicas: Option<u32>,
+    /// Replicas running and ready.
+    pub ready: Option<u32>,
     pub p95_s: Option<f64>,
     pub error_rate: Option<f64>,
     pub timeout_rate: Option<f64>,
@@ -244,6 +249,16 @@ pub(super) fn build(
         });
         metrics.push(r.map(Metric::ShedFractionBelow));
     }
+    if let Some(q) = &e.ready_at_start {
+        if e.during.is_none() {
+            c.error(
+                &format!("{path}.during"),
+                "ready_at_start needs `during: PHASE` (the phase whose start it looks at)",
+            );
+        }
+        let field = format!("{path}.ready_at_start");
+        metrics.push(ratio(c, &field, q).map(Metric::ReadyAtStart));
+    }
     if let Some(b) = e.line_stopped {
         metrics.push(Some(Metric::LineStopped(b)));
     }
@@ -294,7 +309,7 @@ fn count(c: &mut Checker, path: &str, field: &str, n: i64) -> Option<u32> {
 }
 
 /// The expectation forms, as a scenario names them.
-pub const FORMS: [&str; 14] = [
+pub const FORMS: [&str; 15] = [
     "tier_at_most",
     "tier_at_least",
     "p95_below",
@@ -307,6 +322,7 @@ pub const FORMS: [&str; 14] = [
     "no_scale_down",
     "max_direction_changes",
     "reaction_within",
+    "ready_at_start",
     "line_stopped",
     "better_than",
 ];
@@ -431,6 +447,7 @@ fn describe(m: &Metric, w: &Window, phases: &[Phase]) -> String {
             format!("first scale-up within {}", humantime::format_duration(*d))
         }
         Metric::ShedFractionBelow(r) => format!("shed < {}%", r * 100.0),
+        Metric::ReadyAtStart(r) => format!("≥ {}% of the replicas ready at the start", r * 100.0),
         Metric::LineStopped(true) => "the line stops".to_string(),
         Metric::LineStopped(false) => "the line never stops".to_string(),
         Metric::BetterThan {

@@ -22,6 +22,8 @@ pub struct ScenarioFile {
     pub faults: Vec<FaultFile>,
     #[serde(default)]
     pub expect: Vec<ExpectFile>,
+    /// Earlier days, for the seasonal forecast.
+    pub history: Option<super::history::HistoryFile>,
 }
 
 fn default_timeout() -> String {
@@ -160,6 +162,9 @@ pub struct ExpectFile {
     /// From the start of the `during` phase to the first scale-up.
     pub reaction_within: Option<String>,
     pub shed_fraction_below: Option<Quantity>,
+    /// At the start of the `during` phase, this fraction of the replicas it goes on to
+    /// need is ready.
+    pub ready_at_start: Option<Quantity>,
     pub line_stopped: Option<bool>,
     /// `hpa`: compare the run's summary with the same scenario under the HPA baseline.
     pub better_than: Option<String>,

@@ -4,6 +4,7 @@
 mod check;
 pub mod expect;
 pub mod file;
+pub mod history;
 
 use crate::policy::units::{self, Unit};
 use crate::policy::validate::Checker;
@@ -196,6 +197,8 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
+    /// Earlier days for the seasonal forecast (`history:`).
+    pub history: Option<history::History>,
 }
 
 impl Scenario {
@@ -529,7 +532,13 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         .enumerate()
         .filter_map(|(i, e)| expect::build(c, &format!("expect[{i}]"), e, &phases))
         .collect();
+    let total: Duration = phases.iter().map(|p| p.duration).sum();
+    let history = raw
+        .history
+        .as_ref()
+        .and_then(|h| history::build(c, h, total));
     Scenario {
+        history,
         source: c.file.to_string(),
         name: raw.name,
         description: raw.description,

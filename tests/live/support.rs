@@ -162,7 +162,30 @@ pub struct Prom {
 
 impl Prom {
     pub fn start(name: &str, target: SocketAddr) -> Prom {
+        Self::start_with_history(name, target, None)
+    }
+
+    /// As `start`, with history backfilled before it starts: `openmetrics` (ending in
+    /// `# EOF`) is turned into TSDB blocks by `promtool tsdb create-blocks-from
+    /// openmetrics`, written into the data directory Prometheus then opens.
+    pub fn start_with_history(name: &str, target: SocketAddr, openmetrics: Option<&str>) -> Prom {
         let dir = tmpdir(&format!("prom-{name}"));
+        if let Some(text) = openmetrics {
+            let file = dir.join("history.om");
+            std::fs::write(&file, text).unwrap();
+            let out = Command::new("promtool")
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&file)
+                .arg(dir.join("data"))
+                .output()
+                .expect("promtool is installed (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "promtool backfill failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let config = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: signals\n    honor_labels: true\n    static_configs: [{{targets: ['{target}']}}]\n"
         );

@@ -1,0 +1,271 @@
+//! The forecasters inside the core: they add replicas ahead of a rise, never remove any,
+//! stay quiet on noise, and are ignored with a reason when their series breaks.
+
+use super::*;
+use crate::core::{decide_in_place, CoreState, Decision, Observations, Replicas};
+use crate::policy::validate;
+
+const POLICY: &str = r#"
+services: [{name: svc, min_replicas: 2, max_replicas: 50}]
+signals:
+  throughput: {query: 'rps{service="$service"}', unit: per_second}
+capacity: {per_replica: {throughput: 100}, target_utilization: 1.0, tolerance: 0.1}
+tiers:
+  yellow: {enter: {throughput: 1e6}, for: 30s, cooldown: 60s}
+  red: {enter: {throughput: 2e6}, for: 10s, cooldown: 60s}
+  emergency: {enter: {throughput: 3e6}, for: 0s, cooldown: 60s}
+behavior:
+  scale_up: {stabilization: 0s, max_step: {replicas: 100, period: 15s}}
+  scale_down: {stabilization: 5m, max_step: {percent: 100, period: 15s}}
+  predict: {horizon: 60s, seasonal: off}
+jidoka:
+  stale_after: 1m
+"#;
+
+const S: u64 = 1000;
+
+fn policy(predict: &str) -> Policy {
+    let text = POLICY.replace("predict: {horizon: 60s, seasonal: off}", predict);
+    validate::from_str("p.yaml", &text).expect("valid")
+}
+
+/// Feeds one reading every 15 s (a scrape), deciding every 5 s; returns every decision.
+fn run(
+    policy: &Policy,
+    series: &[f64],
+    seasonal: impl Fn(u64) -> Option<SeasonalReading>,
+) -> Vec<Decision> {
+    let svc = policy.services[0].clone();
+    let mut state = CoreState::default();
+    let mut replicas = 2;
+    let mut out = Vec::new();
+    for (i, v) in series.iter().enumerate() {
+        let at = 1_000 * S + i as u64 * 15 * S;
+        for k in 0..3 {
+            let now = at + k * 5 * S;
+            let mut obs = Observations::values(at, &[(SignalKind::Throughput, *v)]);
+            if let Some(s) = seasonal(now) {
+                obs.seasonal = vec![(SignalKind::Throughput, s)];
+            }
+            let d = decide_in_place(
+                policy,
+                &svc,
+                &obs,
+                Replicas::steady(replicas),
+                &mut state,
+                now,
+            );
+            replicas = d.desired;
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn reactive(v: f64) -> u32 {
+    ((v / 100.0).ceil() as u32).max(2)
+}
+
+fn has(d: &Decision, code: &str) -> bool {
+    d.reasons.iter().any(|r| r.code() == code)
+}
+
+#[test]
+fn a_ramp_is_met_ahead_of_the_reading() {
+    // +150 msg/s per scrape: 10 msg/s per second, 600 more within the 60 s horizon.
+    let ramp: Vec<f64> = (0..20).map(|i| 200.0 + 150.0 * i as f64).collect();
+    let ds = run(
+        &policy("predict: {horizon: 60s, seasonal: off}"),
+        &ramp,
+        |_| None,
+    );
+    let last = ds.last().unwrap();
+    assert!(ds.iter().any(|d| has(d, "forecast")));
+    assert!(
+        last.desired >= reactive(*ramp.last().unwrap()) + 4,
+        "{} replicas for {} msg/s now: {}",
+        last.desired,
+        ramp.last().unwrap(),
+        last.summary()
+    );
+    let o = &last.forecasts[0];
+    assert!(
+        o.trend.unwrap() > 3_000.0 && o.trend_overshoot.unwrap() < 0.05,
+        "{o:?}"
+    );
+    // Without prediction the same ramp gets the reading's replicas (or fewer, within the
+    // tolerance band).
+    let without = run(&policy(""), &ramp, |_| None);
+    let without = without.last().unwrap().desired;
+    assert!(without <= reactive(*ramp.last().unwrap()) && without + 4 <= last.desired);
+}
+
+#[test]
+fn a_falling_trend_never_removes_what_the_reading_wants() {
+    let fall: Vec<f64> = (0..20).map(|i| 3_000.0 - 150.0 * i as f64).collect();
+    let with = run(
+        &policy("predict: {horizon: 60s, seasonal: off}"),
+        &fall,
+        |_| None,
+    );
+    let without = run(&policy(""), &fall, |_| None);
+    let a: Vec<u32> = with.iter().map(|d| d.desired).collect();
+    let b: Vec<u32> = without.iter().map(|d| d.desired).collect();
+    assert_eq!(a, b);
+    assert!(with.iter().all(|d| !has(d, "forecast")));
+}
+
+#[test]
+fn noise_without_a_trend_adds_nothing() {
+    // ±20% around 1,000, a fixed pseudo-random pattern.
+    let mut x: u64 = 12345;
+    let noise: Vec<f64> = (0..200)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            1_000.0 * (0.8 + 0.4 * ((x >> 33) as f64 / (1u64 << 31) as f64))
+        })
+        .collect();
+    let with = run(
+        &policy("predict: {horizon: 60s, seasonal: off}"),
+        &noise,
+        |_| None,
+    );
+    let without = run(&policy(""), &noise, |_| None);
+    let forecasted = with.iter().filter(|d| has(d, "forecast")).count();
+    let sum = |ds: &[Decision]| ds.iter().map(|d| d.desired as u64).sum::<u64>();
+    assert!(
+        sum(&with) as f64 <= sum(&without) as f64 * 1.02,
+        "{} forecast decisions; {} vs {} replica-ticks",
+        forecasted,
+        sum(&with),
+        sum(&without)
+    );
+}
+
+#[test]
+fn a_reading_that_falls_to_zero_restarts_the_trend() {
+    let mut series: Vec<f64> = (0..10).map(|i| 500.0 + 50.0 * i as f64).collect();
+    series.push(0.0);
+    series.extend((0..2).map(|i| 800.0 + 50.0 * i as f64));
+    let ds = run(
+        &policy("predict: {horizon: 60s, seasonal: off}"),
+        &series,
+        |_| None,
+    );
+    let reset = ds
+        .iter()
+        .position(|d| has(d, "forecast_reset"))
+        .expect("a reset reason");
+    assert_eq!(reset, 30, "at the zero reading");
+    // Warming up again: the jump back from 0 is not taken for a slope.
+    assert!(
+        ds[31..].iter().all(|d| !has(d, "forecast")),
+        "{}",
+        ds.last().unwrap().summary()
+    );
+    let notes = &ds.last().unwrap().forecasts[0].notes;
+    assert!(notes.iter().any(|n| n.contains("warming up")), "{notes:?}");
+}
+
+#[test]
+fn a_trend_that_keeps_overshooting_is_ignored_with_the_reason() {
+    // A sawtooth of three scrapes up, three down: each turn finds Holt's slope still
+    // pointing the old way, and the forecasts made on the way up overshoot the top.
+    let saw: Vec<f64> = (0..60)
+        .map(|i| {
+            if (i / 3) % 2 == 0 {
+                400.0 + 200.0 * (i % 3) as f64
+            } else {
+                800.0 - 200.0 * (i % 3) as f64
+            }
+        })
+        .collect();
+    let ds = run(
+        &policy("predict: {horizon: 60s, seasonal: off, max_error: 10%}"),
+        &saw,
+        |_| None,
+    );
+    let ignored = ds
+        .iter()
+        .flat_map(|d| d.reasons.iter())
+        .find(|r| r.code() == "forecast_ignored")
+        .map(|r| r.to_string())
+        .expect("the overshooting trend is ignored");
+    assert!(
+        ignored.contains("overshot") && ignored.contains("above max_error 10%"),
+        "{ignored}"
+    );
+}
+
+fn season(ahead: f64, backtest: f64) -> impl Fn(u64) -> Option<SeasonalReading> {
+    move |_| {
+        Some(SeasonalReading::Forecast {
+            ahead,
+            at_horizon: ahead,
+            now: 300.0,
+            backtest,
+            periods: 6,
+        })
+    }
+}
+
+#[test]
+fn a_trusted_season_pre_scales_and_a_broken_one_is_ignored() {
+    let flat = vec![300.0; 8];
+    let p = policy("predict: {horizon: 60s, trend: off}");
+    let good = run(&p, &flat, season(1_500.0, 0.02));
+    assert_eq!(good[0].desired, 15, "{}", good[0].summary());
+    assert!(
+        good[0].summary().contains("forecast (seasonal)"),
+        "{}",
+        good[0].summary()
+    );
+    // A day of zeros in the history: the backtest says so, the reading decides.
+    let broken = run(&p, &flat, season(1_500.0, 0.6));
+    assert!(
+        broken.iter().all(|d| d.desired == 3),
+        "{}",
+        broken[0].summary()
+    );
+    let why = broken[0]
+        .reasons
+        .iter()
+        .find(|r| r.code() == "forecast_ignored")
+        .expect("a reason")
+        .to_string();
+    assert!(why.contains("its own history is 60%"), "{why}");
+    // No history at all: off, with the shell's reason, and the reading decides.
+    let off = run(&p, &flat, |_| {
+        Some(SeasonalReading::Off {
+            why: "history query failed: timed out".into(),
+        })
+    });
+    assert_eq!(off[0].desired, 3);
+    assert!(off[0].forecasts[0].notes[0].contains("timed out"));
+}
+
+#[test]
+fn the_state_with_forecasters_round_trips_through_the_label() {
+    let ramp: Vec<f64> = (0..10).map(|i| 200.0 + 150.0 * i as f64).collect();
+    let p = policy("predict: {horizon: 60s, seasonal: off}");
+    let svc = p.services[0].clone();
+    let mut state = CoreState::default();
+    for (i, v) in ramp.iter().enumerate() {
+        let at = 1_000 * S + i as u64 * 15 * S;
+        let obs = Observations::values(at, &[(SignalKind::Throughput, *v)]);
+        decide_in_place(&p, &svc, &obs, Replicas::steady(2), &mut state, at);
+    }
+    assert_eq!(state.predict[0].samples, 10);
+    let json = serde_json::to_string(&state).unwrap();
+    let back: CoreState = serde_json::from_str(&json).unwrap();
+    // serde_json parses floats to within an ulp; the rest is exact.
+    let (a, b) = (&back.predict[0], &state.predict[0]);
+    assert!((a.level - b.level).abs() < 1e-9 && (a.slope - b.slope).abs() < 1e-9);
+    assert_eq!(a.trend.pending.len(), b.trend.pending.len());
+    assert_eq!(
+        (a.samples, a.at_ms, a.trend.scored),
+        (b.samples, b.at_ms, b.trend.scored)
+    );
+}
