@@ -299,10 +299,14 @@ pub fn recommend(
                 o.seasonal = Some(*ahead);
                 o.seasonal_error = f.seasonal.error().or(Some(*backtest));
                 o.seasonal_overshoot = f.seasonal.overshoot();
-                // Until its forecasts are scored, the backtest on its own history rules
-                // (an absolute error: history shows what a day of zeros or a changed
-                // pattern would do in either direction).
+                // History must pass its backtest (an absolute error: it shows what a day
+                // of zeros or a changed pattern would do in either direction) for as long
+                // as it is what the profile is made of, and the forecasts must not
+                // overshoot once they are scored.
                 let (e, what) = match o.seasonal_overshoot {
+                    _ if *backtest > predict.max_error => {
+                        (*backtest, "its error on its own history is")
+                    }
                     Some(e) => (e, "its forecasts overshot by"),
                     None => (*backtest, "its error on its own history is"),
                 };

@@ -1,0 +1,160 @@
+//! Predictive Heijunka in the simulator (issue 10): the shipped policy with its forecasts
+//! against the same policy with `--no-predict`, side by side on one modelled cluster.
+//! `cargo test --release --test predict -- --nocapture` prints the README's table.
+
+use andon::policy::{self, Policy};
+use andon::scenario;
+use andon::simulate::{self, Options, SimResult};
+
+fn shipped() -> Policy {
+    policy::load("policies/erlmcp-tps.yaml").expect("shipped policy")
+}
+
+fn reactive(p: &Policy) -> Policy {
+    let mut p = p.clone();
+    p.behavior.predict = None;
+    p
+}
+
+fn run(path: &str, p: &Policy) -> SimResult {
+    let sc = scenario::load(path).expect("shipped scenario");
+    simulate::run(&sc, p, &p.services[0], Options::default())
+}
+
+fn run_text(text: &str, p: &Policy) -> SimResult {
+    let sc = scenario::from_str("test.yaml", text).expect("valid scenario");
+    simulate::run(&sc, p, &p.services[0], Options::default())
+}
+
+fn held(r: &SimResult, form: &str) -> bool {
+    r.expectations
+        .iter()
+        .find(|o| o.text.contains(form))
+        .unwrap_or_else(|| panic!("no expectation `{form}`"))
+        .held
+}
+
+/// Prints one scenario's row and returns (with, without).
+fn row(name: &str) -> (SimResult, SimResult) {
+    let p = shipped();
+    let path = format!("chaos/{name}.yaml");
+    let (a, b) = (run(&path, &p), run(&path, &reactive(&p)));
+    let (s, t) = (&a.summary, &b.summary);
+    println!(
+        "| {name} | {:.0} / {:.0} | {:.0} / {:.0} | {:.3}× | {} / {} | {:.0} / {:.0} |",
+        s.seconds_yellow_or_worse,
+        t.seconds_yellow_or_worse,
+        s.seconds_red_or_worse,
+        t.seconds_red_or_worse,
+        s.replica_seconds / t.replica_seconds,
+        s.direction_changes,
+        t.direction_changes,
+        s.peak_p95_ms,
+        t.peak_p95_ms
+    );
+    (a, b)
+}
+
+#[test]
+fn prediction_side_by_side_with_the_reactive_path() {
+    println!("| scenario | yellow-or-worse s (predict / reactive) | red-or-worse s | replica-seconds | direction changes | peak p95 ms |");
+    println!("|---|---|---|---|---|---|");
+    // A known daily peak: its replicas are in place when it starts, only with the forecast.
+    let (a, b) = row("daily-peak");
+    assert!(held(&a, "ready at the start"), "{:#?}", a.expectations);
+    assert!(
+        !held(&b, "ready at the start"),
+        "the reactive path is late: {:#?}",
+        b.expectations
+    );
+    assert!(a.summary.replica_seconds <= 1.05 * b.summary.replica_seconds);
+    assert!(a
+        .events
+        .iter()
+        .any(|e| e.text.contains("forecast (seasonal)")));
+    // The seed's flood: better, at most 5% more replica-seconds (not halved: README).
+    let (a, b) = row("connection-flood");
+    assert!(a.summary.seconds_yellow_or_worse < b.summary.seconds_yellow_or_worse);
+    assert!(a.summary.replica_seconds <= 1.05 * b.summary.replica_seconds);
+    assert!(a.events.iter().any(|e| e.text.contains("forecast (trend)")));
+    // Nobody could predict these: no worse (±2%), no extra turns.
+    for name in ["step", "noise", "sawtooth", "drop-to-zero"] {
+        let (a, b) = row(name);
+        let (s, t) = (&a.summary, &b.summary);
+        assert!(
+            s.seconds_red_or_worse <= t.seconds_red_or_worse * 1.02 + 1.0,
+            "{name}: red {} vs {}",
+            s.seconds_red_or_worse,
+            t.seconds_red_or_worse
+        );
+        assert!(
+            s.replica_seconds <= t.replica_seconds * 1.02,
+            "{name}: replica-seconds {} vs {}",
+            s.replica_seconds,
+            t.replica_seconds
+        );
+        assert!(s.direction_changes <= t.direction_changes, "{name}");
+    }
+    for name in ["diurnal", "message-bombing", "baseline"] {
+        let (a, b) = row(name);
+        assert!(
+            a.summary.replica_seconds <= 1.05 * b.summary.replica_seconds,
+            "{name}"
+        );
+        assert!(
+            a.summary.seconds_red_or_worse <= b.summary.seconds_red_or_worse,
+            "{name}"
+        );
+    }
+}
+
+fn daily_peak_with(history: &str) -> String {
+    std::fs::read_to_string("chaos/daily-peak.yaml")
+        .unwrap()
+        .replace("history:\n  days: 7\n  jitter: 5%\n", history)
+}
+
+#[test]
+fn a_day_of_zeros_in_the_history_is_ignored_with_the_reason() {
+    let p = shipped();
+    let r = run_text(
+        &daily_peak_with("history:\n  days: 7\n  jitter: 5%\n  zero_days: [1]\n"),
+        &p,
+    );
+    let ignored = r
+        .events
+        .iter()
+        .find(|e| e.text.contains("forecast (seasonal) of throughput ignored"))
+        .map(|e| e.text.clone())
+        .expect("the broken season is ignored, with the reason");
+    assert!(
+        ignored.contains("its error on its own history"),
+        "{ignored}"
+    );
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.text.contains("forecast (seasonal):")),
+        "the seasonal forecast never decides"
+    );
+    // The reactive path decides: the same replicas as without prediction at the day's start.
+    assert!(!held(&r, "ready at the start"), "{:#?}", r.expectations);
+}
+
+#[test]
+fn without_history_the_season_stays_off_and_the_trend_goes_on() {
+    let p = shipped();
+    let text = daily_peak_with("");
+    let r = run_text(&text, &p);
+    let mut trend_only = p.clone();
+    if let Some(pr) = trend_only.behavior.predict.as_mut() {
+        pr.seasonal = None;
+    }
+    let t = run_text(&text, &trend_only);
+    assert!(
+        !r.events.iter().any(|e| e.text.contains("seasonal")),
+        "nothing decided by it"
+    );
+    assert_eq!(r.summary.replica_seconds, t.summary.replica_seconds);
+    assert!(r.events.iter().any(|e| e.text.contains("forecast (trend)")));
+}
