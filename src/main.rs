@@ -494,6 +494,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 ..Options::default()
             };
             simulate::check_options(&sc, &opts)?;
+            simulate::check_history(&sc, &pol)?;
             let result = simulate::run_compared(&sc, &pol, svc, opts, baseline.is_some());
             if json {
                 println!("{}", serde_json::to_string(&result)?);

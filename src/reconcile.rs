@@ -186,6 +186,9 @@ pub struct Reconciler {
     in_flight: Option<(StepUndo, bool, u64)>,
     /// Seasonal profiles per demand signal, or why there is none (`set_history`).
     profiles: Vec<(SignalKind, Result<Profile, String>)>,
+    /// The last seasonal forecasts and when they were made: a profile moves by its step,
+    /// so they are made again every fifth of a step (at most every minute), not each tick.
+    seasonal_cache: Option<(u64, Vec<(SignalKind, SeasonalReading)>)>,
 }
 
 impl Reconciler {
@@ -213,21 +216,36 @@ impl Reconciler {
         let profile = history.and_then(|h| Profile::build(h, &params, floor));
         self.profiles.retain(|(k, _)| *k != kind);
         self.profiles.push((kind, profile));
+        self.seasonal_cache = None;
     }
 
     /// The seasonal forecasts for this step, from the profiles.
-    fn seasonal(&self, policy: &Policy, now_ms: u64) -> Vec<(SignalKind, SeasonalReading)> {
-        let Some(p) = policy
-            .behavior
-            .predict
-            .as_ref()
-            .filter(|p| p.seasonal.is_some())
-        else {
+    fn seasonal(&mut self, policy: &Policy, now_ms: u64) -> Vec<(SignalKind, SeasonalReading)> {
+        let Some(p) = policy.behavior.predict.as_ref() else {
             return Vec::new();
         };
+        let Some(params) = p.seasonal else {
+            return Vec::new();
+        };
+        let every = (params.step.as_millis() as u64 / 5).clamp(1, 60_000);
+        if let Some((at, cached)) = &self.seasonal_cache {
+            if now_ms >= *at && now_ms - at < every {
+                return cached.clone();
+            }
+        }
+        let fresh = self.seasonal_at(p, &policy.capacity, now_ms);
+        self.seasonal_cache = Some((now_ms, fresh.clone()));
+        fresh
+    }
+
+    fn seasonal_at(
+        &self,
+        p: &crate::policy::Predict,
+        capacity: &crate::policy::Capacity,
+        now_ms: u64,
+    ) -> Vec<(SignalKind, SeasonalReading)> {
         let now = now_ms as i64;
-        policy
-            .capacity
+        capacity
             .per_replica
             .iter()
             .map(|(kind, _)| {

@@ -282,7 +282,7 @@ fn history_series(scenario: &Scenario, policy: &Policy) -> HistorySeries {
         .iter()
         .map(|(kind, _)| {
             let series = match &scenario.history {
-                Some(h) => Ok(h.series(scenario, policy, *kind, params.step)),
+                Some(h) => Ok(h.series(scenario, policy, *kind, params.step, params.history)),
                 None => Err("the scenario has no `history:`".to_string()),
             };
             (*kind, series)
@@ -295,6 +295,95 @@ fn load_history(controller: &mut Reconciler, policy: &Policy, history: &HistoryS
         let h = series.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
         controller.set_history(policy, *kind, h);
     }
+}
+
+/// Whether each forecaster is in use, ignored or off, as last said on the timeline: a
+/// change is an event ("trusted again" is news as much as "ignored").
+#[derive(Default)]
+struct ForecasterStates(std::collections::BTreeMap<String, String>);
+
+impl ForecasterStates {
+    fn changes(&mut self, d: &Decision) -> Vec<String> {
+        use crate::core::Reason;
+        let mut out = Vec::new();
+        for o in &d.forecasts {
+            for (name, value) in [("trend", o.trend), ("seasonal", o.seasonal)] {
+                let ignored = d.reasons.iter().find_map(|r| match r {
+                    Reason::ForecastIgnored {
+                        signal,
+                        forecaster,
+                        why,
+                    } if *signal == o.signal && *forecaster == name => Some(why.clone()),
+                    _ => None,
+                });
+                let off = o
+                    .notes
+                    .iter()
+                    .find_map(|n| n.strip_prefix(&format!("{name}: off: ")));
+                let state = match (ignored, off, value) {
+                    (Some(why), _, _) => format!("ignored: {why}"),
+                    (_, Some(why), _) => format!("off: {why}"),
+                    (_, _, Some(_)) => "in use".to_string(),
+                    _ => continue,
+                };
+                let key = format!("{name} forecast of {}", o.signal);
+                let before = self.0.insert(key.clone(), state.clone());
+                // In use from the start is the normal case, not news.
+                let news = match &before {
+                    None => state != "in use",
+                    Some(b) => *b != state,
+                };
+                if news {
+                    out.push(format!("{key}: {state}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Checks a scenario's `history:` against the policy that will read it: the days must
+/// be the policy's seasonal period, or the profile would fold the wrong length.
+pub fn check_history(scenario: &Scenario, policy: &Policy) -> crate::Result<()> {
+    let (Some(h), Some(s)) = (
+        &scenario.history,
+        policy.behavior.predict.as_ref().and_then(|p| p.seasonal),
+    ) else {
+        return Ok(());
+    };
+    if h.period != s.period {
+        let f = |d: Duration| humantime::format_duration(d).to_string();
+        return Err(crate::Error::Config(format!(
+            "{}: history.period {} differs from {}'s behavior.predict.seasonal.period {}; allowed: the same period",
+            scenario.source,
+            f(h.period),
+            policy.source,
+            f(s.period)
+        )));
+    }
+    Ok(())
+}
+
+/// The replicas the modelled load needs: the fewest the policy's target tracking keeps
+/// for it (demand within the tolerance band of their capacity at target), max over the
+/// demand signals, within the service's bounds (`ready_at_start` measures against it).
+fn needed(policy: &Policy, service: &ServiceSpec, m: &crate::model::TickMetrics) -> u32 {
+    use crate::policy::SignalKind;
+    let cap = &policy.capacity;
+    cap.per_replica
+        .iter()
+        .filter_map(|(kind, per)| {
+            let demand = match kind {
+                SignalKind::Connections => m.connections as f64,
+                SignalKind::Throughput => m.offered_rps,
+                _ => return None,
+            };
+            let enough = per * cap.target_utilization * (1.0 + cap.tolerance);
+            Some((demand / enough).ceil() as u32)
+        })
+        .max()
+        .unwrap_or(0)
+        .clamp(service.min_replicas, service.max_replicas)
 }
 
 /// Runs one scenario for one service of the policy.
@@ -355,6 +444,7 @@ pub fn run_judged(
     let mut next_fault = 0;
     let mut controller_down_until = Duration::ZERO;
     let mut last: Option<Decision> = None;
+    let mut forecasters = ForecasterStates::default();
     let mut last_write_ok = true;
     let mut summary = Summary {
         max_tier: Tier::Green,
@@ -430,6 +520,15 @@ pub fn run_judged(
             let view = swarm.read(&cluster, now_ms);
             let plan = controller.step(policy, service, &obs, view, now_ms, opts.controlled);
             let d = &plan.decision;
+            if opts.record {
+                for text in forecasters.changes(&plan.decision) {
+                    events.push(Event {
+                        t_s: t.as_secs_f64(),
+                        kind: "forecast",
+                        text,
+                    });
+                }
+            }
             if opts.record && plan.changed {
                 events.push(Event {
                     t_s: t.as_secs_f64(),
@@ -490,8 +589,13 @@ pub fn run_judged(
                 .forecasts
                 .iter()
                 .find(|o| o.signal == crate::policy::SignalKind::Throughput)?;
-            let f = o.trend.into_iter().chain(o.seasonal).reduce(f64::max)?;
-            Some((f, o.horizon_s))
+            // The larger forecast, at the horizon it looks to.
+            match (o.trend, o.seasonal) {
+                (Some(t), Some(s)) if s > t => Some((s, o.seasonal_horizon_s)),
+                (Some(t), _) => Some((t, o.horizon_s)),
+                (None, Some(s)) => Some((s, o.seasonal_horizon_s)),
+                (None, None) => None,
+            }
         });
         let admitted_p95_ms = m.p95_s * 1000.0;
         summary.max_tier = summary.max_tier.max(tier);
@@ -520,6 +624,7 @@ pub fn run_judged(
             tier: Some(tier),
             replicas: Some(m.replicas),
             ready: Some(m.ready),
+            needed: Some(needed(yardstick, service, &m)),
             p95_s: (m.admitted_rps > 0.0).then_some(m.p95_s),
             error_rate: Some(m.error_rate()),
             timeout_rate: Some(timeout_rate),

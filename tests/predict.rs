@@ -108,6 +108,14 @@ fn prediction_side_by_side_with_the_reactive_path() {
     }
 }
 
+fn trend_only(p: &Policy) -> Policy {
+    let mut p = p.clone();
+    if let Some(pr) = p.behavior.predict.as_mut() {
+        pr.seasonal = None;
+    }
+    p
+}
+
 fn daily_peak_with(history: &str) -> String {
     std::fs::read_to_string("chaos/daily-peak.yaml")
         .unwrap()
@@ -137,8 +145,16 @@ fn a_day_of_zeros_in_the_history_is_ignored_with_the_reason() {
             .any(|e| e.text.contains("forecast (seasonal):")),
         "the seasonal forecast never decides"
     );
-    // The reactive path decides: the same replicas as without prediction at the day's start.
-    assert!(!held(&r, "ready at the start"), "{:#?}", r.expectations);
+    // The season is out; the trend and the reading decide, as with no season at all.
+    assert_eq!(
+        r.summary.replica_seconds,
+        run_text(
+            &daily_peak_with("history:\n  days: 7\n  jitter: 5%\n  zero_days: [1]\n"),
+            &trend_only(&p)
+        )
+        .summary
+        .replica_seconds
+    );
 }
 
 #[test]
@@ -146,15 +162,62 @@ fn without_history_the_season_stays_off_and_the_trend_goes_on() {
     let p = shipped();
     let text = daily_peak_with("");
     let r = run_text(&text, &p);
-    let mut trend_only = p.clone();
-    if let Some(pr) = trend_only.behavior.predict.as_mut() {
-        pr.seasonal = None;
-    }
-    let t = run_text(&text, &trend_only);
+    let t = run_text(&text, &trend_only(&p));
     assert!(
-        !r.events.iter().any(|e| e.text.contains("seasonal")),
+        r.events
+            .iter()
+            .any(|e| e.text
+                == "seasonal forecast of throughput: off: the scenario has no `history:`"),
+        "the timeline says why"
+    );
+    assert!(
+        !r.events
+            .iter()
+            .any(|e| e.text.contains("forecast (seasonal)")),
         "nothing decided by it"
     );
     assert_eq!(r.summary.replica_seconds, t.summary.replica_seconds);
     assert!(r.events.iter().any(|e| e.text.contains("forecast (trend)")));
+}
+
+/// Found by a hostile test: a seasonal forecast inside the tolerance band of the current
+/// replicas did not vote, so the scale-down window, fed by the reading alone, let the
+/// replicas fall in the middle of the morning rise and climb again (three turns).
+#[test]
+fn a_daily_peak_rises_without_a_turn_whatever_the_days_jitter() {
+    let p = shipped();
+    for jitter in ["0%", "10%", "30%", "100%"] {
+        let text = daily_peak_with(&format!("history:\n  days: 7\n  jitter: {jitter}\n"));
+        let r = run_text(&text, &p);
+        assert!(
+            r.summary.direction_changes <= 1,
+            "jitter {jitter}: {:#?}",
+            r.events
+        );
+        assert!(
+            held(&r, "ready at the start"),
+            "jitter {jitter}: {:#?}",
+            r.expectations
+        );
+    }
+}
+
+/// Found by a hostile test: a scenario's history was built for all its days at the
+/// policy's step (92 days of 31 at 1 s: 4 GB), not for the window the policy reads.
+#[test]
+fn a_scenarios_history_is_only_the_window_the_policy_reads() {
+    let p = shipped();
+    let text = daily_peak_with("history:\n  days: 92\n");
+    let sc = scenario::from_str("test.yaml", &text).unwrap();
+    let s = p.behavior.predict.as_ref().unwrap().seasonal.unwrap();
+    let series = sc.history.as_ref().unwrap().series(
+        &sc,
+        &p,
+        andon::policy::SignalKind::Throughput,
+        s.step,
+        s.history,
+    );
+    // 7 days at 5 m.
+    assert_eq!(series.len(), 7 * 288);
+    assert_eq!(series[0].0, -7 * 86_400_000);
 }

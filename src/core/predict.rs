@@ -12,9 +12,10 @@
 //!   The shell builds the profile; the core gets its forecast in the observations.
 //!
 //! Never trusted blindly:
-//! - a forecast only adds: it votes only when it asks for more than the current replicas
-//!   past the tolerance band, and the reactive recommendation stands when it asks for more
-//!   (desired = max of the two, then the usual windows, limits and bounds);
+//! - a forecast only adds: it votes only when it is above the reading, with target
+//!   tracking and its tolerance band (so it may hold the current replicas, or ask for
+//!   more), and the reactive recommendation stands when it asks for more (desired = max
+//!   of the two, then the usual windows, limits and bounds);
 //! - every forecast is scored when its time comes, as error over demand (WAPE: mean
 //!   error over mean demand; MAPE divides by zero on an idle service), with demand
 //!   floored at one replica's capacity (a miss under one replica's worth changes nothing).
@@ -204,9 +205,12 @@ pub struct Outlook {
     /// For the seasonal forecaster, before any forecast was scored: its backtest.
     pub seasonal_error: Option<f64>,
     pub seasonal_overshoot: Option<f64>,
-    /// The forecaster whose forecast asks for more replicas than are running, if one
-    /// does (whether it decides depends on what the reading asks for).
+    /// The forecaster whose forecast is above the reading and votes, if one does
+    /// (whether it decides depends on what the reading asks for).
     pub votes: Option<String>,
+    /// How far ahead the seasonal forecast looks: the horizon plus its lead.
+    #[serde(default)]
+    pub seasonal_horizon_s: f64,
     /// Why a forecaster is not used (warming up, error too high, no history).
     pub notes: Vec<String>,
 }
@@ -255,6 +259,7 @@ pub fn recommend(
             seasonal_error: None,
             seasonal_overshoot: None,
             votes: None,
+            seasonal_horizon_s: (h + lead_ms) as f64 / 1000.0,
             notes: Vec::new(),
         };
         let Some(Quality::Good { value }) = q[signal.index()] else {
@@ -372,9 +377,18 @@ pub fn recommend(
         {
             let per = per_replica * cap.target_utilization;
             let demand = forecast * (1.0 + headroom);
-            let above_band = current == 0 || demand / (current as f64 * per) > 1.0 + cap.tolerance;
-            if forecast > value && above_band {
-                let r = (demand / per).ceil().min(u32::MAX as f64) as u32;
+            // Target tracking on the forecast, with the same tolerance band as on the
+            // reading: a forecast the current replicas already serve asks to keep them
+            // (a scale-down in the middle of a rise the forecast sees is the flap the
+            // band exists to prevent), and only a rise past the band asks for more.
+            let within_band =
+                current > 0 && (demand / (current as f64 * per) - 1.0).abs() <= cap.tolerance;
+            if forecast > value {
+                let r = if within_band {
+                    current
+                } else {
+                    (demand / per).ceil().min(u32::MAX as f64) as u32
+                };
                 if best.as_ref().is_none_or(|(b, _)| r > *b) {
                     best = Some((
                         r,

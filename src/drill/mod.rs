@@ -319,6 +319,8 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
             replicas: s.replicas,
             // The watcher counts running tasks: those are the ready ones it can see.
             ready: s.replicas,
+            // The drill does not model demand per replica: ready_at_start deviates there.
+            needed: None,
             p95_s: s.p95_ms.map(|v| v / 1000.0),
             error_rate: (s.achieved_rps > 0.0).then_some(s.error_rate),
             timeout_rate: (s.achieved_rps > 0.0).then_some(s.timeout_rate),

@@ -63,6 +63,12 @@ impl Checker<'_> {
             &raw.scrape_interval,
             DEFAULT_SCRAPE_INTERVAL,
         );
+        if raw.scrape_interval.is_some() && scrape.is_zero() {
+            self.error(
+                &format!("{p}.scrape_interval"),
+                "is 0; allowed: Prometheus' scrape interval, at least 1s",
+            );
+        }
         if fixed.is_some() && (raw.ready_after.is_some() || raw.scrape_interval.is_some()) {
             self.error(
                 &format!("{p}.horizon"),
@@ -105,7 +111,12 @@ impl Checker<'_> {
                 match v {
                     Ok(v) if v.is_finite() && v > 0.0 && v <= 10.0 => v,
                     Ok(v) => {
-                        self.error(&path, format!("{v} is out of range; allowed: above 0, at most 10 (1000%): the forecaster's error over demand"));
+                        let shown = if v.abs() < 1e6 {
+                            format!("{v}")
+                        } else {
+                            format!("{v:.3e}")
+                        };
+                        self.error(&path, format!("{shown} is out of range; allowed: above 0, at most 10 (1000%): the forecaster's error over demand"));
                         DEFAULT_MAX_ERROR
                     }
                     Err(e) => {
@@ -203,7 +214,8 @@ impl Checker<'_> {
             None => d.min_periods,
         };
         let ms = |d: Duration| d.as_millis() as u64;
-        if ms(period) > 0 && ms(step) > 0 {
+        // A duration that did not parse reads 0 and has its own error already.
+        if ms(period) > 0 && ms(step) > 0 && ms(history) > 0 {
             if ms(step) > ms(period) / 4 {
                 self.error(
                     &format!("{p}.step"),

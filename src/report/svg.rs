@@ -183,7 +183,7 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
     // Offered load and shed.
     let max_rps = tl
         .iter()
-        .map(|p| p.offered_rps)
+        .map(|p| p.offered_rps.max(p.forecast_rps.unwrap_or(0.0)))
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.1;

@@ -107,10 +107,9 @@ impl Expectation {
                 return outcome(false, "no scale-up in the window".into());
             }
             Metric::ReadyAtStart(fraction) => {
-                let ready = || in_window().filter_map(|p| p.ready.map(|r| (p.t, r)));
-                let (Some((at, first)), Some(most)) =
-                    (ready().next(), ready().map(|(_, r)| r).max())
-                else {
+                let first = in_window().find_map(|p| p.ready.map(|r| (p.t, r)));
+                let most = in_window().filter_map(|p| p.needed).max();
+                let (Some((at, first)), Some(most)) = (first, most) else {
                     return outcome(false, "no observation in the window".into());
                 };
                 let share = if most == 0 {
@@ -121,7 +120,7 @@ impl Expectation {
                 return outcome(
                     share >= *fraction - 1e-9,
                     format!(
-                        "{first} of {most} ready at {:.0} s ({:.0}%)",
+                        "{first} ready of the {most} the load needs, at {:.0} s ({:.0}%)",
                         at.as_secs_f64(),
                         share * 100.0
                     ),
@@ -260,6 +259,7 @@ mod tests {
                 t: Duration::from_secs(i as u64),
                 replicas: Some(*r),
                 ready: Some(*r),
+                needed: Some(*r),
                 tier: Some(if i >= 10 { Tier::Red } else { Tier::Green }),
                 offered_rps: Some(100.0),
                 shed_rate: Some(if i >= 10 { 0.5 } else { 0.0 }),

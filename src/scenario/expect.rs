@@ -33,7 +33,8 @@ pub enum Metric {
     /// Shed requests over offered, over the window.
     ShedFractionBelow(f64),
     /// At the window's start, the ready replicas are at least this fraction of the most
-    /// the window goes on to have ready: capacity in place before the load.
+    /// the window's load needs (by the policy's capacity at target): capacity in place
+    /// before the load.
     ReadyAtStart(f64),
     /// The line stopped (Jidoka) somewhere in the window, or (false) never did.
     LineStopped(bool),
@@ -88,6 +89,10 @@ pub struct Point {
     pub replicas: Option<u32>,
     /// Replicas running and ready.
     pub ready: Option<u32>,
+    /// The replicas the load needs: the fewest the policy's target tracking keeps for it
+    /// (within its tolerance band, and the service's bounds); what `ready_at_start`
+    /// measures against.
+    pub needed: Option<u32>,
     pub p95_s: Option<f64>,
     pub error_rate: Option<f64>,
     pub timeout_rate: Option<f64>,
@@ -257,7 +262,17 @@ pub(super) fn build(
             );
         }
         let field = format!("{path}.ready_at_start");
-        metrics.push(ratio(c, &field, q).map(Metric::ReadyAtStart));
+        let r = ratio(c, &field, q).filter(|r| {
+            let ok = *r > 0.0;
+            if !ok {
+                c.error(
+                    &field,
+                    "0 always holds; allowed: more than 0, up to 1 or 100%",
+                );
+            }
+            ok
+        });
+        metrics.push(r.map(Metric::ReadyAtStart));
     }
     if let Some(b) = e.line_stopped {
         metrics.push(Some(Metric::LineStopped(b)));

@@ -96,16 +96,18 @@ pub(super) fn build(c: &mut Checker, raw: &HistoryFile, duration: Duration) -> O
 }
 
 impl History {
-    /// A demand signal's history as Prometheus would answer a range query for it: one
-    /// point every `step` from `days` periods before the run to its start (ms, negative:
-    /// the run starts at 0). Connections are the gauge; throughput is the offered rate
-    /// averaged over the signal's rate window, as `rate(...[1m])` reads it.
+    /// A demand signal's history as Prometheus would answer the range query andon sends:
+    /// one point every `step` over the last `window` (the policy's `history`, and no more
+    /// than `days` periods) before the run (ms, negative: the run starts at 0).
+    /// Connections are the gauge; throughput is the offered rate averaged over the
+    /// signal's rate window, as `rate(...[1m])` reads it.
     pub fn series(
         &self,
         scenario: &Scenario,
         policy: &Policy,
         kind: SignalKind,
         step: Duration,
+        window: Duration,
     ) -> Vec<(i64, f64)> {
         let period_ms = self.period.as_millis() as i64;
         let step_ms = (step.as_millis() as i64).max(1000);
@@ -124,8 +126,11 @@ impl History {
                 None => (0.0, 0.0),
             }
         };
-        let start = -(self.days as i64) * period_ms;
-        (0..(self.days as i64 * period_ms) / step_ms)
+        let span = (self.days as i64 * period_ms).min(window.as_millis() as i64);
+        // Validation bounds history / step; this bounds a scenario's own numbers too.
+        let points = (span / step_ms).min(crate::policy::predict::MAX_HISTORY_POINTS as i64);
+        let start = -points * step_ms;
+        (0..points)
             .map(|i| {
                 let t = start + i * step_ms;
                 let day = ((-t + period_ms - 1) / period_ms) as u32;
