@@ -200,88 +200,6 @@ impl Reconciler {
         &self.state
     }
 
-    /// A demand signal's history for the seasonal forecast (`behavior.predict.seasonal`),
-    /// as (ms, value) on the step's clock, or why the shell has none (a failed range
-    /// query). Replaces what was there: the shell reads history again now and then.
-    pub fn set_history(
-        &mut self,
-        policy: &Policy,
-        kind: SignalKind,
-        history: Result<&[(i64, f64)], String>,
-    ) {
-        let Some(params) = policy.behavior.predict.as_ref().and_then(|p| p.seasonal) else {
-            return;
-        };
-        let floor = policy.capacity_of(kind).unwrap_or(1.0);
-        let profile = history.and_then(|h| Profile::build(h, &params, floor));
-        self.profiles.retain(|(k, _)| *k != kind);
-        self.profiles.push((kind, profile));
-        self.seasonal_cache = None;
-    }
-
-    /// The seasonal forecasts for this step, from the profiles.
-    fn seasonal(&mut self, policy: &Policy, now_ms: u64) -> Vec<(SignalKind, SeasonalReading)> {
-        let Some(p) = policy.behavior.predict.as_ref() else {
-            return Vec::new();
-        };
-        let Some(params) = p.seasonal else {
-            return Vec::new();
-        };
-        let every = (params.step.as_millis() as u64 / 5).clamp(1, 60_000);
-        if let Some((at, cached)) = &self.seasonal_cache {
-            if now_ms >= *at && now_ms - at < every {
-                return cached.clone();
-            }
-        }
-        let fresh = self.seasonal_at(p, &policy.capacity, now_ms);
-        self.seasonal_cache = Some((now_ms, fresh.clone()));
-        fresh
-    }
-
-    fn seasonal_at(
-        &self,
-        p: &crate::policy::Predict,
-        capacity: &crate::policy::Capacity,
-        now_ms: u64,
-    ) -> Vec<(SignalKind, SeasonalReading)> {
-        let now = now_ms as i64;
-        capacity
-            .per_replica
-            .iter()
-            .map(|(kind, _)| {
-                let h = p.horizon_ms(*kind) as i64;
-                let lead = p.seasonal.map_or(0, |s| s.lead.as_millis() as i64);
-                let reading = match self.profiles.iter().find(|(k, _)| k == kind) {
-                    None => SeasonalReading::Off {
-                        why: "history not read yet".into(),
-                    },
-                    Some((_, Err(why))) => SeasonalReading::Off { why: why.clone() },
-                    Some((_, Ok(profile))) => {
-                        match (
-                            profile.ahead(now, h + lead),
-                            profile.forecast(now + h),
-                            profile.forecast(now),
-                        ) {
-                            (Some(ahead), Some(at_horizon), Some(now)) => {
-                                SeasonalReading::Forecast {
-                                    ahead,
-                                    at_horizon,
-                                    now,
-                                    backtest: profile.backtest,
-                                    periods: profile.periods,
-                                }
-                            }
-                            _ => SeasonalReading::Off {
-                                why: "the history holds nothing for this time".into(),
-                            },
-                        }
-                    }
-                };
-                (*kind, reading)
-            })
-            .collect()
-    }
-
     /// One step. With `apply` false (dry run, no control) nothing will be written, so the
     /// step's scale event is forgotten at once; `committed` need not be called.
     pub fn step(
@@ -502,6 +420,8 @@ fn shed_labels(
     }
     labels
 }
+
+mod seasonal;
 
 #[cfg(test)]
 mod tests;

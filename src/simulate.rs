@@ -18,6 +18,10 @@ use crate::scenario::{FaultKind, Scenario, Verdict};
 use serde::Serialize;
 use std::time::Duration;
 
+mod forecasts;
+pub use forecasts::check_history;
+use forecasts::{history_series, load_history, ForecasterStates};
+
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Let the decisions act on the cluster.
@@ -262,103 +266,6 @@ pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
             "{} at --tick {} is {ticks} model ticks; allowed: at most {MAX_TICKS} (raise --tick)",
             f(scenario.duration()),
             f(opts.tick)
-        )));
-    }
-    Ok(())
-}
-
-/// The scenario's history per demand signal, as the modelled Prometheus would answer a
-/// range query for it; why there is none when the policy wants it and the scenario has
-/// no `history:`.
-type HistorySeries = Vec<(crate::policy::SignalKind, Result<Vec<(i64, f64)>, String>)>;
-
-fn history_series(scenario: &Scenario, policy: &Policy) -> HistorySeries {
-    let Some(params) = policy.behavior.predict.as_ref().and_then(|p| p.seasonal) else {
-        return Vec::new();
-    };
-    policy
-        .capacity
-        .per_replica
-        .iter()
-        .map(|(kind, _)| {
-            let series = match &scenario.history {
-                Some(h) => Ok(h.series(scenario, policy, *kind, params.step, params.history)),
-                None => Err("the scenario has no `history:`".to_string()),
-            };
-            (*kind, series)
-        })
-        .collect()
-}
-
-fn load_history(controller: &mut Reconciler, policy: &Policy, history: &HistorySeries) {
-    for (kind, series) in history {
-        let h = series.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
-        controller.set_history(policy, *kind, h);
-    }
-}
-
-/// Whether each forecaster is in use, ignored or off, as last said on the timeline: a
-/// change is an event ("trusted again" is news as much as "ignored").
-#[derive(Default)]
-struct ForecasterStates(std::collections::BTreeMap<String, String>);
-
-impl ForecasterStates {
-    fn changes(&mut self, d: &Decision) -> Vec<String> {
-        use crate::core::Reason;
-        let mut out = Vec::new();
-        for o in &d.forecasts {
-            for (name, value) in [("trend", o.trend), ("seasonal", o.seasonal)] {
-                let ignored = d.reasons.iter().find_map(|r| match r {
-                    Reason::ForecastIgnored {
-                        signal,
-                        forecaster,
-                        why,
-                    } if *signal == o.signal && *forecaster == name => Some(why.clone()),
-                    _ => None,
-                });
-                let off = o
-                    .notes
-                    .iter()
-                    .find_map(|n| n.strip_prefix(&format!("{name}: off: ")));
-                let state = match (ignored, off, value) {
-                    (Some(why), _, _) => format!("ignored: {why}"),
-                    (_, Some(why), _) => format!("off: {why}"),
-                    (_, _, Some(_)) => "in use".to_string(),
-                    _ => continue,
-                };
-                let key = format!("{name} forecast of {}", o.signal);
-                let before = self.0.insert(key.clone(), state.clone());
-                // In use from the start is the normal case, not news.
-                let news = match &before {
-                    None => state != "in use",
-                    Some(b) => *b != state,
-                };
-                if news {
-                    out.push(format!("{key}: {state}"));
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Checks a scenario's `history:` against the policy that will read it: the days must
-/// be the policy's seasonal period, or the profile would fold the wrong length.
-pub fn check_history(scenario: &Scenario, policy: &Policy) -> crate::Result<()> {
-    let (Some(h), Some(s)) = (
-        &scenario.history,
-        policy.behavior.predict.as_ref().and_then(|p| p.seasonal),
-    ) else {
-        return Ok(());
-    };
-    if h.period != s.period {
-        let f = |d: Duration| humantime::format_duration(d).to_string();
-        return Err(crate::Error::Config(format!(
-            "{}: history.period {} differs from {}'s behavior.predict.seasonal.period {}; allowed: the same period",
-            scenario.source,
-            f(h.period),
-            policy.source,
-            f(s.period)
         )));
     }
     Ok(())
