@@ -246,7 +246,7 @@ impl Engine {
         );
         let deadline = intended + self.timeout;
         tokio::task::spawn_local(async move {
-            let outcome = request(&client, addr, Some(&id), body, deadline).await;
+            let outcome = request(&client, addr, Some(&id), body, deadline, true).await;
             let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
             *in_flight.borrow_mut() -= 1;
             if matches!(
@@ -304,6 +304,7 @@ async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) 
         Some(&id),
         mcp::INITIALIZED_BODY.to_string(),
         Instant::now() + timeout,
+        false,
     )
     .await;
     class.is_none().then_some(id)
@@ -316,6 +317,7 @@ pub async fn request(
     session: Option<&str>,
     body: String,
     deadline: Instant,
+    expects_answer: bool,
 ) -> (Option<ErrorClass>, u16) {
     let mut b = Request::post(format!("http://{addr}/mcp"))
         .header("content-type", "application/json")
@@ -347,7 +349,7 @@ pub async fn request(
         Ok(Err(_)) => return (Some(ErrorClass::Reset), status),
         Ok(Ok(b)) => b.to_bytes(),
     };
-    (mcp::classify(status, &body), status)
+    (mcp::classify(status, &body, expects_answer), status)
 }
 
 /// Runs the schedule of `scenario` until it ends. `tick` is called about every 10 ms with

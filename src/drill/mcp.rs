@@ -21,10 +21,15 @@ pub enum ErrorClass {
     SessionLost,
     /// The generator could not send on time (too many requests in flight).
     Generator,
+    /// A 2xx whose body is empty, unparsable, or holds neither `result` nor `error`: not
+    /// an answer, whatever the status says.
+    NoAnswer,
+    /// A `tools/call` answered with `isError: true`: the tool failed, the protocol did not.
+    ToolError,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 10] = [
         ErrorClass::Timeout,
         ErrorClass::Refused,
         ErrorClass::Reset,
@@ -33,6 +38,8 @@ impl ErrorClass {
         ErrorClass::JsonRpc,
         ErrorClass::SessionLost,
         ErrorClass::Generator,
+        ErrorClass::NoAnswer,
+        ErrorClass::ToolError,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +51,8 @@ impl ErrorClass {
             ErrorClass::JsonRpc => "jsonrpc",
             ErrorClass::SessionLost => "session_lost",
             ErrorClass::Generator => "generator",
+            ErrorClass::NoAnswer => "no_answer",
+            ErrorClass::ToolError => "tool_error",
         }
     }
 }
@@ -70,24 +79,59 @@ pub fn initialize_body() -> String {
 
 pub const INITIALIZED_BODY: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
-/// Classifies an HTTP answer: `None` is success.
-pub fn classify(status: u16, body: &[u8]) -> Option<ErrorClass> {
+/// The parts of a JSON-RPC answer the drill reads; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Answer {
+    result: Option<AnswerResult>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerResult {
+    #[serde(rename = "isError", default)]
+    is_error: bool,
+}
+
+/// The JSON-RPC answer in a body: the JSON itself, or the first SSE `data:` line that
+/// holds one.
+fn answer(body: &[u8]) -> Option<Answer> {
+    let parse = |b: &[u8]| {
+        serde_json::from_slice::<Answer>(b)
+            .ok()
+            .filter(|a| a.result.is_some() || a.error.is_some())
+    };
+    parse(body).or_else(|| {
+        body.split(|c| *c == b'\n')
+            .filter_map(|l| l.strip_prefix(b"data:"))
+            .find_map(|l| parse(l.trim_ascii()))
+    })
+}
+
+/// Classifies an HTTP answer: `None` is success. `expects_answer`: a request (it has an
+/// id) must be answered with a JSON-RPC result or error; a notification may get an empty
+/// 202.
+pub fn classify(status: u16, body: &[u8], expects_answer: bool) -> Option<ErrorClass> {
     match status {
-        200..=299 => {
-            // A JSON-RPC error object in the JSON body or in an SSE data line.
-            let has_error = memchr_find(body, br#""error":"#).is_some()
-                && memchr_find(body, br#""result""#).is_none();
-            has_error.then_some(ErrorClass::JsonRpc)
-        }
+        200..=299 if !expects_answer => None,
+        200..=299 => match answer(body) {
+            None => Some(ErrorClass::NoAnswer),
+            Some(a) if a.error.is_some() => Some(ErrorClass::JsonRpc),
+            Some(a) if a.result.as_ref().is_some_and(|r| r.is_error) => Some(ErrorClass::ToolError),
+            Some(_) => None,
+        },
         503 | 429 => Some(ErrorClass::Shed),
         404 => Some(ErrorClass::SessionLost),
+        // The TypeScript reference server answers an unknown session with 400 ("No valid
+        // session ID provided"): as a 404, the session is replaced.
+        400 if contains_ignore_case(body, b"session") => Some(ErrorClass::SessionLost),
         500..=599 => Some(ErrorClass::Http5xx),
         _ => Some(ErrorClass::JsonRpc),
     }
 }
 
-fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -96,24 +140,52 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
+        let c = |status, body: &[u8]| classify(status, body, true);
+        assert_eq!(c(200, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None);
         assert_eq!(
-            classify(200, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
-            None
-        );
-        assert_eq!(
-            classify(
+            c(
                 200,
                 b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
             ),
             None
         );
         assert_eq!(
-            classify(200, br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601}}"#),
+            c(200, br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601}}"#),
             Some(ErrorClass::JsonRpc)
         );
-        assert_eq!(classify(503, b""), Some(ErrorClass::Shed));
-        assert_eq!(classify(404, b""), Some(ErrorClass::SessionLost));
-        assert_eq!(classify(502, b""), Some(ErrorClass::Http5xx));
+        assert_eq!(c(503, b""), Some(ErrorClass::Shed));
+        assert_eq!(c(404, b""), Some(ErrorClass::SessionLost));
+        assert_eq!(c(502, b""), Some(ErrorClass::Http5xx));
+        // Not answers: counted as such, not as successes (issue 9).
+        assert_eq!(c(200, b""), Some(ErrorClass::NoAnswer));
+        assert_eq!(c(200, b"<html>ok</html>"), Some(ErrorClass::NoAnswer));
+        assert_eq!(
+            c(200, br#"{"jsonrpc":"2.0","id":1}"#),
+            Some(ErrorClass::NoAnswer)
+        );
+        assert_eq!(
+            c(200, b"event: message\ndata: \n\n"),
+            Some(ErrorClass::NoAnswer)
+        );
+        // A result that says its text contains "error": is still a result.
+        assert_eq!(
+            c(200, br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"error\": none"}]}}"#),
+            None
+        );
+        assert_eq!(
+            c(
+                200,
+                br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#
+            ),
+            Some(ErrorClass::ToolError)
+        );
+        assert_eq!(
+            c(400, br#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: No valid session ID provided"},"id":null}"#),
+            Some(ErrorClass::SessionLost)
+        );
+        assert_eq!(c(400, b"bad json"), Some(ErrorClass::JsonRpc));
+        // A notification's empty 202 is fine.
+        assert_eq!(classify(202, b"", false), None);
         assert!(request_body("tools/call", 7).contains("\"id\":7"));
         let v: serde_json::Value = serde_json::from_str(&initialize_body()).unwrap();
         assert_eq!(v["method"], "initialize");

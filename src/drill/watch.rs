@@ -124,6 +124,7 @@ pub async fn steady_state(
             None,
             super::mcp::initialize_body(),
             deadline(),
+            true,
         )
         .await;
         if class.is_none() {
