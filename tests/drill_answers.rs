@@ -2,9 +2,12 @@
 //! MCP endpoint that answers every POST with an empty 200 (and a session id), a drill
 //! that expects a low error rate deviates, and says why.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Answers every request on every connection with `status` and `body` (keep-alive, as
 /// the drill's client uses), until the process ends.
@@ -53,10 +56,18 @@ fn fake_server(status: &'static str, body: &'static str) -> String {
 const SCENARIO: &str = "name: tiny\nreplicas: 1\nphases:\n  - {name: load, duration: 3s, connections: 2, rate: {per_connection: 5}}\nexpect:\n  - error_rate_below: 1%\n";
 
 fn drill(addr: &str) -> (i32, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!("andon-drill-answers-{}", std::process::id()));
+    drill_scenario(addr, SCENARIO)
+}
+
+fn drill_scenario(addr: &str, scenario: &str) -> (i32, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!(
+        "andon-drill-answers-{}-{}",
+        std::process::id(),
+        addr.replace([':', '.'], "-")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let sc = dir.join("tiny.yaml");
-    std::fs::write(&sc, SCENARIO).unwrap();
+    std::fs::write(&sc, scenario).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_andon"))
         .args(["drill", sc.to_str().unwrap(), "--target"])
         .arg(format!("http://{addr}"))
@@ -99,4 +110,114 @@ fn real_results_pass() {
     let addr = fake_server("200 OK", r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
     let (code, json) = drill(&addr);
     assert_eq!(code, 0, "{json}");
+}
+
+/// A slow MCP endpoint with real sessions: each POST is answered after `delay`, with 404
+/// if its session was deleted meanwhile, as a real server would.
+type Deleted = Arc<Mutex<HashSet<String>>>;
+
+fn slow_server(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let deleted: Deleted = Arc::default();
+    let next = Arc::new(Mutex::new(0u64));
+    let state = (deleted.clone(), next.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (deleted, next) = (deleted.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                loop {
+                    let (mut len, mut session, mut method) = (0usize, None, String::new());
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if method.is_empty() {
+                            method = line.split(' ').next().unwrap_or("").to_string();
+                        }
+                        let l = line.to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if let Some(v) = l.strip_prefix("mcp-session-id:") {
+                            session = Some(v.trim().to_string());
+                        }
+                    }
+                    let mut buf = vec![0; len];
+                    if r.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    let body = String::from_utf8_lossy(&buf).to_string();
+                    let (status, sid, answer) = if method == "DELETE" {
+                        deleted
+                            .lock()
+                            .unwrap()
+                            .insert(session.clone().unwrap_or_default());
+                        ("200 OK", session.unwrap_or_default(), String::new())
+                    } else if body.contains("\"initialize\"") {
+                        let mut n = next.lock().unwrap();
+                        *n += 1;
+                        (
+                            "200 OK",
+                            format!("s{n}"),
+                            r#"{"jsonrpc":"2.0","id":0,"result":{}}"#.to_string(),
+                        )
+                    } else if !body.contains("\"id\"") {
+                        ("202 Accepted", session.unwrap_or_default(), String::new())
+                    } else {
+                        std::thread::sleep(delay);
+                        let sid = session.unwrap_or_default();
+                        if deleted.lock().unwrap().contains(&sid) {
+                            ("404 Not Found", sid, String::new())
+                        } else {
+                            (
+                                "200 OK",
+                                sid,
+                                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_string(),
+                            )
+                        }
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nmcp-session-id: {sid}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if w.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, state.0, state.1)
+}
+
+#[test]
+fn the_probe_closes_the_session_it_opens() {
+    let (addr, deleted, opened) = slow_server(Duration::ZERO);
+    let scenario =
+        "name: idle\nreplicas: 1\nphases:\n  - {name: idle, duration: 1s, connections: 0}\n";
+    let (code, json) = drill_scenario(&addr, scenario);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(*opened.lock().unwrap(), 1, "the probe's initialize only");
+    assert!(deleted.lock().unwrap().contains("s1"), "and its DELETE");
+}
+
+#[test]
+fn a_ramp_down_lets_requests_in_flight_finish_before_deleting_their_session() {
+    let (addr, ..) = slow_server(Duration::from_millis(300));
+    let scenario = "name: ramp-down\nreplicas: 1\nphases:\n  - {name: up, duration: 3s, connections: 6, rate: {per_connection: 20}}\n  - {name: down, duration: 2s, connections: 0}\nexpect:\n  - error_rate_below: 0.1%\n";
+    let (code, json) = drill_scenario(&addr, scenario);
+    let text = json.to_string();
+    assert!(
+        !text.contains("session_lost"),
+        "no request lost to its own session's DELETE: {text}"
+    );
+    assert_eq!(code, 0, "{text}");
 }

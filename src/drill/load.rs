@@ -40,6 +40,8 @@ struct Session {
     addr: SocketAddr,
     /// Lost (404, refused): to be replaced.
     dead: bool,
+    /// Its requests in flight: a closing session is deleted only once they are answered.
+    in_flight: Rc<std::cell::Cell<u32>>,
 }
 
 /// Where sessions go: fixed, or kept up to date by discovery (swarm:SERVICE).
@@ -127,18 +129,18 @@ impl Engine {
                 let n = s.len() - target as usize;
                 s.drain(..n).collect()
             };
+            let timeout = self.timeout;
             for sess in closing {
                 if let Some(id) = sess.id {
                     let client = self.client.clone();
                     tokio::task::spawn_local(async move {
-                        let req = Request::delete(format!("http://{}/mcp", sess.addr))
-                            .header("mcp-session-id", &*id)
-                            .body(Full::new(Bytes::new()));
-                        if let Ok(req) = req {
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(2), client.request(req))
-                                    .await;
+                        // No new request goes to it (it left the list); the ones in flight
+                        // finish first, or a DELETE would turn them into lost sessions.
+                        let since = Instant::now();
+                        while sess.in_flight.get() > 0 && since.elapsed() < timeout {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                         }
+                        delete_session(&client, sess.addr, &id).await;
                     });
                 }
             }
@@ -163,6 +165,7 @@ impl Engine {
                     id: None,
                     addr,
                     dead: false,
+                    in_flight: Rc::default(),
                 });
                 s.len() - 1
             };
@@ -216,13 +219,13 @@ impl Engine {
             (0..n).find_map(|k| {
                 let i = (self.rr_session + k) % n;
                 let x = &s[i];
-                (x.id.is_some() && !x.dead).then(|| (i, x.addr, x.id.clone()))
+                (x.id.is_some() && !x.dead).then(|| (i, x.addr, x.id.clone(), x.in_flight.clone()))
             })
         };
         if let Some((i, ..)) = pick {
             self.rr_session = i + 1;
         }
-        let Some((idx, addr, Some(id))) = pick else {
+        let Some((idx, addr, Some(id), session_in_flight)) = pick else {
             // Nowhere to send: the service refused every session.
             self.stats
                 .borrow_mut()
@@ -236,6 +239,7 @@ impl Engine {
             return;
         }
         *self.in_flight.borrow_mut() += 1;
+        session_in_flight.set(session_in_flight.get() + 1);
         let body = mcp::request_body(method, self.request_id);
         self.request_id += 1;
         let (client, stats, in_flight, sessions) = (
@@ -249,6 +253,7 @@ impl Engine {
             let outcome = request(&client, addr, Some(&id), body, deadline, true).await;
             let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
             *in_flight.borrow_mut() -= 1;
+            session_in_flight.set(session_in_flight.get().saturating_sub(1));
             if matches!(
                 outcome.0,
                 Some(ErrorClass::SessionLost | ErrorClass::Refused)
@@ -279,25 +284,11 @@ impl Engine {
 
 /// POST initialize and notifications/initialized; the session id, or None.
 async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
-    let req = Request::post(format!("http://{addr}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(Full::new(Bytes::from(mcp::initialize_body())))
-        .ok()?;
-    let resp = tokio::time::timeout(timeout, client.request(req))
+    let deadline = Instant::now() + timeout;
+    let (status, id, _) = post(client, addr, None, mcp::initialize_body(), deadline)
         .await
-        .ok()?
         .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let id = resp
-        .headers()
-        .get("mcp-session-id")?
-        .to_str()
-        .ok()?
-        .to_string();
-    let _ = tokio::time::timeout(timeout, resp.into_body().collect()).await;
+    let id = id.filter(|_| (200..300).contains(&status))?;
     let (class, _) = request(
         client,
         addr,
@@ -310,6 +301,34 @@ async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) 
     class.is_none().then_some(id)
 }
 
+/// DELETEs a session (best effort: a server that forgot it already is fine).
+async fn delete_session(client: &HttpClient, addr: SocketAddr, id: &str) {
+    let req = Request::delete(format!("http://{addr}/mcp"))
+        .header("mcp-session-id", id)
+        .body(Full::new(Bytes::new()));
+    if let Ok(req) = req {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await;
+    }
+}
+
+/// The steady-state probe: does the endpoint answer `initialize`? The session it opens
+/// is closed again (a probe per endpoint must not leave one behind).
+pub async fn probe(
+    client: &HttpClient,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> (Option<ErrorClass>, u16) {
+    match post(client, addr, None, mcp::initialize_body(), deadline).await {
+        Err((class, status)) => (Some(class), status),
+        Ok((status, id, body)) => {
+            if let Some(id) = &id {
+                delete_session(client, addr, id).await;
+            }
+            (mcp::classify(status, &body, true), status)
+        }
+    }
+}
+
 /// One POST to /mcp. Returns the error class (None = success) and the HTTP status.
 pub async fn request(
     client: &HttpClient,
@@ -319,6 +338,21 @@ pub async fn request(
     deadline: Instant,
     expects_answer: bool,
 ) -> (Option<ErrorClass>, u16) {
+    match post(client, addr, session, body, deadline).await {
+        Err((class, status)) => (Some(class), status),
+        Ok((status, _, body)) => (mcp::classify(status, &body, expects_answer), status),
+    }
+}
+
+/// One POST to /mcp: the status, the session id the server gave, and the body; or the
+/// error class of a failure below HTTP (with the status, when it came before the failure).
+async fn post(
+    client: &HttpClient,
+    addr: SocketAddr,
+    session: Option<&str>,
+    body: String,
+    deadline: Instant,
+) -> Result<(u16, Option<String>, Bytes), (ErrorClass, u16)> {
     let mut b = Request::post(format!("http://{addr}/mcp"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
@@ -326,30 +360,26 @@ pub async fn request(
         b = b.header("mcp-session-id", s);
     }
     let Ok(req) = b.body(Full::new(Bytes::from(body))) else {
-        return (Some(ErrorClass::Reset), 0);
+        return Err((ErrorClass::Reset, 0));
     };
     let deadline = tokio::time::Instant::from_std(deadline);
     let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
-        Err(_) => return (Some(ErrorClass::Timeout), 0),
-        Ok(Err(e)) => {
-            return (
-                Some(if e.is_connect() {
-                    ErrorClass::Refused
-                } else {
-                    ErrorClass::Reset
-                }),
-                0,
-            );
-        }
+        Err(_) => return Err((ErrorClass::Timeout, 0)),
+        Ok(Err(e)) if e.is_connect() => return Err((ErrorClass::Refused, 0)),
+        Ok(Err(_)) => return Err((ErrorClass::Reset, 0)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
-    let body = match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
-        Err(_) => return (Some(ErrorClass::Timeout), status),
-        Ok(Err(_)) => return (Some(ErrorClass::Reset), status),
-        Ok(Ok(b)) => b.to_bytes(),
-    };
-    (mcp::classify(status, &body, expects_answer), status)
+    let id = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+        Err(_) => Err((ErrorClass::Timeout, status)),
+        Ok(Err(_)) => Err((ErrorClass::Reset, status)),
+        Ok(Ok(b)) => Ok((status, id, b.to_bytes())),
+    }
 }
 
 /// Runs the schedule of `scenario` until it ends. `tick` is called about every 10 ms with

@@ -118,15 +118,7 @@ pub async fn steady_state(
     for addr in &eps {
         total += 1;
         let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let (class, status) = super::load::request(
-            &client,
-            *addr,
-            None,
-            super::mcp::initialize_body(),
-            deadline(),
-            true,
-        )
-        .await;
+        let (class, status) = super::load::probe(&client, *addr, deadline()).await;
         if class.is_none() {
             ok += 1;
         } else {
