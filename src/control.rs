@@ -11,7 +11,7 @@
 use crate::act;
 use crate::act::admission::AdmissionClient;
 use crate::core::Observations;
-use crate::observe::history::HistoryClock;
+use crate::observe::history::{HistoryClock, SignalHistory};
 use crate::observe::prometheus::PromSource;
 use crate::policy::{Policy, ServiceSpec};
 use crate::reconcile::{Reconciler, Restored, ServiceView};
@@ -21,6 +21,7 @@ use crate::swarm::{ServiceInfo, Swarm, SwarmError, TaskInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 pub struct Options {
     pub dry_run: bool,
@@ -35,6 +36,11 @@ pub struct Controller {
     runtime: HashMap<String, Reconciler>,
     /// When each service's history (for the seasonal forecast) is due.
     history: HistoryClock,
+    /// History is read off the tick (a week of range queries may take seconds), with its
+    /// own, longer timeout; results come back through this channel.
+    history_prom: PromSource,
+    history_tx: mpsc::UnboundedSender<(String, Vec<SignalHistory>)>,
+    history_rx: mpsc::UnboundedReceiver<(String, Vec<SignalHistory>)>,
     pub shared: Arc<Shared>,
 }
 
@@ -47,7 +53,12 @@ impl Controller {
         opts: Options,
         shared: Arc<Shared>,
     ) -> Self {
+        let history_prom = prom.clone();
+        let (history_tx, history_rx) = mpsc::unbounded_channel();
         Controller {
+            history_prom,
+            history_tx,
+            history_rx,
             policy,
             prom,
             swarm,
@@ -59,9 +70,37 @@ impl Controller {
         }
     }
 
+    /// Reads history with this source instead of the tick's (a longer timeout).
+    pub fn with_history_source(mut self, prom: PromSource) -> Self {
+        self.history_prom = prom;
+        self
+    }
+
+    /// Hands the history read since the last tick to each service's reconciler.
+    fn take_history(&mut self) {
+        while let Ok((name, history)) = self.history_rx.try_recv() {
+            let all_ok = history.iter().all(|(_, h)| h.is_ok());
+            self.history.read(&name, now_ms(), all_ok);
+            let rt = self.runtime.entry(name.clone()).or_default();
+            for (kind, h) in &history {
+                match h {
+                    Ok(points) => {
+                        tracing::info!(service = %name, signal = %kind, points = points.len(), "read history for the seasonal forecast")
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %name, signal = %kind, error = %e, "no history for the seasonal forecast")
+                    }
+                }
+                let h = h.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
+                rt.set_history(&self.policy, *kind, h);
+            }
+        }
+    }
+
     /// One reconcile tick over every service of the policy.
     pub async fn tick(&mut self) {
         let started = Instant::now();
+        self.take_history();
         let names: Vec<String> = self
             .policy
             .services
@@ -148,23 +187,25 @@ impl Controller {
             labels: info.labels.clone(),
         };
         let apply = !self.opts.dry_run;
-        if self.history.due(&svc.name, now) && self.policy.behavior.predict.is_some() {
-            let history = self.prom.history(&self.policy, &svc.name, now).await;
-            let all_ok = history.iter().all(|(_, h)| h.is_ok());
-            self.history.read(&svc.name, now, all_ok);
-            let rt = self.runtime.entry(svc.name.clone()).or_default();
-            for (kind, h) in &history {
-                match h {
-                    Ok(points) => {
-                        tracing::info!(service = %svc.name, signal = %kind, points = points.len(), "read history for the seasonal forecast")
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %svc.name, signal = %kind, error = %e, "no history for the seasonal forecast")
-                    }
-                }
-                let h = h.as_ref().map(|v| v.as_slice()).map_err(|e| e.clone());
-                rt.set_history(&self.policy, *kind, h);
-            }
+        let wants_history = self
+            .policy
+            .behavior
+            .predict
+            .as_ref()
+            .is_some_and(|p| p.seasonal.is_some());
+        if wants_history && self.history.due(&svc.name, now) {
+            // Not due again while this read is out; its result sets the next time.
+            self.history.read(&svc.name, now, false);
+            let (prom, policy, name, tx) = (
+                self.history_prom.clone(),
+                self.policy.clone(),
+                svc.name.clone(),
+                self.history_tx.clone(),
+            );
+            tokio::spawn(async move {
+                let history = prom.history(&policy, &name, now).await;
+                let _ = tx.send((name, history));
+            });
         }
         let rt = self.runtime.entry(svc.name.clone()).or_default();
         let plan = rt.step(&self.policy, svc, obs, &view, now, apply);

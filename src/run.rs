@@ -73,6 +73,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             args.basic_auth_file.as_deref(),
         )?;
         let prom = PromSource::new(&args.prometheus, args.prometheus_timeout, &auth)?;
+        // A week of range queries may take longer than an instant query.
+        let history_prom = PromSource::new(
+            &args.prometheus,
+            args.prometheus_timeout
+                .max(crate::observe::history::TIMEOUT),
+            &auth,
+        )?;
         let swarm = Swarm::connect().await.map_err(|e| {
             Error::Environment(format!(
                 "cannot reach Docker (DOCKER_HOST={}): {e}",
@@ -121,7 +128,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 dry_run: args.dry_run,
             },
             shared,
-        );
+        )
+        .with_history_source(history_prom);
         let (mut term, mut int) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),

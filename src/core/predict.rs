@@ -60,9 +60,18 @@ pub struct Score {
 }
 
 impl Score {
-    fn expect(&mut self, due_ms: u64, value: f64) {
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.remove(0);
+    /// Keeps a forecast to score when it is due. At most [`MAX_PENDING`] wait, spaced
+    /// evenly over the horizon: a long horizon keeps a sample of its forecasts, and the
+    /// next one due is never the one dropped (it would never be scored).
+    fn expect(&mut self, due_ms: u64, value: f64, horizon_ms: u64) {
+        let spacing = horizon_ms / MAX_PENDING as u64;
+        if self
+            .pending
+            .last()
+            .is_some_and(|(last, _)| due_ms < last.saturating_add(spacing))
+            || self.pending.len() >= MAX_PENDING
+        {
+            return;
         }
         self.pending.push((due_ms, value));
     }
@@ -118,8 +127,23 @@ pub struct SignalForecast {
 }
 
 impl SignalForecast {
-    /// Holt's update on a new reading, after scoring what was due.
-    fn observe(&mut self, value: f64, at_ms: u64, alpha: f64, beta: f64) -> Option<f64> {
+    /// Holt's update on a new reading, after scoring what was due. A reading after a gap
+    /// longer than `max_gap_ms` (a restart, an outage) starts the trend over: the old slope
+    /// says nothing about the time not seen.
+    fn observe(
+        &mut self,
+        value: f64,
+        at_ms: u64,
+        (alpha, beta): (f64, f64),
+        max_gap_ms: u64,
+    ) -> Option<f64> {
+        if self.samples > 0 && at_ms.saturating_sub(self.at_ms) > max_gap_ms {
+            *self = SignalForecast {
+                signal: self.signal,
+                seasonal: std::mem::take(&mut self.seasonal),
+                ..Default::default()
+            };
+        }
         let mut reset_from = None;
         if self.samples >= MIN_SAMPLES && value <= 0.0 && self.level > 0.0 {
             reset_from = Some(self.level);
@@ -138,6 +162,8 @@ impl SignalForecast {
             (self.level, self.slope) = (value, 0.0);
             self.rising_since_ms = None;
         } else {
+            // A level reading ends a rise as a fall does (a scrape read again within its
+            // interval never gets here: see `repeat` in `recommend`).
             if value > self.last {
                 self.rising_since_ms.get_or_insert(at_ms);
             } else {
@@ -272,11 +298,18 @@ pub fn recommend(
             Some((_, Reading::Value { at_ms, .. })) => (*at_ms).min(now_ms),
             _ => now_ms,
         };
-        if at_ms > f.at_ms {
+        // The same value again within a scrape interval is the same scrape read again
+        // (readings dated at the tick, without `jidoka.targets`): not a new sample.
+        let repeat = f.samples > 0
+            && value == f.last
+            && at_ms.saturating_sub(f.at_ms) < predict.scrape_interval.as_millis() as u64;
+        if at_ms > f.at_ms && !repeat {
             f.trend.settle(at_ms, value, per_replica);
             f.seasonal.settle(at_ms, value, per_replica);
             let (alpha, beta) = predict.trend.map_or((1.0, 0.0), |t| (t.alpha, t.beta));
-            if let Some(from) = f.observe(value.max(0.0), at_ms, alpha, beta) {
+            let max_gap =
+                (4 * predict.scrape_interval.as_millis() as u64).max(predict.persist_ms(signal));
+            if let Some(from) = f.observe(value.max(0.0), at_ms, (alpha, beta), max_gap) {
                 reasons.push(Reason::ForecastReset {
                     signal,
                     from,
@@ -284,10 +317,10 @@ pub fn recommend(
                 });
             }
             if f.samples >= MIN_SAMPLES {
-                f.trend.expect(at_ms + h, f.trend_at(at_ms + h));
+                f.trend.expect(at_ms + h, f.trend_at(at_ms + h), h);
             }
             if let Some(SeasonalReading::Forecast { at_horizon, .. }) = season {
-                f.seasonal.expect(now_ms + h, *at_horizon);
+                f.seasonal.expect(now_ms + h, *at_horizon, h);
             }
         }
         let mut candidates: Vec<(&'static str, f64, u64)> = Vec::new();

@@ -269,3 +269,81 @@ fn the_state_with_forecasters_round_trips_through_the_label() {
         (b.samples, b.at_ms, b.trend.scored)
     );
 }
+
+/// Found in review: after a gap (a restart, an outage) the old slope was projected over
+/// the whole gap, and a flat reading after a ramp asked for the maximum.
+#[test]
+fn a_gap_in_the_readings_starts_the_trend_over() {
+    let p = policy("predict: {horizon: 60s, seasonal: off}");
+    let svc = p.services[0].clone();
+    let mut state = CoreState::default();
+    let mut at = 1_000 * S;
+    let mut last = None;
+    for i in 0..90 {
+        // A ramp of +10/s for 15 minutes, then ten minutes unseen, then flat.
+        let v = if i < 60 {
+            200.0 + 150.0 * i as f64
+        } else {
+            9_200.0
+        };
+        if i == 60 {
+            at += 600 * S;
+        }
+        let obs = Observations::values(at, &[(SignalKind::Throughput, v)]);
+        last = Some(decide_in_place(
+            &p,
+            &svc,
+            &obs,
+            Replicas::steady(92),
+            &mut state,
+            at,
+        ));
+        if i == 60 {
+            let d = last.as_ref().unwrap();
+            assert!(!has(d, "forecast"), "{}", d.summary());
+            assert!(
+                d.forecasts[0].notes[0].contains("warming up"),
+                "{:?}",
+                d.forecasts
+            );
+        }
+        at += 15 * S;
+    }
+    assert!(last.unwrap().forecasts[0].trend.unwrap() < 9_300.0);
+}
+
+/// Found in review: with a horizon longer than 64 readings, the oldest pending forecast
+/// (the next one due) was dropped each time, and none was ever scored.
+#[test]
+fn a_long_horizon_is_still_scored() {
+    let ramp: Vec<f64> = (0..400).map(|i| 200.0 + 5.0 * i as f64).collect();
+    let ds = run(
+        &policy("predict: {horizon: 20m, seasonal: off}"),
+        &ramp,
+        |_| None,
+    );
+    let o = &ds.last().unwrap().forecasts[0];
+    assert!(o.trend_error.is_some(), "{o:?}");
+}
+
+/// Found in review: readings dated at the tick (no `jidoka.targets`) repeat a scrape's
+/// value until the next scrape, and a repeat reset the rise: the trend was never believed.
+#[test]
+fn a_scrape_read_three_times_is_one_sample() {
+    let p = policy("predict: {horizon: 60s, seasonal: off}");
+    let svc = p.services[0].clone();
+    let mut state = CoreState::default();
+    let mut replicas = 2;
+    let mut forecasted = false;
+    for i in 0..40u64 {
+        let v = 200.0 + 150.0 * (i / 3) as f64;
+        let now = 1_000 * S + i * 5 * S;
+        // Dated now, as an instant query is.
+        let obs = Observations::values(now, &[(SignalKind::Throughput, v)]);
+        let d = decide_in_place(&p, &svc, &obs, Replicas::steady(replicas), &mut state, now);
+        replicas = d.desired;
+        forecasted |= has(&d, "forecast");
+    }
+    assert!(forecasted);
+    assert_eq!(state.predict[0].samples, 14, "one sample per scrape");
+}

@@ -125,7 +125,8 @@ impl Profile {
     /// demand at least `floor` per point.
     fn score_history(&self, floor: f64) -> f64 {
         let (mut err, mut demand) = (0.0, 0.0);
-        let back = (self.periods as i64 - 1).clamp(0, BACKTEST_PERIODS);
+        // At least the last period, even with one period before it.
+        let back = (self.periods as i64 - 1).clamp(1, BACKTEST_PERIODS);
         let from = self.end_ms() - back * self.period_ms;
         let mut t = from;
         while t <= self.end_ms() {

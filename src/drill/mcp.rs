@@ -93,12 +93,24 @@ struct AnswerResult {
 }
 
 /// The JSON-RPC answer in a body: the JSON itself, or the first SSE `data:` line that
-/// holds one.
+/// holds one. A batch answers as its worst member.
 fn answer(body: &[u8]) -> Option<Answer> {
-    let parse = |b: &[u8]| {
-        serde_json::from_slice::<Answer>(b)
-            .ok()
-            .filter(|a| a.result.is_some() || a.error.is_some())
+    let one = |a: Answer| (a.result.is_some() || a.error.is_some()).then_some(a);
+    let parse = |b: &[u8]| match b.trim_ascii_start().first() {
+        Some(b'[') => {
+            let all: Vec<Answer> = serde_json::from_slice(b).ok()?;
+            let mut all: Vec<Answer> = all.into_iter().map(one).collect::<Option<_>>()?;
+            let worst = all
+                .iter()
+                .position(|a| a.error.is_some())
+                .or_else(|| {
+                    all.iter()
+                        .position(|a| a.result.as_ref().is_some_and(|r| r.is_error))
+                })
+                .unwrap_or(0);
+            (!all.is_empty()).then(|| all.swap_remove(worst))
+        }
+        _ => serde_json::from_slice::<Answer>(b).ok().and_then(one),
     };
     parse(body).or_else(|| {
         body.split(|c| *c == b'\n')
@@ -184,6 +196,13 @@ mod tests {
             Some(ErrorClass::SessionLost)
         );
         assert_eq!(c(400, b"bad json"), Some(ErrorClass::JsonRpc));
+        // Batches answer as their worst member.
+        assert_eq!(c(200, br#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#), None);
+        assert_eq!(
+            c(200, br#"[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1}}]"#),
+            Some(ErrorClass::JsonRpc)
+        );
+        assert_eq!(c(200, b"[]"), Some(ErrorClass::NoAnswer));
         // A notification's empty 202 is fine.
         assert_eq!(classify(202, b"", false), None);
         assert!(request_body("tools/call", 7).contains("\"id\":7"));

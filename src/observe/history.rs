@@ -11,6 +11,9 @@ use prometheus_http_query::response::Data;
 /// there is none.
 pub type SignalHistory = (SignalKind, Result<Vec<(i64, f64)>, String>);
 
+/// A history read may take this long (it runs beside the ticks, not in them).
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Read history again this often after a success: a day's profile moves slowly.
 pub const REFRESH_MS: u64 = 3_600_000;
 /// ... and this soon after a failure.

@@ -357,6 +357,9 @@ pub struct Predict {
     /// is believed: longer than its rate window (a step read through `rate[1m]` rises for
     /// exactly a minute, then stops) and at least two scrapes (a gauge's step is one jump).
     pub persist: Vec<(SignalKind, Duration)>,
+    /// Prometheus' scrape interval: readings closer than this are one scrape read twice.
+    #[serde(with = "humantime_serde_compat")]
+    pub scrape_interval: Duration,
     /// Short horizon: Holt's linear trend on recent readings; `None` = off.
     pub trend: Option<TrendParams>,
     /// Long horizon: the same time of day on earlier days, from Prometheus' history.

@@ -135,6 +135,7 @@ impl Checker<'_> {
         Some(Predict {
             horizons,
             persist,
+            scrape_interval: scrape.max(Duration::from_secs(1)),
             trend,
             seasonal,
             max_error,

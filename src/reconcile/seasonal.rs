@@ -6,6 +6,9 @@ use crate::core::predict::SeasonalReading;
 use crate::core::seasonal::Profile;
 use crate::policy::{Policy, SignalKind};
 
+/// Seasonal forecasts are made again at least this often (and every fifth of a step).
+const MAX_CACHE_MS: u64 = 15_000;
+
 impl Reconciler {
     /// A demand signal's history for the seasonal forecast (`behavior.predict.seasonal`),
     /// as (ms, value) on the step's clock, or why the shell has none (a failed range
@@ -38,22 +41,25 @@ impl Reconciler {
         let Some(params) = p.seasonal else {
             return Vec::new();
         };
-        let every = (params.step.as_millis() as u64 / 5).clamp(1, 60_000);
+        let every = (params.step.as_millis() as u64 / 5).clamp(1, MAX_CACHE_MS);
         if let Some((at, cached)) = &self.seasonal_cache {
             if now_ms >= *at && now_ms - at < every {
                 return cached.clone();
             }
         }
-        let fresh = self.seasonal_at(p, &policy.capacity, now_ms);
+        let fresh = self.seasonal_at(p, &policy.capacity, now_ms, every);
         self.seasonal_cache = Some((now_ms, fresh.clone()));
         fresh
     }
 
+    /// `reused_ms`: how long the forecasts will be reused; the look ahead reaches that far
+    /// past the horizon, so that a reused forecast still covers its own horizon.
     fn seasonal_at(
         &self,
         p: &crate::policy::Predict,
         capacity: &crate::policy::Capacity,
         now_ms: u64,
+        reused_ms: u64,
     ) -> Vec<(SignalKind, SeasonalReading)> {
         let now = now_ms as i64;
         capacity
@@ -69,7 +75,7 @@ impl Reconciler {
                     Some((_, Err(why))) => SeasonalReading::Off { why: why.clone() },
                     Some((_, Ok(profile))) => {
                         match (
-                            profile.ahead(now, h + lead),
+                            profile.ahead(now, h + lead + reused_ms as i64),
                             profile.forecast(now + h),
                             profile.forecast(now),
                         ) {

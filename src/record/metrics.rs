@@ -199,13 +199,20 @@ impl Metrics {
                 signal: o.signal.name().to_string(),
                 forecaster: forecaster.to_string(),
             };
-            for (name, value, error, overshoot) in [
-                ("trend", o.trend, o.trend_error, o.trend_overshoot),
+            for (name, value, error, overshoot, horizon) in [
+                (
+                    "trend",
+                    o.trend,
+                    o.trend_error,
+                    o.trend_overshoot,
+                    o.horizon_s,
+                ),
                 (
                     "seasonal",
                     o.seasonal,
                     o.seasonal_error,
                     o.seasonal_overshoot,
+                    o.seasonal_horizon_s,
                 ),
             ] {
                 let l = label(name);
@@ -213,7 +220,7 @@ impl Metrics {
                 match value {
                     Some(v) => {
                         self.forecast.get_or_create(&l).set(v);
-                        self.forecast_horizon.get_or_create(&l).set(o.horizon_s);
+                        self.forecast_horizon.get_or_create(&l).set(horizon);
                     }
                     None => {
                         self.forecast.remove(&l);
