@@ -3,44 +3,38 @@
 //! that expects a low error rate deviates, and says why.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Answers every request on every connection with `status` and `body` (keep-alive, as
-/// the drill's client uses), until the process ends.
-fn fake_server(status: &'static str, body: &'static str) -> String {
+/// One HTTP request as the fakes need it.
+struct Req {
+    method: String,
+    session: Option<String>,
+    body: String,
+}
+
+/// What a fake answers: status line, session id, body.
+type Answer = (&'static str, String, String);
+
+/// Serves every request on every connection with `answer` (keep-alive, as the drill's
+/// client uses), until the process ends.
+fn serve(answer: impl Fn(Req) -> Answer + Send + Sync + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream.try_clone().unwrap());
                 let mut w = stream;
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        let l = line.to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut buf = vec![0; len];
-                    if r.read_exact(&mut buf).is_err() {
-                        return;
-                    }
+                while let Some(req) = read_request(&mut r) {
+                    let (status, sid, body) = answer(req);
                     let resp = format!(
-                        "HTTP/1.1 {status}\r\nmcp-session-id: fake-session\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\nmcp-session-id: {sid}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     if w.write_all(resp.as_bytes()).is_err() {
@@ -51,6 +45,42 @@ fn fake_server(status: &'static str, body: &'static str) -> String {
         }
     });
     addr
+}
+
+fn read_request(r: &mut impl BufRead) -> Option<Req> {
+    let (mut len, mut session, mut method) = (0usize, None, String::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if method.is_empty() {
+            method = line.split(' ').next().unwrap_or("").to_string();
+        }
+        let l = line.to_ascii_lowercase();
+        if let Some(v) = l.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        if let Some(v) = l.strip_prefix("mcp-session-id:") {
+            session = Some(v.trim().to_string());
+        }
+    }
+    let mut buf = vec![0; len];
+    r.read_exact(&mut buf).ok()?;
+    Some(Req {
+        method,
+        session,
+        body: String::from_utf8_lossy(&buf).to_string(),
+    })
+}
+
+/// Answers every request with `status` and `body`.
+fn fake_server(status: &'static str, body: &'static str) -> String {
+    serve(move |_| (status, "fake-session".into(), body.into()))
 }
 
 const SCENARIO: &str = "name: tiny\nreplicas: 1\nphases:\n  - {name: load, duration: 3s, connections: 2, rate: {per_connection: 5}}\nexpect:\n  - error_rate_below: 1%\n";
@@ -112,87 +142,41 @@ fn real_results_pass() {
     assert_eq!(code, 0, "{json}");
 }
 
-/// A slow MCP endpoint with real sessions: each POST is answered after `delay`, with 404
-/// if its session was deleted meanwhile, as a real server would.
 type Deleted = Arc<Mutex<HashSet<String>>>;
 
+/// A slow MCP endpoint with real sessions: each POST is answered after `delay`, with 404
+/// if its session was deleted meanwhile, as a real server would. Returns its address, the
+/// sessions deleted and the number opened.
 fn slow_server(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let deleted: Deleted = Arc::default();
-    let next = Arc::new(Mutex::new(0u64));
-    let state = (deleted.clone(), next.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (deleted, next) = (deleted.clone(), next.clone());
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stream.try_clone().unwrap());
-                let mut w = stream;
-                loop {
-                    let (mut len, mut session, mut method) = (0usize, None, String::new());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if method.is_empty() {
-                            method = line.split(' ').next().unwrap_or("").to_string();
-                        }
-                        let l = line.to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        if let Some(v) = l.strip_prefix("mcp-session-id:") {
-                            session = Some(v.trim().to_string());
-                        }
-                    }
-                    let mut buf = vec![0; len];
-                    if r.read_exact(&mut buf).is_err() {
-                        return;
-                    }
-                    let body = String::from_utf8_lossy(&buf).to_string();
-                    let (status, sid, answer) = if method == "DELETE" {
-                        deleted
-                            .lock()
-                            .unwrap()
-                            .insert(session.clone().unwrap_or_default());
-                        ("200 OK", session.unwrap_or_default(), String::new())
-                    } else if body.contains("\"initialize\"") {
-                        let mut n = next.lock().unwrap();
-                        *n += 1;
-                        (
-                            "200 OK",
-                            format!("s{n}"),
-                            r#"{"jsonrpc":"2.0","id":0,"result":{}}"#.to_string(),
-                        )
-                    } else if !body.contains("\"id\"") {
-                        ("202 Accepted", session.unwrap_or_default(), String::new())
-                    } else {
-                        std::thread::sleep(delay);
-                        let sid = session.unwrap_or_default();
-                        if deleted.lock().unwrap().contains(&sid) {
-                            ("404 Not Found", sid, String::new())
-                        } else {
-                            (
-                                "200 OK",
-                                sid,
-                                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_string(),
-                            )
-                        }
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nmcp-session-id: {sid}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    if w.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let opened = Arc::new(Mutex::new(0u64));
+    let state = (deleted.clone(), opened.clone());
+    let addr = serve(move |req| {
+        let sid = req.session.unwrap_or_default();
+        if req.method == "DELETE" {
+            deleted.lock().unwrap().insert(sid.clone());
+            ("200 OK", sid, String::new())
+        } else if req.body.contains("\"initialize\"") {
+            let mut n = opened.lock().unwrap();
+            *n += 1;
+            (
+                "200 OK",
+                format!("s{n}"),
+                r#"{"jsonrpc":"2.0","id":0,"result":{}}"#.into(),
+            )
+        } else if !req.body.contains("\"id\"") {
+            ("202 Accepted", sid, String::new())
+        } else {
+            std::thread::sleep(delay);
+            if deleted.lock().unwrap().contains(&sid) {
+                ("404 Not Found", sid, String::new())
+            } else {
+                (
+                    "200 OK",
+                    sid,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into(),
+                )
+            }
         }
     });
     (addr, state.0, state.1)

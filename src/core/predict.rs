@@ -78,8 +78,7 @@ impl Score {
 
     /// Scores every forecast due by `at_ms` against the reading then.
     fn settle(&mut self, at_ms: u64, actual: f64, floor: f64) {
-        while let Some(&(due, f)) = self.pending.first().filter(|(due, _)| *due <= at_ms) {
-            let _ = due;
+        while let Some(&(_, f)) = self.pending.first().filter(|(due, _)| *due <= at_ms) {
             self.pending.remove(0);
             let (e, over, d) = ((f - actual).abs(), (f - actual).max(0.0), actual.max(floor));
             if self.scored == 0 {
@@ -138,25 +137,14 @@ impl SignalForecast {
         max_gap_ms: u64,
     ) -> Option<f64> {
         if self.samples > 0 && at_ms.saturating_sub(self.at_ms) > max_gap_ms {
-            *self = SignalForecast {
-                signal: self.signal,
-                seasonal: std::mem::take(&mut self.seasonal),
-                ..Default::default()
-            };
+            self.restart(0);
         }
-        let mut reset_from = None;
         if self.samples >= MIN_SAMPLES && value <= 0.0 && self.level > 0.0 {
-            reset_from = Some(self.level);
-            *self = SignalForecast {
-                signal: self.signal,
-                trend: Score::default(),
-                seasonal: std::mem::take(&mut self.seasonal),
-                at_ms,
-                ..Default::default()
-            };
+            let from = self.level;
             // The zero is where the old series ended, not where the new one starts: the
             // climb back from it is no slope.
-            return reset_from;
+            self.restart(at_ms);
+            return Some(from);
         }
         if self.samples == 0 {
             (self.level, self.slope) = (value, 0.0);
@@ -187,7 +175,18 @@ impl SignalForecast {
         self.at_ms = at_ms;
         self.last = value;
         self.samples = self.samples.saturating_add(1);
-        reset_from
+        None
+    }
+
+    /// Forgets the trend and its record (the seasonal record stays: the season did not
+    /// break), as of `at_ms`.
+    fn restart(&mut self, at_ms: u64) {
+        *self = SignalForecast {
+            signal: self.signal,
+            seasonal: std::mem::take(&mut self.seasonal),
+            at_ms,
+            ..Default::default()
+        };
     }
 
     /// The trend's forecast for `at_ms`.

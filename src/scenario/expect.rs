@@ -231,47 +231,31 @@ pub(super) fn build(
         metrics.push(count(c, path, "max_direction_changes", n).map(Metric::MaxDirectionChanges));
     }
     if let Some(d) = &e.reaction_within {
-        if e.during.is_none() {
-            c.error(
-                &format!("{path}.during"),
-                "reaction_within needs `during: PHASE` (the phase whose start it times from)",
-            );
-        }
+        needs_during(
+            c,
+            path,
+            e,
+            "reaction_within",
+            "the phase whose start it times from",
+        );
         let d = c.positive_duration(&format!("{path}.reaction_within"), d);
         metrics.push(Some(Metric::ReactionWithin(d)));
     }
     if let Some(q) = &e.shed_fraction_below {
         let field = format!("{path}.shed_fraction_below");
-        let r = ratio(c, &field, q).filter(|r| {
-            let ok = *r > 0.0;
-            if !ok {
-                c.error(
-                    &field,
-                    "0 can never hold (nothing is below 0%); allowed: more than 0, up to 1 or 100%",
-                );
-            }
-            ok
-        });
+        let r = positive_ratio(c, &field, q, "0 can never hold (nothing is below 0%)");
         metrics.push(r.map(Metric::ShedFractionBelow));
     }
     if let Some(q) = &e.ready_at_start {
-        if e.during.is_none() {
-            c.error(
-                &format!("{path}.during"),
-                "ready_at_start needs `during: PHASE` (the phase whose start it looks at)",
-            );
-        }
+        needs_during(
+            c,
+            path,
+            e,
+            "ready_at_start",
+            "the phase whose start it looks at",
+        );
         let field = format!("{path}.ready_at_start");
-        let r = ratio(c, &field, q).filter(|r| {
-            let ok = *r > 0.0;
-            if !ok {
-                c.error(
-                    &field,
-                    "0 always holds; allowed: more than 0, up to 1 or 100%",
-                );
-            }
-            ok
-        });
+        let r = positive_ratio(c, &field, q, "0 always holds");
         metrics.push(r.map(Metric::ReadyAtStart));
     }
     if let Some(b) = e.line_stopped {
@@ -308,6 +292,35 @@ pub(super) fn build(
         metric,
         window,
     })
+}
+
+/// A form that looks at a phase's start without `during:` is an error that says so.
+fn needs_during(c: &mut Checker, path: &str, e: &ExpectFile, form: &str, what: &str) {
+    if e.during.is_none() {
+        c.error(
+            &format!("{path}.during"),
+            format!("{form} needs `during: PHASE` ({what})"),
+        );
+    }
+}
+
+/// A fraction above 0 (`why_not_zero` says what 0 would mean).
+fn positive_ratio(
+    c: &mut Checker,
+    field: &str,
+    q: &crate::policy::file::Quantity,
+    why_not_zero: &str,
+) -> Option<f64> {
+    let r = ratio(c, field, q)?;
+    if r > 0.0 {
+        Some(r)
+    } else {
+        c.error(
+            field,
+            format!("{why_not_zero}; allowed: more than 0, up to 1 or 100%"),
+        );
+        None
+    }
 }
 
 /// A count an expectation names: 0 or more.
