@@ -3,7 +3,8 @@
 # what the tests need, runs formatting, lints and every test, and stops what it started,
 # even when a test fails.
 #
-# 1. promtool (Debian's `prometheus`) for the alert-rule tests;
+# 1. promtool (Debian's `prometheus`) for the alert-rule tests, Python's `websockets` for
+#    the wire tests;
 # 2. unit, property and CLI tests;
 # 3. scripts/env.sh up: dockerd on its own socket, swarm init, the scratch image andon:dev,
 #    Prometheus; then the live tests against them (tests/live), then scripts/env.sh down.
@@ -23,6 +24,9 @@ apt_install() {
 }
 
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
+# A WebSocket client andon did not write, for tests/wire.rs (PyPI's `websockets`).
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -151,15 +151,21 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
     #[command(after_help = "Examples:\n  \
 andon drill chaos/connection-flood.yaml --target swarm:erlmcp --speed 10 --controller http://127.0.0.1:9464\n  \
 andon drill chaos/baseline.yaml --target http://127.0.0.1:8080 --json\n  \
+andon drill chaos/baseline.yaml --target ws://127.0.0.1:8080/mcp/ws     # erlmcp's WebSocket wire\n  \
+andon drill chaos/baseline.yaml --target tcp://127.0.0.1:9000          # erlmcp's TCP wire, a message per line\n  \
 andon drill chaos/ci-faults.yaml --target swarm:erlmcp --controller http://127.0.0.1:9464 \\\n      --prometheus-pidfile /tmp/andon-env/prometheus.pid --report reports/faults\n\n\
 The steady state is checked before the load, the scenario's expect: block during and after it.\n\
 Exit codes: 0 every expectation held, 1 some deviated, 2 bad file, target or arguments.")]
     Drill {
         /// Scenario file, e.g. chaos/connection-flood.yaml
         scenario: PathBuf,
-        /// http://HOST:PORT (one MCP endpoint) or swarm:SERVICE (its running tasks, followed)
+        /// http://HOST:PORT, ws://HOST:PORT/mcp/ws or tcp://HOST:PORT (one MCP endpoint), or
+        /// swarm:SERVICE (its running tasks, followed; the scenario's `transport:` picks the wire)
         #[arg(long)]
         target: String,
+        /// The wire for a swarm target, over the scenario's `transport:` (default http)
+        #[arg(long, value_enum)]
+        transport: Option<TransportArg>,
         /// Compress the phases, faults and expectation windows N times
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
@@ -172,7 +178,8 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file, target or arg
         /// Prometheus' pidfile (for the prometheus_down fault: SIGSTOP, then SIGCONT)
         #[arg(long, value_name = "FILE")]
         prometheus_pidfile: Option<String>,
-        /// Container port of the MCP endpoint, for swarm targets
+        /// Container port of the MCP endpoint, for swarm targets (for `transport: tcp`, the
+        /// TCP port)
         #[arg(long, default_value_t = 8080)]
         target_port: u16,
         /// Requests in flight at most; past it a send counts as a generator error. Each is a
@@ -191,8 +198,10 @@ Exit codes: 0 every expectation held, 1 some deviated, 2 bad file, target or arg
         name = "stand-in",
         after_help = "Examples:\n  andon stand-in --listen 0.0.0.0:8080\n  \
 andon stand-in --capacity 200 --conn-capacity 20     # saturates early, like a busy replica\n  \
-andon stand-in --zero-latency                        # no model delay: for load-generator benchmarks\n\n\
-MCP (streamable HTTP) on POST /mcp; erlmcp's metrics on /metrics; /healthz;\n\
+andon stand-in --zero-latency                        # no model delay: for load-generator benchmarks\n  \
+andon stand-in --tcp-listen 0.0.0.0:9000             # also MCP over TCP, a message per line\n\n\
+MCP on POST /mcp (streamable HTTP) and on /mcp/ws (WebSocket, erlmcp's framing: a\n\
+message per text frame, each ending in \\n); erlmcp's metrics on /metrics; /healthz;\n\
 POST /admin/admission {\"admit\": F|null} sets the shedding limit."
     )]
     StandIn {
@@ -213,6 +222,9 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         /// Serve with no model delay (to measure the load generator)
         #[arg(long)]
         zero_latency: bool,
+        /// Also serve MCP over TCP here, as erlmcp's TCP transport (a message per line)
+        #[arg(long, value_name = "ADDR")]
+        tcp_listen: Option<std::net::SocketAddr>,
     },
     /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
     #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
@@ -225,6 +237,23 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TransportArg {
+    Http,
+    Ws,
+    Tcp,
+}
+
+impl From<TransportArg> for andon::scenario::Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Http => andon::scenario::Transport::Http,
+            TransportArg::Ws => andon::scenario::Transport::Ws,
+            TransportArg::Tcp => andon::scenario::Transport::Tcp,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -337,6 +366,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             base_latency,
             queue_limit,
             zero_latency,
+            tcp_listen,
         } => {
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {
@@ -352,6 +382,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 base_latency,
                 queue_limit,
                 zero_latency,
+                tcp_listen,
             })
             .map(|()| 0)
             .map_err(Fail::from)
@@ -359,6 +390,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
         Command::Drill {
             scenario,
             target,
+            transport,
             speed,
             controller,
             controller_service,
@@ -375,6 +407,8 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             }
             let sc = scenario::load(&scenario.to_string_lossy())?;
             let target = andon::drill::Target::parse(&target)?;
+            let transport = transport.map(Into::into);
+            target.wire(&sc, transport)?;
             // Before the drill, not after minutes of load: a bad --report loses nothing.
             if let Some(dir) = &report_dir {
                 report::prepare_dir(dir)?;
@@ -382,6 +416,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             andon::run::init_logging(false);
             let opts = andon::drill::Options {
                 target,
+                transport,
                 target_port,
                 speed,
                 controller,

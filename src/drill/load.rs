@@ -9,6 +9,8 @@
 
 use super::mcp::{self, ErrorClass};
 use super::stats::Stats;
+use super::stream::{self, StreamConn};
+use super::Wire;
 use crate::scenario::Scenario;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,10 +35,23 @@ pub fn http_client() -> HttpClient {
         .build(connector)
 }
 
-#[derive(Debug, Clone)]
+/// An open session: an HTTP session id, or a connection on a stream wire.
+#[derive(Clone)]
+enum Handle {
+    Http(Rc<str>),
+    Stream(Rc<StreamConn>),
+}
+
+impl Handle {
+    fn is_lost(&self) -> bool {
+        matches!(self, Handle::Stream(c) if c.is_lost())
+    }
+}
+
+#[derive(Clone)]
 struct Session {
     /// None while `initialize` is in flight.
-    id: Option<Rc<str>>,
+    id: Option<Handle>,
     addr: SocketAddr,
     /// Lost (404, refused): to be replaced.
     dead: bool,
@@ -49,6 +64,7 @@ pub type Endpoints = Rc<RefCell<Vec<SocketAddr>>>;
 
 pub struct Engine {
     pub client: HttpClient,
+    pub wire: Wire,
     pub endpoints: Endpoints,
     pub stats: Rc<RefCell<Stats>>,
     sessions: Rc<RefCell<Vec<Session>>>,
@@ -75,6 +91,7 @@ const OPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Engine {
     pub fn new(
+        wire: Wire,
         endpoints: Endpoints,
         stats: Rc<RefCell<Stats>>,
         timeout: Duration,
@@ -82,6 +99,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             client: http_client(),
+            wire,
             endpoints,
             stats,
             sessions: Rc::default(),
@@ -104,7 +122,7 @@ impl Engine {
         self.sessions
             .borrow()
             .iter()
-            .filter(|s| s.id.is_some() && !s.dead)
+            .filter(|s| s.id.as_ref().is_some_and(|h| !h.is_lost()) && !s.dead)
             .count() as u32
     }
 
@@ -120,7 +138,7 @@ impl Engine {
     pub fn follow_sessions(&mut self, target: u32) {
         {
             let mut s = self.sessions.borrow_mut();
-            s.retain(|x| !x.dead);
+            s.retain(|x| !x.dead && !x.id.as_ref().is_some_and(Handle::is_lost));
         }
         let have = self.sessions.borrow().len() as u32;
         if have > target {
@@ -140,7 +158,10 @@ impl Engine {
                         while sess.in_flight.get() > 0 && since.elapsed() < timeout {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
-                        delete_session(&client, sess.addr, &id).await;
+                        match id {
+                            Handle::Http(id) => delete_session(&client, sess.addr, &id).await,
+                            Handle::Stream(conn) => conn.close(),
+                        }
                     });
                 }
             }
@@ -170,6 +191,7 @@ impl Engine {
                 s.len() - 1
             };
             *self.opening.borrow_mut() += 1;
+            let (wire, stats) = (self.wire.clone(), self.stats.clone());
             let (client, sessions, opening, opened, failures, retry_after) = (
                 self.client.clone(),
                 self.sessions.clone(),
@@ -180,7 +202,15 @@ impl Engine {
             );
             let timeout = self.timeout;
             tokio::task::spawn_local(async move {
-                let id = open_session(&client, addr, timeout).await;
+                let id = match &wire {
+                    Wire::Http => open_session(&client, addr, timeout)
+                        .await
+                        .map(|id| Handle::Http(id.into())),
+                    w => stream::open(w, addr, timeout, &stats)
+                        .await
+                        .ok()
+                        .map(Handle::Stream),
+                };
                 *opening.borrow_mut() -= 1;
                 let mut s = sessions.borrow_mut();
                 // The vector may have shifted (closes drain from the front): the session is
@@ -195,7 +225,7 @@ impl Engine {
                 if let Some(sess) = target {
                     match id {
                         Some(id) => {
-                            sess.id = Some(id.into());
+                            sess.id = Some(id);
                             *opened.borrow_mut() += 1;
                         }
                         None => {
@@ -219,7 +249,8 @@ impl Engine {
             (0..n).find_map(|k| {
                 let i = (self.rr_session + k) % n;
                 let x = &s[i];
-                (x.id.is_some() && !x.dead).then(|| (i, x.addr, x.id.clone(), x.in_flight.clone()))
+                let live = x.id.as_ref().is_some_and(|h| !h.is_lost()) && !x.dead;
+                live.then(|| (i, x.addr, x.id.clone(), x.in_flight.clone()))
             })
         };
         if let Some((i, ..)) = pick {
@@ -240,7 +271,8 @@ impl Engine {
         }
         *self.in_flight.borrow_mut() += 1;
         session_in_flight.set(session_in_flight.get() + 1);
-        let body = mcp::request_body(method, self.request_id);
+        let request_id = self.request_id;
+        let body = mcp::request_body(method, request_id);
         self.request_id += 1;
         let (client, stats, in_flight, sessions) = (
             self.client.clone(),
@@ -250,7 +282,10 @@ impl Engine {
         );
         let deadline = intended + self.timeout;
         tokio::task::spawn_local(async move {
-            let outcome = request(&client, addr, Some(&id), body, deadline, true).await;
+            let outcome = match &id {
+                Handle::Http(id) => request(&client, addr, Some(id), body, deadline, true).await,
+                Handle::Stream(conn) => (conn.request(request_id, body, deadline).await, 0),
+            };
             let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
             *in_flight.borrow_mut() -= 1;
             session_in_flight.set(session_in_flight.get().saturating_sub(1));
@@ -259,7 +294,12 @@ impl Engine {
                 Some(ErrorClass::SessionLost | ErrorClass::Refused)
             ) {
                 if let Some(s) = sessions.borrow_mut().get_mut(idx) {
-                    if s.id.as_deref() == Some(&*id) {
+                    let same = match (&s.id, &id) {
+                        (Some(Handle::Http(a)), Handle::Http(b)) => a == b,
+                        (Some(Handle::Stream(a)), Handle::Stream(b)) => Rc::ptr_eq(a, b),
+                        _ => false,
+                    };
+                    if same {
                         s.dead = true;
                     }
                 }
@@ -314,10 +354,22 @@ async fn delete_session(client: &HttpClient, addr: SocketAddr, id: &str) {
 /// The steady-state probe: does the endpoint answer `initialize`? The session it opens
 /// is closed again (a probe per endpoint must not leave one behind).
 pub async fn probe(
+    wire: &Wire,
     client: &HttpClient,
     addr: SocketAddr,
     deadline: Instant,
 ) -> (Option<ErrorClass>, u16) {
+    if *wire != Wire::Http {
+        let stats = Rc::new(RefCell::new(Stats::new(&[])));
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        return match stream::open(wire, addr, timeout, &stats).await {
+            Ok(conn) => {
+                conn.close();
+                (None, 0)
+            }
+            Err(c) => (Some(c), 0),
+        };
+    }
     match post(client, addr, None, mcp::initialize_body(), deadline).await {
         Err((class, status)) => (Some(class), status),
         Ok((status, id, body)) => {

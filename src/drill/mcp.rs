@@ -26,10 +26,16 @@ pub enum ErrorClass {
     NoAnswer,
     /// A `tools/call` answered with `isError: true`: the tool failed, the protocol did not.
     ToolError,
+    /// The server closed the connection (WebSocket, TCP) with requests waiting on it; the
+    /// close codes are counted apart (`closed_by_server` in the result).
+    ClosedByServer,
+    /// A message on a stream wire that is not JSON-RPC (or past the size limit, or a
+    /// binary WebSocket frame).
+    Frame,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 10] = [
+    pub const ALL: [ErrorClass; 12] = [
         ErrorClass::Timeout,
         ErrorClass::Refused,
         ErrorClass::Reset,
@@ -40,6 +46,8 @@ impl ErrorClass {
         ErrorClass::Generator,
         ErrorClass::NoAnswer,
         ErrorClass::ToolError,
+        ErrorClass::ClosedByServer,
+        ErrorClass::Frame,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -53,6 +61,8 @@ impl ErrorClass {
             ErrorClass::Generator => "generator",
             ErrorClass::NoAnswer => "no_answer",
             ErrorClass::ToolError => "tool_error",
+            ErrorClass::ClosedByServer => "closed_by_server",
+            ErrorClass::Frame => "frame",
         }
     }
 }
@@ -83,7 +93,19 @@ pub const INITIALIZED_BODY: &str = r#"{"jsonrpc":"2.0","method":"notifications/i
 #[derive(serde::Deserialize)]
 struct Answer {
     result: Option<AnswerResult>,
-    error: Option<serde::de::IgnoredAny>,
+    error: Option<serde_json::Value>,
+}
+
+impl Answer {
+    /// Refused at once by the server (the stand-in's code on stream wires, where there
+    /// is no 503).
+    fn refused(&self) -> bool {
+        self.error
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(serde_json::Value::as_i64)
+            == Some(crate::standin::stream::REFUSED_CODE)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -125,12 +147,7 @@ fn answer(body: &[u8]) -> Option<Answer> {
 pub fn classify(status: u16, body: &[u8], expects_answer: bool) -> Option<ErrorClass> {
     match status {
         200..=299 if !expects_answer => None,
-        200..=299 => match answer(body) {
-            None => Some(ErrorClass::NoAnswer),
-            Some(a) if a.error.is_some() => Some(ErrorClass::JsonRpc),
-            Some(a) if a.result.as_ref().is_some_and(|r| r.is_error) => Some(ErrorClass::ToolError),
-            Some(_) => None,
-        },
+        200..=299 => classify_message(body),
         503 | 429 => Some(ErrorClass::Shed),
         404 => Some(ErrorClass::SessionLost),
         // The TypeScript reference server answers an unknown session with 400 ("No valid
@@ -138,6 +155,18 @@ pub fn classify(status: u16, body: &[u8], expects_answer: bool) -> Option<ErrorC
         400 if contains_ignore_case(body, b"session") => Some(ErrorClass::SessionLost),
         500..=599 => Some(ErrorClass::Http5xx),
         _ => Some(ErrorClass::JsonRpc),
+    }
+}
+
+/// Classifies a JSON-RPC answer (a body, an SSE stream, or one message off a stream
+/// wire): `None` is success.
+pub fn classify_message(body: &[u8]) -> Option<ErrorClass> {
+    match answer(body) {
+        None => Some(ErrorClass::NoAnswer),
+        Some(a) if a.refused() => Some(ErrorClass::Shed),
+        Some(a) if a.error.is_some() => Some(ErrorClass::JsonRpc),
+        Some(a) if a.result.as_ref().is_some_and(|r| r.is_error) => Some(ErrorClass::ToolError),
+        Some(_) => None,
     }
 }
 
@@ -203,6 +232,17 @@ mod tests {
             Some(ErrorClass::JsonRpc)
         );
         assert_eq!(c(200, b"[]"), Some(ErrorClass::NoAnswer));
+        // Refused at once on a stream wire: a shed, as a 503 is.
+        assert_eq!(
+            classify_message(
+                br#"{"jsonrpc":"2.0","id":3,"error":{"code":-32029,"message":"shed"}}"#
+            ),
+            Some(ErrorClass::Shed)
+        );
+        assert_eq!(
+            classify_message(br#"{"jsonrpc":"2.0","id":3,"error":"not an object"}"#),
+            Some(ErrorClass::JsonRpc)
+        );
         // A notification's empty 202 is fine.
         assert_eq!(classify(202, b"", false), None);
         assert!(request_body("tools/call", 7).contains("\"id\":7"));

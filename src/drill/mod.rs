@@ -11,6 +11,7 @@ pub mod load;
 pub mod mcp;
 pub mod report;
 pub mod stats;
+pub mod stream;
 pub mod watch;
 
 use crate::policy::Tier;
@@ -27,11 +28,52 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use watch::Watched;
 
+/// How MCP messages travel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wire {
+    /// Streamable HTTP: POST /mcp, sessions by `Mcp-Session-Id`.
+    Http,
+    /// WebSocket at this path (erlmcp's `/mcp/ws`): a message per text frame, `\n`-ended.
+    Ws(String),
+    /// TCP: a message per line (erlmcp's ranch `{packet, line}` transport).
+    Tcp,
+}
+
+/// erlmcp's WebSocket path.
+pub const WS_PATH: &str = "/mcp/ws";
+
+impl Wire {
+    pub fn of(t: crate::scenario::Transport) -> Wire {
+        match t {
+            crate::scenario::Transport::Http => Wire::Http,
+            crate::scenario::Transport::Ws => Wire::Ws(WS_PATH.into()),
+            crate::scenario::Transport::Tcp => Wire::Tcp,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Wire::Http => "http",
+            Wire::Ws(_) => "ws",
+            Wire::Tcp => "tcp",
+        }
+    }
+
+    pub fn url(&self, addr: SocketAddr) -> String {
+        match self {
+            Wire::Http => format!("http://{addr}"),
+            Wire::Ws(path) => format!("ws://{addr}{path}"),
+            Wire::Tcp => format!("tcp://{addr}"),
+        }
+    }
+}
+
 /// Where the load goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// One MCP endpoint, e.g. http://127.0.0.1:8080 (the path /mcp is the server's).
-    Url(SocketAddr),
+    /// One MCP endpoint: http://HOST:PORT (the path /mcp is the server's),
+    /// ws://HOST:PORT/PATH, or tcp://HOST:PORT.
+    Url(SocketAddr, Wire),
     /// The running tasks of a Swarm service, found and followed through the Docker API.
     Swarm(String),
 }
@@ -45,34 +87,69 @@ impl Target {
             }
             return Ok(Target::Swarm(svc.to_string()));
         }
-        let hostport = s
-            .strip_prefix("http://")
-            .ok_or_else(|| {
-                Config(format!(
-                    "--target {s}: allowed: http://HOST:PORT (plain http) or swarm:SERVICE"
-                ))
-            })?
-            .trim_end_matches('/')
-            .trim_end_matches("/mcp");
+        let allowed =
+            "allowed: http://HOST:PORT, ws://HOST:PORT/mcp/ws, tcp://HOST:PORT or swarm:SERVICE";
+        let (wire, rest) = if let Some(r) = s.strip_prefix("http://") {
+            let hostport = r.trim_end_matches('/').trim_end_matches("/mcp");
+            (Wire::Http, hostport)
+        } else if let Some(r) = s.strip_prefix("ws://") {
+            match r.find('/') {
+                Some(i) => (Wire::Ws(r[i..].to_string()), &r[..i]),
+                None => (Wire::Ws(WS_PATH.into()), r),
+            }
+        } else if let Some(r) = s.strip_prefix("tcp://") {
+            (Wire::Tcp, r.trim_end_matches('/'))
+        } else {
+            return Err(Config(format!("--target {s}: {allowed}")));
+        };
+        if rest.contains('/') {
+            return Err(Config(format!(
+                "--target {s}: {} takes no path here; {allowed}",
+                wire.name()
+            )));
+        }
         use std::net::ToSocketAddrs;
-        hostport
-            .to_socket_addrs()
+        rest.to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .map(Target::Url)
-            .ok_or_else(|| Config(format!("--target {s}: cannot resolve {hostport}")))
+            .map(|a| Target::Url(a, wire))
+            .ok_or_else(|| Config(format!("--target {s}: cannot resolve {rest} as HOST:PORT")))
     }
 
     pub fn service(&self) -> Option<&str> {
         match self {
             Target::Swarm(s) => Some(s),
-            Target::Url(_) => None,
+            Target::Url(..) => None,
+        }
+    }
+
+    /// The wire to speak: the URL's, or for a Swarm service the scenario's `transport:`.
+    /// A URL and a scenario that disagree are a usage error.
+    /// `chosen` (--transport) overrides the scenario's key.
+    pub fn wire(
+        &self,
+        scenario: &Scenario,
+        chosen: Option<crate::scenario::Transport>,
+    ) -> crate::Result<Wire> {
+        match (self, chosen.or(scenario.transport)) {
+            (Target::Swarm(_), t) => Ok(Wire::of(t.unwrap_or_default())),
+            (Target::Url(_, w), Some(t)) if w.name() != Wire::of(t).name() => {
+                Err(crate::Error::Config(format!(
+                    "--target speaks {} but the drill is asked for {} (--transport, or the scenario's `transport:`); use a {}:// target",
+                    w.name(),
+                    Wire::of(t).name(),
+                    Wire::of(t).name()
+                )))
+            }
+            (Target::Url(_, w), _) => Ok(w.clone()),
         }
     }
 }
 
 pub struct Options {
     pub target: Target,
+    /// The wire, over the scenario's `transport:`.
+    pub transport: Option<crate::scenario::Transport>,
     /// Container port of the MCP endpoint, for swarm targets.
     pub target_port: u16,
     pub speed: f64,
@@ -110,6 +187,8 @@ pub struct FaultEvent {
 pub struct DrillResult {
     pub scenario: String,
     pub target: String,
+    /// http, ws or tcp.
+    pub transport: String,
     pub speed: f64,
     pub verdict: Verdict,
     /// The steady state, checked before any load.
@@ -120,6 +199,8 @@ pub struct DrillResult {
     pub counts: stats::Counts,
     pub sessions_opened: u64,
     pub session_open_failures: u64,
+    /// Connections the server closed (ws, tcp), by close code ("eof": no code).
+    pub closed_by_server: BTreeMap<String, u64>,
     pub max_replicas: Option<u32>,
     pub max_tier: Option<Tier>,
     pub faults: Vec<FaultEvent>,
@@ -155,9 +236,10 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     } else {
         None
     };
+    let wire = opts.target.wire(&scenario, opts.transport)?;
     let endpoints: load::Endpoints = Rc::default();
     match &opts.target {
-        Target::Url(a) => endpoints.borrow_mut().push(*a),
+        Target::Url(a, _) => endpoints.borrow_mut().push(*a),
         Target::Swarm(svc) => {
             let sw = swarm
                 .as_ref()
@@ -183,6 +265,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
 
     // Before: the steady state must hold.
     let before = watch::steady_state(
+        &wire,
         &endpoints,
         &http,
         opts.controller.as_deref(),
@@ -197,6 +280,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
         .collect();
     let stats = Rc::new(RefCell::new(Stats::new(&phase_list)));
     let mut engine = Engine::new(
+        wire.clone(),
         endpoints.clone(),
         stats.clone(),
         scenario.client_timeout,
@@ -370,7 +454,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
         }
     }
     let target = match &opts.target {
-        Target::Url(a) => format!("http://{a}"),
+        Target::Url(a, w) => w.url(*a),
         Target::Swarm(s) => format!("swarm:{s}"),
     };
     let opened = *engine.opened.borrow();
@@ -378,6 +462,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     Ok(DrillResult {
         scenario: scenario.name.clone(),
         target,
+        transport: wire.name().into(),
         speed: opts.speed,
         verdict: Verdict::of(&all),
         before,
@@ -387,6 +472,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
         counts: st.total.clone(),
         sessions_opened: opened,
         session_open_failures: open_failures,
+        closed_by_server: st.closed_by_server.clone(),
         max_replicas: st.timeline.iter().filter_map(|s| s.replicas).max(),
         max_tier: st.timeline.iter().filter_map(|s| s.tier).max(),
         faults,

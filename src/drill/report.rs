@@ -65,8 +65,8 @@ pub fn terminal(r: &DrillResult) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "andon drill: {} against {} (speed ×{})",
-        r.scenario, r.target, r.speed
+        "andon drill: {} against {} over {} (speed ×{})",
+        r.scenario, r.target, r.transport, r.speed
     );
     let _ = writeln!(
         o,
@@ -107,11 +107,21 @@ pub fn terminal(r: &DrillResult) -> String {
             errs.join(", ")
         }
     );
+    let closed: Vec<String> = r
+        .closed_by_server
+        .iter()
+        .map(|(code, n)| format!("{code} ×{n}"))
+        .collect();
     let _ = writeln!(
         o,
-        "sessions: {} opened, {} failed to open; max replicas {}; max tier {}",
+        "sessions: {} opened, {} failed to open{}; max replicas {}; max tier {}",
         r.sessions_opened,
         r.session_open_failures,
+        if closed.is_empty() {
+            String::new()
+        } else {
+            format!(", closed by the server: {}", closed.join(", "))
+        },
         r.max_replicas.map_or("-".into(), |v| v.to_string()),
         r.max_tier.map_or("-", Tier::name)
     );

@@ -106,6 +106,9 @@ pub struct Stats {
     pub timeline: Vec<Second>,
     pub total: Counts,
     pub overall: Histogram<u64>,
+    /// Connections the server closed (stream wires), by WebSocket close code ("eof" for
+    /// a connection that just ended).
+    pub closed_by_server: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -127,7 +130,12 @@ impl Stats {
             timeline: Vec::new(),
             total: Counts::default(),
             overall: new_histogram(),
+            closed_by_server: BTreeMap::new(),
         }
+    }
+
+    pub fn closed_by_server(&mut self, code: &str) {
+        *self.closed_by_server.entry(code.to_string()).or_default() += 1;
     }
 
     pub fn scheduled(&mut self, phase: usize) {

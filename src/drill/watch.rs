@@ -102,9 +102,14 @@ async fn controller_status(http: &reqwest::Client, url: &str) -> Option<Status> 
     serde_json::from_slice(&r.bytes().await.ok()?).ok()
 }
 
+fn name(c: Option<super::mcp::ErrorClass>) -> &'static str {
+    c.map_or("ok", super::mcp::ErrorClass::name)
+}
+
 /// Before any load: every endpoint opens a session and answers pings, and the controller
 /// (when given) answers /status and knows the service.
 pub async fn steady_state(
+    wire: &super::Wire,
     endpoints: &Endpoints,
     http: &reqwest::Client,
     controller: Option<&str>,
@@ -118,11 +123,14 @@ pub async fn steady_state(
     for addr in &eps {
         total += 1;
         let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let (class, status) = super::load::probe(&client, *addr, deadline()).await;
+        let (class, status) = super::load::probe(wire, &client, *addr, deadline()).await;
         if class.is_none() {
             ok += 1;
         } else {
-            last_error = format!("{addr}: {:?} (HTTP {status})", class);
+            last_error = match status {
+                0 => format!("{}: {}", wire.url(*addr), name(class)),
+                _ => format!("{}: {} (HTTP {status})", wire.url(*addr), name(class)),
+            };
         }
     }
     out.push(Outcome {

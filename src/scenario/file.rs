@@ -24,6 +24,8 @@ pub struct ScenarioFile {
     pub expect: Vec<ExpectFile>,
     /// Earlier days, for the seasonal forecast.
     pub history: Option<super::history::HistoryFile>,
+    /// The wire a drill speaks to a Swarm service: http (default), ws or tcp.
+    pub transport: Option<super::Transport>,
 }
 
 fn default_timeout() -> String {

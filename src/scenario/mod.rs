@@ -185,9 +185,24 @@ impl Fault {
     }
 }
 
+/// The wire a drill speaks (`transport:`); the simulator models no wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Streamable HTTP (POST /mcp).
+    #[default]
+    Http,
+    /// WebSocket at /mcp/ws, erlmcp's framing.
+    Ws,
+    /// A message per line on TCP.
+    Tcp,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     pub source: String,
+    /// The wire a drill speaks to a Swarm service (`transport:`; None: http).
+    pub transport: Option<Transport>,
     pub name: String,
     pub description: String,
     pub replicas: u32,
@@ -545,6 +560,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         replicas,
         client_timeout,
         scrape_interval,
+        transport: raw.transport,
         phases,
         faults,
         expect,

@@ -3,6 +3,8 @@
 //!
 //! - MCP streamable HTTP on POST /mcp, on rmcp (mcp.rs): sessions by `Mcp-Session-Id`,
 //!   DELETE ends one; answers are SSE, as the official SDKs answer.
+//! - MCP on erlmcp's own wire (stream.rs, wire.rs): WebSocket at /mcp/ws and line-delimited
+//!   TCP on `--tcp-listen`, a session per connection, on the same rmcp server and model.
 //! - The replica model in real time (realtime.rs): a middleware in front of rmcp sheds,
 //!   delays and fails requests as an erlmcp replica at this load would.
 //! - /metrics with erlmcp's own names, /healthz, and POST /admin/admission, which andon's
@@ -10,6 +12,8 @@
 
 pub mod mcp;
 pub mod realtime;
+pub mod stream;
+pub mod wire;
 
 use crate::act::admission::{Admission, ADMISSION_PATH};
 use crate::core::shedding::MAX_ADMIT;
@@ -40,6 +44,21 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
+}
+
+impl MethodLabel {
+    /// The label of a method a client named: the MCP methods the stand-in knows, else
+    /// "other", so that a client cannot grow /metrics without bound.
+    pub fn of(method: &str) -> MethodLabel {
+        let known = crate::scenario::METHODS.contains(&method)
+            || matches!(
+                method,
+                "initialize" | "notifications/initialized" | "notifications/cancelled" | "unknown"
+            );
+        MethodLabel {
+            method: if known { method } else { "other" }.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,11 +153,13 @@ impl ErlmcpMetrics {
                 r#type: "total".into(),
             })
             .set(0);
-        m.connections
-            .get_or_create(&TransportLabel {
-                transport: "http".into(),
-            })
-            .set(0);
+        for transport in ["http", "ws", "tcp"] {
+            m.connections
+                .get_or_create(&TransportLabel {
+                    transport: transport.into(),
+                })
+                .set(0);
+        }
         // Series exist from the start, at 0: rate() of "no errors yet" is 0, not missing.
         for method in crate::scenario::METHODS {
             m.requests
@@ -178,6 +199,8 @@ pub struct Options {
     pub queue_limit: usize,
     /// No model delay (to measure the load generator).
     pub zero_latency: bool,
+    /// MCP over line-delimited TCP, as erlmcp's TCP transport, on this address.
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -202,6 +225,50 @@ pub struct StandIn {
     pub sessions: Arc<LocalSessionManager>,
     pub in_flight: AtomicUsize,
     pub queue_limit: usize,
+    /// Open sessions on erlmcp's stream transports (a session per connection).
+    pub ws_connections: AtomicUsize,
+    pub tcp_connections: AtomicUsize,
+}
+
+impl StandIn {
+    pub fn new(opts: &Options) -> StandIn {
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.keep_alive = Some(Duration::from_secs(300));
+        sessions.session_config.sse_retry = None;
+        StandIn {
+            metrics: ErlmcpMetrics::new(),
+            admission: Mutex::new(Admission::ALL),
+            model: RealTime::new(opts.params(), opts.zero_latency),
+            sessions: Arc::new(sessions),
+            in_flight: AtomicUsize::new(0),
+            queue_limit: opts.queue_limit,
+            ws_connections: AtomicUsize::new(0),
+            tcp_connections: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn stream_connections(&self, wire: stream::Wire) -> &AtomicUsize {
+        match wire {
+            stream::Wire::Ws => &self.ws_connections,
+            stream::Wire::Tcp => &self.tcp_connections,
+        }
+    }
+
+    /// Sessions open on every transport.
+    pub async fn sessions_open(&self) -> usize {
+        self.sessions.sessions.read().await.len()
+            + self.ws_connections.load(Ordering::Relaxed)
+            + self.tcp_connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new session would go past the session cap.
+    pub async fn session_cap_reached(&self) -> bool {
+        let cap = self.admission.lock().ok().and_then(|a| a.max_sessions);
+        match cap {
+            Some(cap) => self.sessions_open().await >= cap as usize,
+            None => false,
+        }
+    }
 }
 
 pub fn router(s: Arc<StandIn>) -> Router {
@@ -219,6 +286,7 @@ pub fn router(s: Arc<StandIn>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/mcp/ws", get(wire::ws_upgrade))
         .route(ADMISSION_PATH, get(get_admission).post(set_admission))
         .with_state(s)
         .merge(mcp)
@@ -259,7 +327,7 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
     if method == "initialize" && session.is_none() {
         let cap = s.admission.lock().ok().and_then(|a| a.max_sessions);
         if let Some(cap) = cap {
-            if s.sessions.sessions.read().await.len() >= cap as usize {
+            if s.session_cap_reached().await {
                 s.metrics.sessions_refused.inc();
                 let id = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
@@ -282,9 +350,7 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
     let req = Request::from_parts(parts, Body::from(bytes));
     s.metrics
         .requests
-        .get_or_create(&MethodLabel {
-            method: method.clone(),
-        })
+        .get_or_create(&MethodLabel::of(&method))
         .inc();
     let error = |t: &str| {
         s.metrics
@@ -351,6 +417,15 @@ async fn metrics(State(s): State<Arc<StandIn>>) -> Response {
             transport: "http".into(),
         })
         .set(live as i64);
+    for wire in [stream::Wire::Ws, stream::Wire::Tcp] {
+        s.metrics
+            .connections
+            .get_or_create(&TransportLabel {
+                transport: wire.label().into(),
+            })
+            .set(s.stream_connections(wire).load(Ordering::Relaxed) as i64);
+    }
+    let live = s.sessions_open().await;
     let (cpu, queued) = s.model.gauges();
     s.metrics.cpu.set(cpu * 100.0);
     s.metrics
@@ -442,18 +517,14 @@ pub fn serve(opts: Options) -> crate::Result<()> {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|e| Error::Environment(format!("--listen {}: {e}", opts.listen)))?;
-        let mut sessions = LocalSessionManager::default();
-        sessions.session_config.keep_alive = Some(Duration::from_secs(300));
-        sessions.session_config.sse_retry = None;
-        let state = Arc::new(StandIn {
-            metrics: ErlmcpMetrics::new(),
-            admission: Mutex::new(Admission::ALL),
-            model: RealTime::new(opts.params(), opts.zero_latency),
-            sessions: Arc::new(sessions),
-            in_flight: AtomicUsize::new(0),
-            queue_limit: opts.queue_limit,
-        });
-        tracing::info!(listen = %opts.listen, capacity = opts.capacity, conn_capacity = opts.conn_capacity, zero_latency = opts.zero_latency, "andon stand-in: serving MCP on /mcp");
+        let state = Arc::new(StandIn::new(&opts));
+        if let Some(addr) = opts.tcp_listen {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Environment(format!("--tcp-listen {addr}: {e}")))?;
+            tokio::spawn(wire::serve_tcp(state.clone(), tcp));
+        }
+        tracing::info!(listen = %opts.listen, tcp_listen = ?opts.tcp_listen, capacity = opts.capacity, conn_capacity = opts.conn_capacity, zero_latency = opts.zero_latency, "andon stand-in: serving MCP on /mcp (streamable HTTP) and /mcp/ws (WebSocket)");
         let shutdown = async {
             use tokio::signal::unix::{signal, SignalKind};
             if let (Ok(mut t), Ok(mut i)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {

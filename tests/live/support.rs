@@ -311,6 +311,10 @@ impl Service {
         for l in labels {
             args.extend(["--label", *l]);
         }
+        // erlmcp's TCP wire, when asked for, on 9000.
+        if standin_args.contains(&"--tcp-listen") {
+            args.extend(["--publish", "mode=host,target=9000"]);
+        }
         args.extend([image.as_str(), "stand-in", "--listen", "0.0.0.0:8080"]);
         args.extend(standin_args);
         let (ok, out) = docker(&args);

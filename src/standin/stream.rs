@@ -1,0 +1,295 @@
+//! MCP over erlmcp's stream transports: one connection is one session, and each JSON-RPC
+//! message is one `\n`-terminated line (WebSocket: in a text frame; TCP: on the socket).
+//! The framing lives in `wire.rs`; this is the session: it counts, sheds, delays and fails
+//! requests as the replica model says (as the HTTP middleware does), and hands the rest to
+//! the same rmcp server the HTTP endpoint runs, through rmcp's sink/stream transport.
+
+use super::{ErrorLabel, MethodLabel, StandIn, TransportLabel};
+use crate::standin::mcp::StandInMcp;
+use crate::standin::realtime::Admit;
+use futures::channel::mpsc as fmpsc;
+use futures::StreamExt;
+use rmcp::model::JsonRpcMessage;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::RoleServer;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// The JSON-RPC error code of a request refused at once (over the admission limit, the
+/// queue full, or a new session past the cap). JSON-RPC leaves -32000..-32099 to servers;
+/// erlmcp has no such code. The drill counts it as `shed`, as it counts a 503 over HTTP.
+pub const REFUSED_CODE: i64 = -32029;
+
+/// A line (message) longer than this closes the connection (WebSocket 1009), as erlmcp's
+/// `max_message_size` does; the stand-in's is smaller than erlmcp's 16 MiB default.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// erlmcp's stream transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Ws,
+    Tcp,
+}
+
+impl Wire {
+    pub fn label(self) -> &'static str {
+        match self {
+            Wire::Ws => "ws",
+            Wire::Tcp => "tcp",
+        }
+    }
+}
+
+/// What the session hands the connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One JSON-RPC message, without its `\n`.
+    Message(String),
+}
+
+/// Why a connection must be closed, as erlmcp closes a WebSocket: the code and reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broken {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+pub const PARSE_ERROR: Broken = Broken {
+    code: 1002,
+    reason: "JSON-RPC parse error",
+};
+
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+/// One open session. Dropping it ends the rmcp service and gives the session back.
+pub struct Session {
+    s: Arc<StandIn>,
+    wire: Wire,
+    /// The replica model's key for this session's rate and mailbox.
+    key: String,
+    to_rmcp: fmpsc::UnboundedSender<RxJsonRpcMessage<RoleServer>>,
+    out: mpsc::UnboundedSender<Outbound>,
+    /// Arrival times of requests rmcp is answering, by their id as JSON.
+    started: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl Session {
+    /// Opens a session on a new connection, or `None` when the session cap is reached
+    /// (the connection is then refused at once; the caller says so on its wire).
+    pub async fn open(
+        s: &Arc<StandIn>,
+        wire: Wire,
+    ) -> Option<(Session, mpsc::UnboundedReceiver<Outbound>)> {
+        if s.session_cap_reached().await {
+            s.metrics.sessions_refused.inc();
+            return None;
+        }
+        s.stream_connections(wire).fetch_add(1, Ordering::Relaxed);
+        // Unbounded: what waits in it is bounded by the queue limit (requests past it are
+        // refused before they get here).
+        let (to_rmcp, from_session) = fmpsc::unbounded::<RxJsonRpcMessage<RoleServer>>();
+        let (to_pump, mut from_rmcp) = fmpsc::channel::<TxJsonRpcMessage<RoleServer>>(64);
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        tokio::spawn(async move {
+            if let Ok(running) =
+                rmcp::serve_server(StandInMcp::new(), (to_pump, from_session)).await
+            {
+                let _ = running.waiting().await;
+            }
+        });
+        // rmcp's answers: timed (from the request's arrival, as over HTTP) and written.
+        let (pump_out, pump_started, pump_s) = (out.clone(), started.clone(), s.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = from_rmcp.next().await {
+                let id = match &msg {
+                    JsonRpcMessage::Response(r) => Some(&r.id),
+                    JsonRpcMessage::Error(e) => e.id.as_ref(),
+                    _ => None,
+                };
+                let since = id
+                    .and_then(|id| serde_json::to_string(id).ok())
+                    .and_then(|k| pump_started.lock().ok()?.remove(&k));
+                if let Some(t) = since {
+                    pump_s.metrics.duration.observe(t.elapsed().as_secs_f64());
+                }
+                let Ok(text) = serde_json::to_string(&msg) else {
+                    continue;
+                };
+                if pump_out.send(Outbound::Message(text)).is_err() {
+                    break;
+                }
+            }
+        });
+        let key = format!(
+            "{}-{}",
+            wire.label(),
+            NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+        );
+        Some((
+            Session {
+                s: s.clone(),
+                wire,
+                key,
+                to_rmcp,
+                out,
+                started,
+            },
+            out_rx,
+        ))
+    }
+
+    /// Handles one message (a line, without its `\n`). `Err` closes the connection.
+    pub fn handle(&mut self, line: &str) -> Result<(), Broken> {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let peek: Peek = serde_json::from_str(line).map_err(|_| PARSE_ERROR)?;
+        let id = peek.id.filter(|v| !v.is_null());
+        let method = peek.method;
+        if let Some(m) = &method {
+            self.s
+                .metrics
+                .requests
+                .get_or_create(&MethodLabel::of(m))
+                .inc();
+        }
+        let msg = match serde_json::from_str::<RxJsonRpcMessage<RoleServer>>(line) {
+            Ok(msg) => msg,
+            Err(e) => {
+                // Valid JSON that is not a message rmcp knows (an unknown method, bad
+                // params): a request gets its error, anything else is dropped.
+                if let Some(id) = id {
+                    self.error("jsonrpc");
+                    self.reply_error(&id, -32600, &format!("invalid request: {e}"));
+                }
+                return Ok(());
+            }
+        };
+        let (Some(id), Some(method)) = (id, method) else {
+            // A notification or a client's answer: not work.
+            let _ = self.to_rmcp.unbounded_send(msg);
+            return Ok(());
+        };
+        let key = id.to_string();
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(key, Instant::now());
+        }
+        if method == "initialize" {
+            let _ = self.to_rmcp.unbounded_send(msg);
+            return Ok(());
+        }
+        match self.s.model.request(Some(&self.key)) {
+            Admit::Shed => {
+                self.error("shed");
+                self.forget(&id);
+                self.reply_error(&id, REFUSED_CODE, "shed: over the admission limit");
+            }
+            Admit::Serve { delay, fail } => {
+                let n = self.s.in_flight.fetch_add(1, Ordering::Relaxed);
+                if n >= self.s.queue_limit {
+                    self.s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.error("overload");
+                    self.forget(&id);
+                    self.reply_error(&id, REFUSED_CODE, "overload: queue full");
+                    return Ok(());
+                }
+                let (s, to_rmcp, out, started) = (
+                    self.s.clone(),
+                    self.to_rmcp.clone(),
+                    self.out.clone(),
+                    self.started.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    if fail {
+                        s.metrics
+                            .errors
+                            .get_or_create(&ErrorLabel {
+                                error_type: "internal".into(),
+                            })
+                            .inc();
+                        if let Ok(mut m) = started.lock() {
+                            m.remove(&id.to_string());
+                        }
+                        let _ = out.send(Outbound::Message(error_line(
+                            &id,
+                            -32603,
+                            "internal error (modelled)",
+                        )));
+                        return;
+                    }
+                    let _ = to_rmcp.unbounded_send(msg);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, id: &serde_json::Value) {
+        if let Ok(mut m) = self.started.lock() {
+            m.remove(&id.to_string());
+        }
+    }
+
+    fn error(&self, t: &str) {
+        self.s
+            .metrics
+            .errors
+            .get_or_create(&ErrorLabel {
+                error_type: t.into(),
+            })
+            .inc();
+    }
+
+    fn reply_error(&self, id: &serde_json::Value, code: i64, message: &str) {
+        let _ = self
+            .out
+            .send(Outbound::Message(error_line(id, code, message)));
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.s
+            .stream_connections(self.wire)
+            .fetch_sub(1, Ordering::Relaxed);
+        self.s.model.forget_session(&self.key);
+        self.s
+            .metrics
+            .connections
+            .get_or_create(&TransportLabel {
+                transport: self.wire.label().into(),
+            })
+            .set(self.s.stream_connections(self.wire).load(Ordering::Relaxed) as i64);
+    }
+}
+
+/// A JSON-RPC error answer, as one line's text.
+pub fn error_line(id: &serde_json::Value, code: i64, message: &str) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+        .to_string()
+}
+
+/// The answer on a connection refused by the session cap (TCP: before closing it).
+pub fn cap_refusal(cap: Option<u32>) -> String {
+    let cap = cap.map_or(String::new(), |c| format!(" of {c}"));
+    error_line(
+        &serde_json::Value::Null,
+        REFUSED_CODE,
+        &format!("session cap{cap} reached: try again later"),
+    )
+}

@@ -1,0 +1,179 @@
+//! erlmcp's framing on its two stream transports, around a `stream::Session`:
+//! - WebSocket at `/mcp/ws` (erlmcp_transport_ws): a text frame carries `\n`-terminated
+//!   messages; a last piece without its `\n` waits for the next frame; a binary frame
+//!   closes with 1003, unparsable JSON with 1002, a message past the size limit with 1009;
+//!   the server pings every 30 s. Past the session cap: close 1013 ("try again later").
+//! - TCP (erlmcp_transport_tcp, ranch `{packet, line}`): a message per line. Unparsable
+//!   JSON gets JSON-RPC's -32700 and the connection stays; past the session cap, one
+//!   refusal line, then the connection is closed.
+
+use super::stream::{self, Broken, Outbound, Session, Wire, MAX_MESSAGE, PARSE_ERROR};
+use super::StandIn;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+/// erlmcp's PING_INTERVAL.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+const TOO_BIG: Broken = Broken {
+    code: 1009,
+    reason: "Message exceeds maximum size",
+};
+
+pub async fn ws_upgrade(State(s): State<Arc<StandIn>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| ws_session(s, socket))
+}
+
+async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let Some((mut session, mut out)) = Session::open(&s, Wire::Ws).await else {
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: 1013,
+                reason: "session cap reached: try again later".into(),
+            })))
+            .await;
+        return;
+    };
+    let mut pending = String::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let broken = loop {
+        tokio::select! {
+            o = out.recv() => {
+                let Some(Outbound::Message(m)) = o else { break None };
+                // Everything ready goes out in one flush.
+                let mut batch = vec![m];
+                while let Ok(Outbound::Message(m)) = out.try_recv() {
+                    batch.push(m);
+                }
+                let mut failed = false;
+                for mut m in batch {
+                    m.push('\n');
+                    failed |= tx.feed(Message::Text(m.into())).await.is_err();
+                }
+                if failed || tx.flush().await.is_err() {
+                    break None;
+                }
+            }
+            m = rx.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    pending.push_str(t.as_str());
+                    if let Err(b) = handle_lines(&mut pending, &mut session) {
+                        break Some(b);
+                    }
+                    if pending.len() > MAX_MESSAGE {
+                        break Some(TOO_BIG);
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => break Some(Broken {
+                    code: 1003,
+                    reason: "Binary frames not supported",
+                }),
+                // Pings are answered by the WebSocket layer; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break None,
+            },
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(b) = broken {
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: b.code,
+                reason: b.reason.into(),
+            })))
+            .await;
+    }
+}
+
+/// Hands every complete line in `pending` to the session and keeps the rest.
+fn handle_lines(pending: &mut String, session: &mut Session) -> Result<(), Broken> {
+    let mut done = 0;
+    while let Some(i) = pending[done..].find('\n') {
+        let line = &pending[done..done + i];
+        done += i + 1;
+        session.handle(line)?;
+    }
+    pending.drain(..done);
+    Ok(())
+}
+
+/// Accepts TCP sessions until the task is dropped.
+pub async fn serve_tcp(s: Arc<StandIn>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, _)) => {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(tcp_session(s.clone(), sock));
+            }
+            Err(e) => {
+                // Out of file descriptors, for one: wait rather than spin.
+                tracing::warn!(error = %e, "stand-in: TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
+    let (r, w) = sock.into_split();
+    let mut w = BufWriter::new(w);
+    let Some((mut session, mut out)) = Session::open(&s, Wire::Tcp).await else {
+        let cap = s.admission.lock().ok().and_then(|a| a.max_sessions);
+        let mut line = stream::cap_refusal(cap);
+        line.push('\n');
+        let _ = w.write_all(line.as_bytes()).await;
+        let _ = w.shutdown().await;
+        return;
+    };
+    let mut lines = FramedRead::new(r, LinesCodec::new_with_max_length(MAX_MESSAGE));
+    loop {
+        tokio::select! {
+            o = out.recv() => {
+                let Some(Outbound::Message(m)) = o else { break };
+                let mut failed = write_line(&mut w, &m).await;
+                while let Ok(Outbound::Message(m)) = out.try_recv() {
+                    failed |= write_line(&mut w, &m).await;
+                }
+                if failed || w.flush().await.is_err() {
+                    break;
+                }
+            }
+            l = lines.next() => match l {
+                Some(Ok(line)) => {
+                    if session.handle(&line) == Err(PARSE_ERROR) {
+                        let e = stream::error_line(&serde_json::Value::Null, -32700, PARSE_ERROR.reason);
+                        if write_line(&mut w, &e).await || w.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    let e = stream::error_line(&serde_json::Value::Null, -32600, TOO_BIG.reason);
+                    let _ = write_line(&mut w, &e).await;
+                    let _ = w.flush().await;
+                    break;
+                }
+                Some(Err(LinesCodecError::Io(_))) | None => break,
+            },
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Writes one message and its `\n`; true when the connection is gone.
+async fn write_line(w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, m: &str) -> bool {
+    w.write_all(m.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err()
+}

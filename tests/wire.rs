@@ -1,0 +1,225 @@
+//! erlmcp's own wires (issue 9, §1): the stand-in serves MCP over WebSocket at /mcp/ws
+//! and over line-delimited TCP, with erlmcp's framing, and the drill speaks both.
+//! - Clients andon did not write (Python's `websockets` and `socket`) complete the MCP
+//!   handshake and calls, and meet erlmcp's framing and close codes (tests/wire/clients.py).
+//! - The drill over ws and tcp counts sheds as sheds, a session cap's refusals as closes by
+//!   the server (with their code), and a malformed message as `frame`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct StandIn {
+    child: Child,
+    http: String,
+    tcp: String,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start() -> StandIn {
+    let (http, tcp) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args(["stand-in", "--listen", &http, "--tcp-listen", &tcp])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("andon stand-in starts");
+    let s = StandIn { child, http, tcp };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&s.tcp).is_err()
+        || std::net::TcpStream::connect(&s.http).is_err()
+    {
+        assert!(Instant::now() < deadline, "stand-in did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+/// POST /admin/admission with `body`.
+fn admission(addr: &str, body: &str) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /admin/admission HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut status = String::new();
+    BufReader::new(s).read_line(&mut status).unwrap();
+    assert!(status.contains(" 204 "), "{status}");
+}
+
+#[test]
+fn clients_andon_did_not_write_speak_mcp_on_both_wires() {
+    let py = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output();
+    assert!(
+        py.is_ok_and(|o| o.status.success()),
+        "needs python3 with `websockets` (scripts/test.sh installs it: python3 -m pip install websockets)"
+    );
+    let s = start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/clients.py");
+    let out = Command::new("python3")
+        .args([script, &s.http, &s.tcp])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("all checks passed"));
+}
+
+const SCENARIO: &str = "name: tiny\nreplicas: 1\nclient_timeout: 2s\nphases:\n  - {name: load, duration: 4s, connections: 4, rate: {per_connection: 20}, mix: {tools/call: 0.5, ping: 0.5}}\nexpect:\n  - error_rate_below: 1%\n";
+
+fn drill(target: &str) -> (i32, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!(
+        "andon-wire-{}-{}",
+        std::process::id(),
+        target.replace([':', '.', '/'], "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sc = dir.join("tiny.yaml");
+    std::fs::write(&sc, SCENARIO).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
+        .args(["drill", sc.to_str().unwrap(), "--target", target, "--json"])
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+fn count(v: &serde_json::Value, class: &str) -> u64 {
+    v["counts"]["errors"][class].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn the_drill_passes_over_websocket_and_tcp() {
+    let s = start();
+    for target in [
+        format!("ws://{}/mcp/ws", s.http),
+        format!("tcp://{}", s.tcp),
+    ] {
+        let (code, v) = drill(&target);
+        assert_eq!(v["verdict"], "pass", "{target}: {v}");
+        assert_eq!(code, 0);
+        assert!(v["counts"]["ok"].as_u64().unwrap() > 200, "{target}: {v}");
+        assert_eq!(v["sessions_opened"], 4, "{target}: {v}");
+        assert_eq!(
+            v["closed_by_server"],
+            serde_json::json!({}),
+            "{target}: {v}"
+        );
+    }
+}
+
+#[test]
+fn sheds_on_a_stream_wire_count_as_sheds() {
+    let s = start();
+    admission(&s.http, r#"{"admit": 0.05}"#);
+    for target in [
+        format!("ws://{}/mcp/ws", s.http),
+        format!("tcp://{}", s.tcp),
+    ] {
+        let (_, v) = drill(&target);
+        assert!(count(&v, "shed") > 100, "{target}: {}", v["counts"]);
+        assert_eq!(count(&v, "json_rpc"), 0, "{target}: {}", v["counts"]);
+    }
+}
+
+#[test]
+fn sessions_past_the_cap_are_closed_by_the_server_with_their_code() {
+    let s = start();
+    admission(&s.http, r#"{"admit": null, "max_sessions": 2}"#);
+    let (_, v) = drill(&format!("ws://{}/mcp/ws", s.http));
+    assert_eq!(v["sessions_opened"], 2, "{v}");
+    assert!(v["session_open_failures"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        v["closed_by_server"]["1013"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        v["closed_by_server"]
+    );
+    let (_, v) = drill(&format!("tcp://{}", s.tcp));
+    assert_eq!(v["sessions_opened"], 2, "{v}");
+    assert!(v["session_open_failures"].as_u64().unwrap() >= 1, "{v}");
+}
+
+/// A TCP MCP server that answers the handshake, then `then` for each request.
+fn fake_tcp(then: fn(u64) -> Option<String>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let Some(id) = v["id"].as_u64() else { continue };
+                    let answer = if v["method"] == "initialize" {
+                        Some(format!(
+                            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"protocolVersion":"2025-03-26","capabilities":{{}},"serverInfo":{{"name":"fake","version":"1"}}}}}}"#
+                        ))
+                    } else {
+                        then(id)
+                    };
+                    match answer {
+                        Some(a) => {
+                            if writeln!(w, "{a}").is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_malformed_message_is_a_frame_error_and_a_close_is_counted() {
+    let garbage = fake_tcp(|_| Some("<html>not json</html>".into()));
+    let (code, v) = drill(&format!("tcp://{garbage}"));
+    assert_eq!(code, 1);
+    assert!(count(&v, "frame") >= 1, "{}", v["counts"]);
+    assert_eq!(v["counts"]["ok"], 0, "{}", v["counts"]);
+
+    let hangs_up = fake_tcp(|_| None);
+    let (code, v) = drill(&format!("tcp://{hangs_up}"));
+    assert_eq!(code, 1);
+    assert!(count(&v, "closed_by_server") >= 1, "{}", v["counts"]);
+    assert!(
+        v["closed_by_server"]["eof"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        v["closed_by_server"]
+    );
+}

@@ -1,0 +1,134 @@
+"""MCP on the stand-in's erlmcp wires, by clients andon did not write: the `websockets`
+library for WebSocket, Python's socket module for TCP. Exits non-zero on the first
+assertion that fails; prints what it checked.
+
+usage: clients.py HTTP_ADDR TCP_ADDR
+"""
+import asyncio
+import json
+import socket
+import sys
+import urllib.request
+
+import websockets
+
+HTTP, TCP = sys.argv[1], sys.argv[2]
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                   "clientInfo": {"name": "python-websockets", "version": websockets.__version__}}}
+
+
+def line(m):
+    return json.dumps(m) + "\n"
+
+
+def metric(name, labels):
+    text = urllib.request.urlopen(f"http://{HTTP}/metrics", timeout=5).read().decode()
+    for l in text.splitlines():
+        if l.startswith(name + "{" + labels + "}"):
+            return float(l.split()[-1])
+    raise AssertionError(f"{name}{{{labels}}} not in /metrics")
+
+
+def admission(body):
+    req = urllib.request.Request(f"http://{HTTP}/admin/admission", data=json.dumps(body).encode(),
+                                 method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+
+
+async def closed_with(ws):
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 5)
+    except websockets.ConnectionClosed as e:
+        return e.rcvd.code if e.rcvd else None
+
+
+async def websocket():
+    url = f"ws://{HTTP}/mcp/ws"
+    async with websockets.connect(url) as ws:
+        async def rpc(m):
+            await ws.send(line(m))
+            raw = await asyncio.wait_for(ws.recv(), 5)
+            assert isinstance(raw, str) and raw.endswith("\n"), f"a text frame ending in \\n: {raw!r}"
+            return json.loads(raw)
+
+        r = await rpc(INIT)
+        assert r["id"] == 1 and r["result"]["serverInfo"]["name"] == "andon-stand-in", r
+        await ws.send(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        r = await rpc({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        assert "echo" in [t["name"] for t in r["result"]["tools"]], r
+        r = await rpc({"jsonrpc": "2.0", "id": 3, "method": "ping"})
+        assert r == {"jsonrpc": "2.0", "id": 3, "result": {}}, r
+        r = await rpc({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"text": "over ws"}}})
+        assert r["result"]["content"][0]["text"] == "over ws", r
+        print("ws: initialize, tools/list, ping, tools/call answered")
+        assert metric("erlmcp_connections_total", 'transport="ws"') == 1
+        print("ws: erlmcp_connections_total{transport=\"ws\"} 1 while open")
+        # Two messages in one frame, and one split over two frames (erlmcp buffers a
+        # last piece without its \n until the next frame).
+        await ws.send(line({"jsonrpc": "2.0", "id": 5, "method": "ping"}) +
+                      line({"jsonrpc": "2.0", "id": 6, "method": "ping"}) + '{"jsonrpc": "2.0", ')
+        await ws.send('"id": 7, "method": "ping"}\n')
+        ids = sorted([json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] for _ in range(3)])
+        assert ids == [5, 6, 7], ids
+        print("ws: two messages in a frame and one over two frames, all answered")
+        await ws.send(b"\x00binary")
+        code = await closed_with(ws)
+        assert code == 1003, f"a binary frame closes with 1003, got {code}"
+        print("ws: a binary frame closes with 1003")
+    async with websockets.connect(url) as ws:
+        await ws.send("this is not json\n")
+        code = await closed_with(ws)
+        assert code == 1002, f"unparsable JSON closes with 1002, got {code}"
+        print("ws: unparsable JSON closes with 1002")
+
+
+def tcp():
+    host, port = TCP.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    f = s.makefile("rwb")
+
+    def rpc(m):
+        f.write(line(m).encode() if isinstance(m, dict) else m)
+        f.flush()
+        return json.loads(f.readline())
+
+    r = rpc(INIT)
+    assert r["result"]["serverInfo"]["name"] == "andon-stand-in", r
+    f.write(line({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode())
+    r = rpc({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "echo", "arguments": {"text": "over tcp"}}})
+    assert r["result"]["content"][0]["text"] == "over tcp", r
+    assert metric("erlmcp_connections_total", 'transport="tcp"') == 1
+    r = rpc(b"garbage\n")
+    assert r["error"]["code"] == -32700, r
+    r = rpc({"jsonrpc": "2.0", "id": 3, "method": "ping"})
+    assert r["id"] == 3 and "result" in r, r
+    print("tcp: initialize, tools/call answered; garbage gets -32700 and the connection stays")
+    s.close()
+
+
+async def cap():
+    admission({"admit": None, "max_sessions": 1})
+    try:
+        async with websockets.connect(f"ws://{HTTP}/mcp/ws") as first:
+            await first.send(line(INIT))
+            await asyncio.wait_for(first.recv(), 5)
+            async with websockets.connect(f"ws://{HTTP}/mcp/ws") as second:
+                code = await closed_with(second)
+                assert code == 1013, f"past the session cap: close 1013, got {code}"
+            host, port = TCP.rsplit(":", 1)
+            s = socket.create_connection((host, int(port)), timeout=5)
+            r = json.loads(s.makefile("rb").readline())
+            assert r["error"]["code"] == -32029, r
+            print("cap: a second session gets close 1013 (ws) or a -32029 refusal (tcp)")
+    finally:
+        admission({"admit": None})
+
+
+asyncio.run(websocket())
+tcp()
+asyncio.run(cap())
+print("all checks passed")
