@@ -15,6 +15,9 @@ ROOT=$(pwd)
 DIR=${ANDON_ENV_DIR:-/tmp/andon-env}
 SOCK=$DIR/docker.sock
 PROM_ADDR=${ANDON_PROM_ADDR:-127.0.0.1:19090}
+# HAProxy in front of the stand-ins (manifests/haproxy.cfg): MCP over HTTP/WebSocket, TCP.
+HAPROXY_HTTP=${ANDON_HAPROXY_HTTP:-127.0.0.1:18090}
+HAPROXY_TCP=${ANDON_HAPROXY_TCP:-127.0.0.1:19009}
 IMAGE=${ANDON_IMAGE:-andon:dev}
 TARGET=x86_64-unknown-linux-gnu
 
@@ -27,6 +30,7 @@ install_missing() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
   if [ ${#missing[@]} -gt 0 ]; then
     local runner=()
     [ "$(id -u)" = 0 ] || runner=(sudo)
@@ -89,14 +93,36 @@ up() {
   start_dockerd
   build_image
   start_prometheus
+  start_haproxy
   cat >"$DIR/env" <<ENV
 export DOCKER_HOST=unix://$SOCK
 export ANDON_PROMETHEUS_URL=http://$PROM_ADDR
 export ANDON_IMAGE=$IMAGE
 export ANDON_ENV_DIR=$DIR
 export ANDON_BIN=$ROOT/target/$TARGET/release/andon
+export ANDON_HAPROXY_SOCKET=$DIR/haproxy.sock
+export ANDON_HAPROXY_CFG=$DIR/haproxy.cfg
+export ANDON_HAPROXY_MAP=$DIR/admit.map
+export ANDON_HAPROXY_HTTP=$HAPROXY_HTTP
+export ANDON_HAPROXY_TCP=$HAPROXY_TCP
 ENV
   log "ready: source $DIR/env"
+}
+
+# HAProxy with manifests/haproxy.cfg, its paths and ports made local. andon drives it
+# over the runtime API (tests start `andon run --haproxy-socket $DIR/haproxy.sock`).
+start_haproxy() {
+  if alive "$DIR/haproxy.pid"; then log "HAProxy already running"; return; fi
+  cp manifests/admit.map "$DIR/admit.map"
+  sed -e "s#/var/run/haproxy/admin.sock#$DIR/haproxy.sock#" \
+      -e "s#/usr/local/etc/haproxy/admit.map#$DIR/admit.map#" \
+      -e "s#bind :8080#bind $HAPROXY_HTTP#" -e "s#bind :9000#bind $HAPROXY_TCP#" \
+      -e "s#^global#global\n    pidfile $DIR/haproxy.pid#" \
+      manifests/haproxy.cfg >"$DIR/haproxy.cfg"
+  haproxy -c -q -f "$DIR/haproxy.cfg" || { log "manifests/haproxy.cfg is not valid"; exit 1; }
+  haproxy -D -f "$DIR/haproxy.cfg" 2>"$DIR/haproxy.log"
+  wait_for 10 "HAProxy's runtime API" test -S "$DIR/haproxy.sock" || { cat "$DIR/haproxy.log" >&2; exit 1; }
+  log "HAProxy up on $HAPROXY_HTTP (http, ws) and $HAPROXY_TCP (tcp), runtime API $DIR/haproxy.sock"
 }
 
 stop_pid() { # pidfile, name
@@ -114,6 +140,7 @@ down() {
   # Best effort, every step: tearing down must not fail the run that called it.
   set +e
   stop_pid "$DIR/prometheus.pid" Prometheus
+  stop_pid "$DIR/haproxy.pid" HAProxy
   if alive "$DIR/dockerd.pid"; then
     docker -H "unix://$SOCK" swarm leave --force >/dev/null 2>&1 || true
   fi
@@ -131,6 +158,7 @@ case "${1:-}" in
   status)
     alive "$DIR/dockerd.pid" && echo "dockerd: running" || echo "dockerd: stopped"
     alive "$DIR/prometheus.pid" && echo "prometheus: running ($PROM_ADDR)" || echo "prometheus: stopped"
+    alive "$DIR/haproxy.pid" && echo "haproxy: running ($HAPROXY_HTTP, $HAPROXY_TCP)" || echo "haproxy: stopped"
     ;;
   *) echo "usage: scripts/env.sh up|down|status" >&2; exit 2 ;;
 esac

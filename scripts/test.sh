@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 # Our own environment, apart from one a developer may have up for trying things.
 export ANDON_ENV_DIR=${ANDON_TEST_ENV_DIR:-/tmp/andon-test-env}
 export ANDON_PROM_ADDR=${ANDON_TEST_PROM_ADDR:-127.0.0.1:19091}
+export ANDON_HAPROXY_HTTP=${ANDON_TEST_HAPROXY_HTTP:-127.0.0.1:18091}
+export ANDON_HAPROXY_TCP=${ANDON_TEST_HAPROXY_TCP:-127.0.0.1:19008}
 
 apt_install() {
   local runner=()

@@ -32,6 +32,8 @@ pub struct Controller {
     prom: PromSource,
     swarm: Swarm,
     admission: AdmissionClient,
+    /// HAProxy in front of the services, when andon drives one.
+    edge: Option<crate::act::haproxy::Edge>,
     opts: Options,
     runtime: HashMap<String, Reconciler>,
     /// When each service's history (for the seasonal forecast) is due.
@@ -63,11 +65,18 @@ impl Controller {
             prom,
             swarm,
             admission,
+            edge: None,
             opts,
             runtime: HashMap::new(),
             history: HistoryClock::default(),
             shared,
         }
+    }
+
+    /// Drives this HAProxy's servers and limits every tick.
+    pub fn with_edge(mut self, edge: Option<crate::act::haproxy::Edge>) -> Self {
+        self.edge = edge;
+        self
     }
 
     /// Reads history with this source instead of the tick's (a longer timeout).
@@ -118,7 +127,7 @@ impl Controller {
         }
         let nodes = nodes.unwrap_or_default();
         let mut statuses = Vec::with_capacity(names.len());
-        let mut shedding = Vec::new();
+        let mut shedding = HashMap::new();
         for svc in self.policy.services.clone() {
             let obs = observations.get(&svc.name).cloned().unwrap_or_default();
             let read = reads
@@ -126,18 +135,34 @@ impl Controller {
                 .unwrap_or(Err(SwarmError::NotFound(svc.name.clone())));
             let (status, shed) = self.reconcile(&svc, &obs, read).await;
             statuses.push(status);
-            shedding.extend(shed);
+            if let Some(shed) = shed {
+                shedding.insert(svc.name.clone(), shed);
+            }
         }
-        // The admission limits, to every running task of every service at once.
-        let failed = self.admission.apply_all(&shedding, &nodes).await;
-        for _ in 0..failed {
-            self.shared.metrics.actuator_error("admission");
+        // The admission limits, to every running task of every service at once (port 0:
+        // the replicas have no admission endpoint, e.g. a real erlmcp behind the edge).
+        if self.admission.port != 0 {
+            let work: Vec<Shed> = shedding.values().cloned().collect();
+            let failed = self.admission.apply_all(&work, &nodes).await;
+            for _ in 0..failed {
+                self.shared.metrics.actuator_error("admission");
+            }
+        }
+        // The edge: HAProxy's servers and limits, level-triggered. A dry run leaves it.
+        let edge = match &self.edge {
+            Some(e) if !self.opts.dry_run => Some(e.apply(&shedding, &nodes).await),
+            _ => None,
+        };
+        if let Some(e) = edge.as_ref().and_then(|e| e.error.as_ref()) {
+            tracing::warn!(error = %e, "edge: HAProxy not in step");
+            self.shared.metrics.actuator_error("haproxy");
         }
         let m = &self.shared.metrics;
         m.reconcile_seconds.observe(started.elapsed().as_secs_f64());
         m.ticks.inc();
         if let Ok(mut st) = self.shared.status.write() {
             st.services = statuses;
+            st.edge = edge;
             st.last_tick_ms = Some(now_ms());
             st.ticks += 1;
         }

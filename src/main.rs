@@ -110,6 +110,7 @@ andon rules policies/erlmcp-tps.yaml | promtool check rules /dev/stdin"
     #[command(after_help = "Examples:\n  \
 andon run --policy policies/erlmcp-tps.yaml --prometheus http://127.0.0.1:9090\n  \
 andon run --policy policies/erlmcp-tps.yaml --dry-run --interval 1s\n  \
+andon run --policy P --haproxy-socket /run/haproxy/admin.sock --haproxy-admit-map /etc/haproxy/admit.map \\\n      --admission-port 0     # a real erlmcp: shed and cap at HAProxy (manifests/haproxy.cfg)\n  \
 DOCKER_HOST=unix:///tmp/andon-env/docker.sock andon run --policy P --log-format json\n\n\
 Only services named in the policy AND labelled andon.enable=true are touched.\n\
 See /status for what andon saw and why it acted, /metrics for Prometheus.\n\
@@ -140,12 +141,28 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
         /// File with `user:password` for Prometheus basic auth
         #[arg(long, value_name = "FILE")]
         prometheus_basic_auth_file: Option<PathBuf>,
-        /// Container port of the replicas' admission endpoint (POST /admin/admission)
+        /// Container port of the replicas' admission endpoint (POST /admin/admission); 0:
+        /// the replicas have none (a real erlmcp), shed at the edge instead
         #[arg(long, default_value_t = 8080)]
         admission_port: u16,
         /// The services were deployed as this stack: `erlmcp` in the policy is STACK_erlmcp
         #[arg(long, value_name = "STACK")]
         stack: Option<String>,
+        /// HAProxy's runtime API socket (`stats socket PATH level admin`): andon keeps its
+        /// backend's servers on the service's running tasks, and sheds and caps there
+        #[arg(long, value_name = "PATH")]
+        haproxy_socket: Option<PathBuf>,
+        /// BACKEND=SERVICE:PORT, the backend that follows SERVICE's tasks on container PORT
+        /// (repeatable; default for a one-service policy: erlmcp=SERVICE:ADMISSION_PORT)
+        #[arg(long, value_name = "BACKEND=SERVICE:PORT", requires = "haproxy_socket")]
+        haproxy_backend: Vec<String>,
+        /// HAProxy's map file whose `default` key is the admitted requests per second per
+        /// session (HTTP shedding at the edge; see manifests/haproxy.cfg)
+        #[arg(long, value_name = "FILE", requires = "haproxy_socket")]
+        haproxy_admit_map: Option<String>,
+        /// The frontend stick table that tracks sessions (to share the admitted rate)
+        #[arg(long, default_value = "mcp", requires = "haproxy_socket")]
+        haproxy_sessions_table: String,
     },
     /// Replay a scenario as real MCP traffic against a live target and verify the controller
     #[command(after_help = "Examples:\n  \
@@ -225,6 +242,9 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         /// Also serve MCP over TCP here, as erlmcp's TCP transport (a message per line)
         #[arg(long, value_name = "ADDR")]
         tcp_listen: Option<std::net::SocketAddr>,
+        /// No admission endpoint, as a real erlmcp: only a proxy in front can shed
+        #[arg(long)]
+        no_admission: bool,
     },
     /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
     #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
@@ -343,22 +363,44 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             prometheus_basic_auth_file,
             admission_port,
             stack,
-        } => andon::run::run(andon::run::RunArgs {
-            stack,
-            policy: policy.to_string_lossy().into_owned(),
-            prometheus,
-            prometheus_timeout,
-            bearer_token_file: prometheus_bearer_token_file
-                .map(|p| p.to_string_lossy().into_owned()),
-            basic_auth_file: prometheus_basic_auth_file.map(|p| p.to_string_lossy().into_owned()),
-            interval,
-            dry_run,
-            listen,
-            json_logs: matches!(log_format, LogFormat::Json),
-            admission_port,
-        })
-        .map(|()| 0)
-        .map_err(Fail::from),
+            haproxy_socket,
+            haproxy_backend,
+            haproxy_admit_map,
+            haproxy_sessions_table,
+        } => {
+            let edge = match haproxy_socket {
+                None => None,
+                Some(socket) => Some(andon::act::haproxy::Edge {
+                    socket,
+                    backends: haproxy_backend
+                        .iter()
+                        .map(|b| andon::act::haproxy::EdgeBackend::parse(b))
+                        .collect::<Result<_, _>>()
+                        .map_err(Fail::Usage)?,
+                    admit_map: haproxy_admit_map,
+                    sessions_table: haproxy_sessions_table,
+                    timeout: Duration::from_secs(1),
+                }),
+            };
+            andon::run::run(andon::run::RunArgs {
+                edge,
+                stack,
+                policy: policy.to_string_lossy().into_owned(),
+                prometheus,
+                prometheus_timeout,
+                bearer_token_file: prometheus_bearer_token_file
+                    .map(|p| p.to_string_lossy().into_owned()),
+                basic_auth_file: prometheus_basic_auth_file
+                    .map(|p| p.to_string_lossy().into_owned()),
+                interval,
+                dry_run,
+                listen,
+                json_logs: matches!(log_format, LogFormat::Json),
+                admission_port,
+            })
+            .map(|()| 0)
+            .map_err(Fail::from)
+        }
         Command::StandIn {
             listen,
             capacity,
@@ -367,6 +409,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             queue_limit,
             zero_latency,
             tcp_listen,
+            no_admission,
         } => {
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {
@@ -383,6 +426,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 queue_limit,
                 zero_latency,
                 tcp_listen,
+                no_admission,
             })
             .map(|()| 0)
             .map_err(Fail::from)

@@ -29,6 +29,9 @@ pub struct RunArgs {
     pub admission_port: u16,
     /// Prefix policy service names with `STACK_`, as `docker stack deploy` names them.
     pub stack: Option<String>,
+    /// HAProxy in front of the services (`--haproxy-socket`); backends with no service
+    /// yet (`service` empty) follow the policy's one service.
+    pub edge: Option<crate::act::haproxy::Edge>,
 }
 
 /// Logs go to stderr; RUST_LOG filters them (default info, rmcp and hyper quieter).
@@ -87,6 +90,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             ))
         })?;
         let admission = AdmissionClient::new(args.admission_port, Duration::from_secs(1))?;
+        let edge = match args.edge.clone() {
+            Some(e) => Some(edge_for(e, &policy, args.admission_port)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| Error::Environment(format!("--listen {}: {e}", args.listen)))?;
@@ -129,7 +136,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             },
             shared,
         )
-        .with_history_source(history_prom);
+        .with_history_source(history_prom)
+        .with_edge(edge);
         let (mut term, mut int) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
@@ -170,4 +178,41 @@ pub fn probe(url: &str) -> Result<()> {
             Err(e) => Err(Error::Runtime(format!("{url}: {e}"))),
         }
     })
+}
+
+/// The edge's backends, bound to the policy's services: with none given, the backend
+/// `erlmcp` follows the policy's one service on the admission port (8080, erlmcp's HTTP
+/// and WebSocket port).
+fn edge_for(
+    mut edge: crate::act::haproxy::Edge,
+    policy: &policy::Policy,
+    port: u16,
+) -> Result<crate::act::haproxy::Edge> {
+    let names: Vec<&str> = policy.services.iter().map(|s| s.name.as_str()).collect();
+    if edge.backends.is_empty() {
+        let [only] = names.as_slice() else {
+            return Err(Error::Config(format!(
+                "--haproxy-socket: the policy has {} services; say which backend follows which with --haproxy-backend BACKEND=SERVICE:PORT",
+                names.len()
+            )));
+        };
+        edge.backends.push(crate::act::haproxy::EdgeBackend {
+            backend: "erlmcp".into(),
+            service: only.to_string(),
+            port: if port == 0 { 8080 } else { port },
+        });
+    }
+    for b in &edge.backends {
+        if !names.contains(&b.service.as_str()) {
+            return Err(Error::Config(format!(
+                "--haproxy-backend {}={}:{}: {} is not a service of the policy (it has: {})",
+                b.backend,
+                b.service,
+                b.port,
+                b.service,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(edge)
 }

@@ -7,6 +7,7 @@
 //! changes to the fresh spec, retry, a bounded number of times.
 
 pub mod admission;
+pub mod haproxy;
 
 use crate::swarm::{set_replicas, ServiceInfo, Swarm, SwarmError};
 

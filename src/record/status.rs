@@ -15,6 +15,9 @@ pub struct Status {
     pub last_tick_ms: Option<u64>,
     pub ticks: u64,
     pub services: Vec<ServiceStatus>,
+    /// HAProxy in front of the services (`andon run --haproxy-socket`), as of the last tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<crate::act::haproxy::EdgeStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

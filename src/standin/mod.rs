@@ -201,6 +201,8 @@ pub struct Options {
     pub zero_latency: bool,
     /// MCP over line-delimited TCP, as erlmcp's TCP transport, on this address.
     pub tcp_listen: Option<SocketAddr>,
+    /// No admission endpoint, as a real erlmcp: shedding can only happen in front of it.
+    pub no_admission: bool,
 }
 
 impl Options {
@@ -228,6 +230,7 @@ pub struct StandIn {
     /// Open sessions on erlmcp's stream transports (a session per connection).
     pub ws_connections: AtomicUsize,
     pub tcp_connections: AtomicUsize,
+    pub no_admission: bool,
 }
 
 impl StandIn {
@@ -244,6 +247,7 @@ impl StandIn {
             queue_limit: opts.queue_limit,
             ws_connections: AtomicUsize::new(0),
             tcp_connections: AtomicUsize::new(0),
+            no_admission: opts.no_admission,
         }
     }
 
@@ -283,13 +287,14 @@ pub fn router(s: Arc<StandIn>) -> Router {
     let mcp = Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(s.clone(), model_layer));
-    Router::new()
+    let mut r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/mcp/ws", get(wire::ws_upgrade))
-        .route(ADMISSION_PATH, get(get_admission).post(set_admission))
-        .with_state(s)
-        .merge(mcp)
+        .route("/mcp/ws", get(wire::ws_upgrade));
+    if !s.no_admission {
+        r = r.route(ADMISSION_PATH, get(get_admission).post(set_admission));
+    }
+    r.with_state(s).merge(mcp)
 }
 
 #[derive(serde::Deserialize)]

@@ -1,0 +1,228 @@
+//! The edge (issue 9, §2): `andon run --haproxy-socket` keeps a real HAProxy 2.6's
+//! backends on the service's running tasks through the runtime API, with no reload, sets
+//! the per-session admitted rate when a tier sheds, and rides out HAProxy going away.
+
+use super::support::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name}: run through scripts/test.sh (scripts/env.sh up starts HAProxy)")
+    })
+}
+
+/// One runtime API command.
+fn haproxy(cmd: &str) -> Option<String> {
+    let mut s = UnixStream::connect(env("ANDON_HAPROXY_SOCKET")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    writeln!(s, "{cmd}").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The backend's servers in service, as ADDR:PORT.
+fn in_service(backend: &str) -> Option<Vec<String>> {
+    let out = haproxy(&format!("show servers state {backend}"))?;
+    let mut v: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.split_whitespace().count() > 18)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let admin: u32 = f[6].parse().ok()?;
+            (admin & 0x63 == 0).then(|| format!("{}:{}", f[4], f[18]))
+        })
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// The tasks' published ports for a container port, as 127.0.0.1:PORT (one node).
+fn task_ports(svc: &Service, target: u16) -> Vec<String> {
+    let (_, out) = docker(&[
+        "service",
+        "ps",
+        &svc.name,
+        "--filter",
+        "desired-state=running",
+        "-q",
+    ]);
+    let mut v: Vec<String> = out
+        .split_whitespace()
+        .filter_map(|id| {
+            // TARGET:PUBLISHED pairs (Go templates cannot compare a uint32 with a literal).
+            let (_, p) = docker(&[
+                "inspect",
+                id,
+                "--format",
+                "{{range .Status.PortStatus.Ports}}{{.TargetPort}}:{{.PublishedPort}} {{end}}",
+            ]);
+            p.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(&format!("{target}:")).map(str::to_string))
+                .map(|port| format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn haproxy_pid() -> String {
+    let cfg = env("ANDON_HAPROXY_CFG");
+    let dir = std::path::Path::new(&cfg).parent().unwrap().to_path_buf();
+    std::fs::read_to_string(dir.join("haproxy.pid"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// MCP initialize through HAProxy's HTTP frontend: the status line.
+fn initialize_through_the_edge() -> String {
+    let addr = env("ANDON_HAPROXY_HTTP");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+        return "no connection".into();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut line = String::new();
+    let _ = BufReader::new(s).read_line(&mut line);
+    line.trim().to_string()
+}
+
+#[test]
+#[ignore = "needs the local Swarm, Prometheus and HAProxy: scripts/test.sh runs it"]
+fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
+    let name = "andon-it-edge";
+    let dir = tmpdir("edge");
+    let sig = Signals::start();
+    let prom = Prom::start("edge", sig.addr);
+    // As a real erlmcp: no admission endpoint; MCP on 8080 (HTTP, WebSocket) and 9000 (TCP).
+    let svc = Service::create_with(
+        name,
+        2,
+        &["andon.enable=true"],
+        &["--no-admission", "--tcp-listen", "0.0.0.0:9000"],
+    );
+    sig.set(name, "p95", 0.05);
+    sig.set(name, "rps", 150.0);
+    prom.wait_value(name, "rps", 150.0);
+    let policy = std::fs::write(
+        dir.join("policy.yaml"),
+        policy(&[(name, 2, 8)], FAST_BEHAVIOR),
+    );
+    policy.unwrap();
+    let http_backend = format!("erlmcp={name}:8080");
+    let tcp_backend = format!("erlmcp_tcp={name}:9000");
+    let socket = env("ANDON_HAPROXY_SOCKET");
+    let map = env("ANDON_HAPROXY_MAP");
+    let ctl = Controller::start(
+        &dir.join("policy.yaml"),
+        &prom.url(),
+        &[
+            "--haproxy-socket",
+            &socket,
+            "--haproxy-admit-map",
+            &map,
+            "--haproxy-backend",
+            &http_backend,
+            "--haproxy-backend",
+            &tcp_backend,
+            "--admission-port",
+            "0",
+        ],
+        dir.join("andon.log"),
+    );
+    let pid = haproxy_pid();
+
+    // The backends hold exactly the running tasks, on each wire's port.
+    let follows = |n: usize| {
+        wait_for(
+            Duration::from_secs(40),
+            &format!("HAProxy's backends on {n} tasks"),
+            || {
+                let (h, t) = (task_ports(&svc, 8080), task_ports(&svc, 9000));
+                (h.len() == n && in_service("erlmcp")? == h && in_service("erlmcp_tcp")? == t)
+                    .then_some(())
+            },
+        )
+    };
+    follows(2);
+    assert!(
+        initialize_through_the_edge().contains(" 200 "),
+        "MCP through HAProxy: {}",
+        initialize_through_the_edge()
+    );
+    let st = ctl.status();
+    assert!(st["edge"]["error"].is_null(), "{:#}", st["edge"]);
+    assert_eq!(
+        st["edge"]["backends"][0]["session_limit"],
+        serde_json::Value::Null
+    );
+
+    // Demand for 8: the service scales, and the servers follow.
+    sig.set(name, "rps", 800.0);
+    follows(8);
+    // Red sheds 10%: the per-session admitted rate is set at the edge.
+    sig.set(name, "p95", 0.3);
+    wait_for(
+        Duration::from_secs(20),
+        "a per-session limit in the map",
+        || {
+            let m = haproxy(&format!("show map {map}"))?;
+            let v: u64 = m.split_whitespace().last()?.parse().ok()?;
+            (v < 1_000_000).then_some(())
+        },
+    );
+    let limit = ctl.status()["edge"]["backends"][0]["session_limit"].clone();
+    assert!(limit.as_u64().is_some_and(|v| v >= 1), "{limit}");
+    sig.set(name, "p95", 0.05);
+    sig.set(name, "rps", 150.0);
+    follows(2);
+    wait_for(Duration::from_secs(20), "no limit once calm", || {
+        let m = haproxy(&format!("show map {map}"))?;
+        m.contains("1000000").then_some(())
+    });
+    assert_eq!(
+        haproxy_pid(),
+        pid,
+        "no reload, no restart: the same HAProxy"
+    );
+
+    // HAProxy goes away: an actuator error, no crash, no scaling because of it.
+    let replicas = svc.replicas();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    let _ = std::fs::remove_file(&socket);
+    wait_for(Duration::from_secs(15), "the edge error in /status", || {
+        let e = ctl.status()["edge"]["error"].as_str()?.to_string();
+        e.contains(&socket).then_some(e)
+    });
+    let metrics = http_get(&ctl.listen, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("andon_actuator_errors_total{actuator=\"haproxy\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        svc.replicas(),
+        replicas,
+        "HAProxy down is no reason to scale"
+    );
+    // Back, fresh from its configuration (every slot empty): re-synced within ticks.
+    let ok = std::process::Command::new("haproxy")
+        .args(["-D", "-f", &env("ANDON_HAPROXY_CFG")])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    follows(replicas as usize);
+    wait_for(Duration::from_secs(10), "the edge error cleared", || {
+        ctl.status()["edge"]["error"].is_null().then_some(())
+    });
+    assert!(initialize_through_the_edge().contains(" 200 "));
+}
