@@ -3,14 +3,18 @@
 # Same endpoint (a stand-in with --zero-latency), same POST body (MCP ping on an open
 # session), HTTP/1.1 keep-alive. Prints:
 #   efficiency: requests per CPU-second of each generator process (the server saturates);
+#   ws:         messages per CPU-second over WebSocket (erlmcp's wire), the drill against
+#               tsung 1.7 (ts_websocket, text frames ending in \n), on one stand-in;
 #   rate:       the highest open-loop rate the drill holds (achieved ≥ 99% of offered,
 #               never behind schedule), and wrk's closed-loop maximum;
 #   sessions:   RSS of the drill holding 10,000 concurrent sessions;
 #   correctness: a 1 s server stall (SIGSTOP) in a 1,000 msg/s run, as corrected p99.
-# Usage: benches/generator.sh   (builds release; installs wrk if missing)
+# Usage: benches/generator.sh   (builds release; installs wrk and tsung if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+for tool in wrk tsung; do
+  command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null; }
+done
 cargo build --release --quiet
 BIN=target/release/andon
 W=$(mktemp -d)
@@ -65,6 +69,56 @@ d_sched=$(field "r['counts']['scheduled']")
 d_cpu=$(cpu_of "$W/d.time")
 d_behind=$(field "r['generator_behind_s']")
 echo "efficiency: wrk $(awk -v n="$wrk_total" -v c="$wrk_cpu" 'BEGIN {printf "%.0f", n / c}') req/CPU-s ($wrk_total requests, $wrk_cpu CPU-s, $wrk_rps req/s closed-loop); drill $(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}') req/CPU-s ($d_ok ok of $d_sched at 10,000/s open-loop, $d_cpu CPU-s over 10 s, behind $d_behind s)"
+
+# Over WebSocket: tsung, 20 users, each connects to /mcp/ws, initializes, then sends N
+# pings one after another (closed loop: each waits for its answer). tsung's own frames are
+# binary unless told; erlmcp (and the stand-in) refuse binary frames, and a message must
+# end in \n (&#10;). Its CPU is counted net of the Erlang VM's start and stop: a run with
+# one ping per user is subtracted. Messages are counted by the stand-in, not the generator.
+tsung_run() { # pings per user -> $W/ts.time
+  cat >"$W/ts.xml" <<XML
+<?xml version="1.0"?>
+<!DOCTYPE tsung SYSTEM "/usr/share/tsung/tsung-1.0.dtd">
+<tsung loglevel="warning" version="1.0">
+  <clients><client host="localhost" use_controller_vm="true" maxusers="1000"/></clients>
+  <servers><server host="127.0.0.1" port="$PORT" type="tcp"/></servers>
+  <load><arrivalphase phase="1" duration="1" unit="second"><users maxnumber="20" arrivalrate="100" unit="second"/></arrivalphase></load>
+  <sessions><session name="mcp" probability="100" type="ts_websocket">
+    <request><websocket type="connect" path="/mcp/ws"/></request>
+    <request><websocket type="message" frame="text">{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"tsung","version":"1.7"}}}&#10;</websocket></request>
+    <request><websocket type="message" frame="text" ack="no_ack">{"jsonrpc":"2.0","method":"notifications/initialized"}&#10;</websocket></request>
+    <for from="1" to="$1" incr="1" var="i">
+      <request><websocket type="message" frame="text">{"jsonrpc":"2.0","id":1,"method":"ping"}&#10;</websocket></request>
+    </for>
+  </session></sessions>
+</tsung>
+XML
+  rm -rf "$W/tslog"
+  /usr/bin/time -f "%U %S %M" -o "$W/ts.time" timeout 300 tsung -f "$W/ts.xml" -l "$W/tslog" start >/dev/null 2>&1 || true
+}
+pings() { curl -s http://127.0.0.1:$PORT/metrics | awk '$1 == "erlmcp_requests_total{method=\"ping\"}" {print $2}'; }
+tsung_run 1
+ts_idle_cpu=$(cpu_of "$W/ts.time")
+p0=$(pings)
+tsung_run 3000
+p1=$(pings)
+ts_msgs=$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')
+ts_cpu=$(awk -v c="$(cpu_of "$W/ts.time")" -v i="$ts_idle_cpu" 'BEGIN {print c - i}')
+cat >"$W/s.yaml" <<YAML
+name: generator-ws
+replicas: 1
+client_timeout: 2s
+phases:
+  - {name: run, duration: 10s, connections: 20, rate: {total: 8000}, mix: {ping: 1}}
+YAML
+p0=$(pings)
+/usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target ws://127.0.0.1:$PORT/mcp/ws --json --max-in-flight 100000 >"$W/d.json" 2>/dev/null || true
+p1=$(pings)
+dw_msgs=$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')
+dw_cpu=$(cpu_of "$W/d.time")
+ts_eff=$(awk -v n="$ts_msgs" -v c="$ts_cpu" 'BEGIN {printf "%.0f", n / c}')
+dw_eff=$(awk -v n="$dw_msgs" -v c="$dw_cpu" 'BEGIN {printf "%.0f", n / c}')
+echo "ws: tsung $ts_eff msg/CPU-s ($ts_msgs pings, $ts_cpu CPU-s net of ${ts_idle_cpu} s for the VM), closed loop, 20 connections; drill $dw_eff msg/CPU-s ($dw_msgs pings at 8,000/s open-loop, $dw_cpu CPU-s, behind $(field "r['generator_behind_s']") s, p99 $(field "r['overall']['p99_ms']") ms); drill/tsung $(awk -v a="$dw_eff" -v b="$ts_eff" 'BEGIN {printf "%.2f", a / b}')"
 
 best=0
 for rate in 10000 14000 18000 22000 26000; do

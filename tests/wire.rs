@@ -32,12 +32,17 @@ fn free_port() -> u16 {
 }
 
 fn start() -> StandIn {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> StandIn {
     let (http, tcp) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_andon"))
         .args(["stand-in", "--listen", &http, "--tcp-listen", &tcp])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -166,9 +171,38 @@ fn sessions_past_the_cap_are_closed_by_the_server_with_their_code() {
         "{}",
         v["closed_by_server"]
     );
-    let (_, v) = drill(&format!("tcp://{}", s.tcp));
+    let (code, v) = drill(&format!("tcp://{}", s.tcp));
     assert_eq!(v["sessions_opened"], 2, "{v}");
     assert!(v["session_open_failures"].as_u64().unwrap() >= 1, "{v}");
+    // The sessions the server would not open are the schedule's too: their requests are
+    // refused, not left out (a server refusing half its sessions passed a drill before).
+    assert!(count(&v, "refused") > 50, "{}", v["counts"]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn a_target_that_dies_mid_drill_deviates() {
+    let mut s = start();
+    let target = format!("ws://{}/mcp/ws", s.http);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    });
+    let (code, v) = drill(&target);
+    killer.join().unwrap();
+    assert_eq!(code, 1, "{}", v["counts"]);
+    assert!(count(&v, "refused") > 50, "{}", v["counts"]);
+}
+
+#[test]
+fn an_overloaded_replica_is_a_failure_not_a_shed() {
+    // One request in flight at most: the rest are refused at once as overload.
+    let s = start_with(&["--queue-limit", "1"]);
+    let (code, v) = drill(&format!("tcp://{}", s.tcp));
+    assert_eq!(code, 1);
+    assert!(count(&v, "json_rpc") > 10, "{}", v["counts"]);
+    assert_eq!(count(&v, "shed"), 0, "{}", v["counts"]);
 }
 
 /// A TCP MCP server that answers the handshake, then `then` for each request.
@@ -213,10 +247,27 @@ fn a_malformed_message_is_a_frame_error_and_a_close_is_counted() {
     assert!(count(&v, "frame") >= 1, "{}", v["counts"]);
     assert_eq!(v["counts"]["ok"], 0, "{}", v["counts"]);
 
+    // A server's own request that reuses one of our ids is not our answer.
+    let asks_back = fake_tcp(|id| {
+        Some(format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"ping\"}}\n{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}"
+        ))
+    });
+    let (code, v) = drill(&format!("tcp://{asks_back}"));
+    assert_eq!(code, 0, "{}", v["counts"]);
+    assert_eq!(count(&v, "no_answer"), 0, "{}", v["counts"]);
+
     let hangs_up = fake_tcp(|_| None);
     let (code, v) = drill(&format!("tcp://{hangs_up}"));
     assert_eq!(code, 1);
     assert!(count(&v, "closed_by_server") >= 1, "{}", v["counts"]);
+    // Hung up on soon after each open: backed off, not a reconnect storm (over 1,000
+    // sessions in 4 s before).
+    assert!(
+        v["sessions_opened"].as_u64().unwrap() < 40,
+        "{}",
+        v["sessions_opened"]
+    );
     assert!(
         v["closed_by_server"]["eof"].as_u64().unwrap_or(0) >= 1,
         "{}",

@@ -57,6 +57,8 @@ struct Session {
     dead: bool,
     /// Its requests in flight: a closing session is deleted only once they are answered.
     in_flight: Rc<std::cell::Cell<u32>>,
+    /// When its handshake succeeded.
+    opened_at: Option<Instant>,
 }
 
 /// Where sessions go: fixed, or kept up to date by discovery (swarm:SERVICE).
@@ -74,6 +76,8 @@ pub struct Engine {
     pub timeout: Duration,
     rr_endpoint: usize,
     rr_session: usize,
+    /// The sessions the phase asks for now (the schedule's, whatever is open).
+    target: u32,
     request_id: u64,
     rng: u64,
     /// Sessions opened, failed to open, and replaced after loss.
@@ -109,6 +113,7 @@ impl Engine {
             timeout,
             rr_endpoint: 0,
             rr_session: 0,
+            target: 0,
             request_id: 1,
             rng: 0x00A1_D0C5,
             opened: Rc::default(),
@@ -136,8 +141,18 @@ impl Engine {
 
     /// Opens or closes sessions toward `target` (lost ones are dropped and replaced).
     pub fn follow_sessions(&mut self, target: u32) {
+        self.target = target;
         {
             let mut s = self.sessions.borrow_mut();
+            // A connection the server closed soon after it opened is a failed open, not a
+            // session to replace at once: no reconnect storm against a server that hangs up.
+            let quick_loss = s.iter().any(|x| {
+                x.id.as_ref().is_some_and(Handle::is_lost)
+                    && x.opened_at.is_some_and(|t| t.elapsed() < OPEN_BACKOFF)
+            });
+            if quick_loss {
+                *self.retry_after.borrow_mut() = Some(Instant::now() + OPEN_BACKOFF);
+            }
             s.retain(|x| !x.dead && !x.id.as_ref().is_some_and(Handle::is_lost));
         }
         let have = self.sessions.borrow().len() as u32;
@@ -187,6 +202,7 @@ impl Engine {
                     addr,
                     dead: false,
                     in_flight: Rc::default(),
+                    opened_at: None,
                 });
                 s.len() - 1
             };
@@ -226,6 +242,7 @@ impl Engine {
                     match id {
                         Some(id) => {
                             sess.id = Some(id);
+                            sess.opened_at = Some(Instant::now());
                             *opened.borrow_mut() += 1;
                         }
                         None => {
@@ -241,23 +258,34 @@ impl Engine {
 
     /// Sends one request now, intended at `intended`, on the next session in turn.
     pub fn send(&mut self, phase: usize, method: &'static str, intended: Instant) {
-        self.stats.borrow_mut().scheduled(phase);
-        // The next live session in turn (skipping ones still opening or lost).
+        // Requests go round the phase's sessions, open or not (the schedule is the
+        // target's, not what the server let open). A session's turn goes to the next live
+        // one while its handshake is out; a session that failed to open, or was lost and
+        // not yet replaced, is a refused request: a server that refuses sessions must not
+        // pass a drill by being offered less.
         let pick = {
             let s = self.sessions.borrow();
-            let n = s.len();
-            (0..n).find_map(|k| {
-                let i = (self.rr_session + k) % n;
-                let x = &s[i];
-                let live = x.id.as_ref().is_some_and(|h| !h.is_lost()) && !x.dead;
-                live.then(|| (i, x.addr, x.id.clone(), x.in_flight.clone()))
-            })
+            let slots = (self.target as usize).max(s.len()).max(1);
+            let slot = self.rr_session % slots;
+            self.rr_session = (slot + 1) % slots;
+            let live = |x: &Session| x.id.as_ref().is_some_and(|h| !h.is_lost()) && !x.dead;
+            let opening = s.get(slot).is_some_and(|x| x.id.is_none() && !x.dead);
+            let at = match s.get(slot) {
+                Some(x) if live(x) => Some(slot),
+                _ if opening => (1..s.len())
+                    .map(|k| (slot + k) % s.len())
+                    .find(|&i| live(&s[i])),
+                _ => None,
+            };
+            // Every handshake still out (a drill's first milliseconds): nothing can carry
+            // it yet, and nothing has failed; it is not sent, and not counted.
+            if at.is_none() && opening {
+                return;
+            }
+            at.map(|i| (i, s[i].addr, s[i].id.clone(), s[i].in_flight.clone()))
         };
-        if let Some((i, ..)) = pick {
-            self.rr_session = i + 1;
-        }
+        self.stats.borrow_mut().scheduled(phase);
         let Some((idx, addr, Some(id), session_in_flight)) = pick else {
-            // Nowhere to send: the service refused every session.
             self.stats
                 .borrow_mut()
                 .record(phase, method, 0, Some(ErrorClass::Refused));
@@ -481,9 +509,9 @@ pub async fn run_schedule(
         }
         let target = phase.connections_at(into);
         engine.follow_sessions(target);
-        // The rate follows the sessions actually open: one still opening sends nothing yet.
-        let live = engine.sessions();
-        let rate = phase.rate_per_connection(target) * live as f64;
+        // The schedule is the phase's: sessions the server did not let open count their
+        // share as refused (Engine::send), they are not left out of the offered load.
+        let rate = phase.rate_per_connection(target) * target as f64;
         if rate <= 0.0 {
             next_due = now;
         } else {

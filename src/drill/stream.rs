@@ -45,6 +45,7 @@ pub struct StreamConn {
 struct Id {
     id: Option<serde_json::Value>,
     error: Option<serde::de::IgnoredAny>,
+    method: Option<serde::de::IgnoredAny>,
 }
 
 impl StreamConn {
@@ -121,6 +122,11 @@ impl StreamConn {
         let Ok(m) = serde_json::from_str::<Id>(line) else {
             return false;
         };
+        // A message with a method is the server's own request or notification, never an
+        // answer, whatever its id.
+        if m.method.is_some() {
+            return true;
+        }
         match m.id.as_ref().and_then(serde_json::Value::as_u64) {
             Some(id) => {
                 if let Some(tx) = self.pending.borrow_mut().remove(&id) {

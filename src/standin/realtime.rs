@@ -105,8 +105,12 @@ impl RealTime {
 
     /// Decides a request of `session` arriving now.
     pub fn request(&self, session: Option<&str>) -> Admit {
+        self.request_at(session, Instant::now())
+    }
+
+    /// Decides a request of `session` arriving at `now`.
+    fn request_at(&self, session: Option<&str>, now: Instant) -> Admit {
         let p = &self.params;
-        let now = Instant::now();
         let Ok(mut i) = self.inner.lock() else {
             return Admit::Serve {
                 delay: Duration::ZERO,
@@ -153,9 +157,12 @@ impl RealTime {
                 if admit.is_some() {
                     s.tokens -= 1.0;
                 }
+                // The session's mailbox moves over the time since *its* last request:
+                // the replica's (shorter, with other sessions busy) would drain it slowly.
+                let sdt = now.saturating_duration_since(s.rate.last).as_secs_f64();
                 let srate = s.rate.tick(now);
                 let target = p.conn_wait_ss(srate);
-                s.mailbox_s = p.lag_wait(s.mailbox_s, target, dt.max(1e-3));
+                s.mailbox_s = p.lag_wait(s.mailbox_s, target, sdt.max(1e-3));
                 mailbox = s.mailbox_s;
             }
         }
@@ -197,6 +204,16 @@ impl RealTime {
     }
 }
 
+#[cfg(test)]
+impl RealTime {
+    fn mailbox(&self, session: &str) -> f64 {
+        self.inner
+            .lock()
+            .map(|i| i.sessions.get(session).map_or(0.0, |s| s.mailbox_s))
+            .unwrap_or(0.0)
+    }
+}
+
 fn next(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -230,6 +247,39 @@ mod tests {
         assert!(shed > 180, "{shed}");
         rt.set_admit(Admission::ALL);
         assert!(matches!(rt.request(None), Admit::Serve { .. }));
+    }
+
+    /// A session's mailbox drains over its own time: a quiet session next to a busy one
+    /// recovers as it would alone (with the replica's time between requests, it did not).
+    #[test]
+    fn a_quiet_session_drains_beside_a_busy_one() {
+        let p = ReplicaParams {
+            capacity_rps: 10_000.0,
+            conn_capacity_rps: 50.0,
+            cpu_scale_rps: 3_000.0,
+            ..ReplicaParams::default()
+        };
+        let rt = RealTime::new(p, false);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 60 s of both sessions at 80 msg/s (above the 50 one session is served).
+        for k in 0..4_800u64 {
+            rt.request_at(Some("quiet"), at(k * 12 + 1));
+            rt.request_at(Some("busy"), at(k * 12 + 7));
+        }
+        let before = rt.mailbox("quiet");
+        assert!(before > 0.5, "the bombing filled the mailbox: {before}");
+        // 30 s more: "busy" keeps bombing, "quiet" sends once a second.
+        for k in 0..2_500u64 {
+            let ms = 57_600 + k * 12;
+            rt.request_at(Some("busy"), at(ms));
+            if k % 83 == 0 {
+                rt.request_at(Some("quiet"), at(ms + 3));
+            }
+        }
+        let after = rt.mailbox("quiet");
+        // Alone it would be at e^(-30/25) ≈ 0.3 of where it was.
+        assert!(after < before * 0.45, "{before} → {after}");
     }
 
     #[test]

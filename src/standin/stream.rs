@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 /// erlmcp has no such code. The drill counts it as `shed`, as it counts a 503 over HTTP.
 pub const REFUSED_CODE: i64 = -32029;
 
+/// The JSON-RPC error code of a request past the replica's queue limit: a failure (the
+/// drill counts it as `jsonrpc`), unlike a shed.
+pub const OVERLOAD_CODE: i64 = -32000;
+
 /// A line (message) longer than this closes the connection (WebSocket 1009), as erlmcp's
 /// `max_message_size` does; the stand-in's is smaller than erlmcp's 16 MiB default.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -80,6 +84,9 @@ pub struct Session {
     out: mpsc::UnboundedSender<Outbound>,
     /// Arrival times of requests rmcp is answering, by their id as JSON.
     started: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Cancelled when the connection goes: its requests still waiting out their modelled
+    /// delay stop holding the replica's queue.
+    gone: tokio_util::sync::CancellationToken,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -145,6 +152,7 @@ impl Session {
                 to_rmcp,
                 out,
                 started,
+                gone: tokio_util::sync::CancellationToken::new(),
             },
             out_rx,
         ))
@@ -199,22 +207,28 @@ impl Session {
             }
             Admit::Serve { delay, fail } => {
                 let n = self.s.in_flight.fetch_add(1, Ordering::Relaxed);
+                let held = Held(self.s.clone());
                 if n >= self.s.queue_limit {
-                    self.s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    drop(held);
                     self.error("overload");
                     self.forget(&id);
-                    self.reply_error(&id, REFUSED_CODE, "overload: queue full");
+                    // Not REFUSED_CODE: an overloaded replica is a failure, not shedding.
+                    self.reply_error(&id, OVERLOAD_CODE, "overload: queue full");
                     return Ok(());
                 }
-                let (s, to_rmcp, out, started) = (
+                let (s, to_rmcp, out, started, gone) = (
                     self.s.clone(),
                     self.to_rmcp.clone(),
                     self.out.clone(),
                     self.started.clone(),
+                    self.gone.clone(),
                 );
                 tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = gone.cancelled() => return,
+                    }
+                    drop(held);
                     if fail {
                         s.metrics
                             .errors
@@ -237,6 +251,11 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Requests not answered yet (rmcp's or the model's).
+    pub fn unanswered(&self) -> usize {
+        self.started.lock().map_or(0, |m| m.len())
     }
 
     fn forget(&self, id: &serde_json::Value) {
@@ -262,8 +281,18 @@ impl Session {
     }
 }
 
+/// A request counted in the replica's queue until dropped.
+struct Held(Arc<StandIn>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
+        self.gone.cancel();
         self.s
             .stream_connections(self.wire)
             .fetch_sub(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
 /// erlmcp's PING_INTERVAL.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -79,7 +79,19 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
                 }),
                 // Pings are answered by the WebSocket layer; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break None,
+                Some(Err(e)) => break close_for(e),
+                // The layer below queued the echo of the client's close: send it.
+                // The layer below answers the client's close itself; it is sent while the
+                // stream is read to its end.
+                Some(Ok(Message::Close(_))) => {
+                    let _ = tx.flush().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while rx.next().await.is_some() {}
+                    })
+                    .await;
+                    break None;
+                }
+                None => break None,
             },
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
@@ -95,6 +107,25 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
                 reason: b.reason.into(),
             })))
             .await;
+    }
+}
+
+/// The close a broken frame deserves, as erlmcp (cowboy) sends it: 1009 past the size
+/// limit, 1007 for text that is not UTF-8, 1002 for other protocol errors.
+fn close_for(e: axum::Error) -> Option<Broken> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    let e = e.into_inner();
+    match e.downcast_ref::<WsError>()? {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(TOO_BIG),
+        WsError::Utf8(_) => Some(Broken {
+            code: 1007,
+            reason: "Invalid UTF-8 encoding",
+        }),
+        WsError::Protocol(_) => Some(Broken {
+            code: 1002,
+            reason: "Protocol error",
+        }),
+        _ => None,
     }
 }
 
@@ -138,8 +169,17 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
         let _ = w.shutdown().await;
         return;
     };
-    let mut lines = FramedRead::new(r, LinesCodec::new_with_max_length(MAX_MESSAGE));
+    // Bytes, not text: a line that is not UTF-8 is unparsable JSON (-32700), not the end.
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_MESSAGE);
+    let mut lines = FramedRead::new(r, codec);
+    // The client's end of the stream (a half-close, as `nc -N` does): stop reading, but
+    // answer what it asked first.
+    let mut reading = true;
+    let mut drain_until = None;
     loop {
+        if !reading && session.unanswered() == 0 {
+            break;
+        }
         tokio::select! {
             o = out.recv() => {
                 let Some(Outbound::Message(m)) = o else { break };
@@ -151,26 +191,43 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
                     break;
                 }
             }
-            l = lines.next() => match l {
+            l = lines.next(), if reading => match l {
                 Some(Ok(line)) => {
-                    if session.handle(&line) == Err(PARSE_ERROR) {
+                    let parsed = std::str::from_utf8(&line).map_err(|_| PARSE_ERROR);
+                    if parsed.and_then(|l| session.handle(l)) == Err(PARSE_ERROR) {
                         let e = stream::error_line(&serde_json::Value::Null, -32700, PARSE_ERROR.reason);
                         if write_line(&mut w, &e).await || w.flush().await.is_err() {
                             break;
                         }
                     }
                 }
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     let e = stream::error_line(&serde_json::Value::Null, -32600, TOO_BIG.reason);
                     let _ = write_line(&mut w, &e).await;
                     let _ = w.flush().await;
                     break;
                 }
-                Some(Err(LinesCodecError::Io(_))) | None => break,
+                Some(Err(AnyDelimiterCodecError::Io(_))) => break,
+                None => {
+                    reading = false;
+                    drain_until = Some(tokio::time::Instant::now() + HALF_CLOSE_DRAIN);
+                }
             },
+            _ = sleep_until(drain_until) => break,
         }
     }
     let _ = w.shutdown().await;
+}
+
+/// Answers still owed after a client's half-close are written for at most this long.
+const HALF_CLOSE_DRAIN: Duration = Duration::from_secs(60);
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes one message and its `\n`; true when the connection is gone.

@@ -13,21 +13,28 @@ use support::*;
 const SERVICE: &str = "erlmcp";
 
 /// The stand-in service as the drills expect it: opted in, scraped, capacity 400 msg/s,
+/// 50 msg/s per session,
 /// MCP on HTTP and WebSocket (8080) and on TCP (9000). Prometheus also finds the TCP port
 /// and fails to scrape it; only targets that are up count, so that is harmless.
 fn stand_ins(replicas: u32) -> Service {
+    stand_ins_with(replicas, &[])
+}
+
+fn stand_ins_with(replicas: u32, extra: &[&str]) -> Service {
+    let mut args = vec![
+        "--capacity",
+        "400",
+        "--conn-capacity",
+        "50",
+        "--tcp-listen",
+        "0.0.0.0:9000",
+    ];
+    args.extend_from_slice(extra);
     let s = Service::create_with(
         SERVICE,
         replicas,
         &["andon.enable=true", "prometheus.io/scrape=true"],
-        &[
-            "--capacity",
-            "400",
-            "--conn-capacity",
-            "50",
-            "--tcp-listen",
-            "0.0.0.0:9000",
-        ],
+        &args,
     );
     // Prometheus' swarm discovery refreshes every 2 s, scrapes every 2 s.
     std::thread::sleep(Duration::from_secs(6));
@@ -43,15 +50,24 @@ fn controller(dir: &std::path::Path, extra: &[&str]) -> Controller {
     Controller::start(&policy, &prom, &args, dir.join("andon.log"))
 }
 
-/// Runs a drill; returns its exit code and its JSON result.
+/// Runs a drill against the stand-ins; returns its exit code and its JSON result.
 fn drill(scenario: &str, ctl: &Controller, extra: &[&str]) -> (i32, serde_json::Value) {
+    drill_at(&format!("swarm:{SERVICE}"), scenario, ctl, extra)
+}
+
+fn drill_at(
+    target: &str,
+    scenario: &str,
+    ctl: &Controller,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(scenario);
     let url = format!("http://{}", ctl.listen);
     let mut args = vec![
         "drill".to_string(),
         path.display().to_string(),
         "--target".into(),
-        format!("swarm:{SERVICE}"),
+        target.to_string(),
         "--controller".into(),
         url,
         "--json".into(),
@@ -210,4 +226,49 @@ fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
         "the line never stopped"
     );
     assert!(ctl.logs().contains("line stopped"));
+}
+
+/// A real edge (issue 9, §2): the stand-ins have no admission endpoint, as a real erlmcp;
+/// andon drives HAProxy in front of them, and the bombing is shed there.
+#[test]
+#[ignore = "needs the local Swarm, Prometheus and HAProxy: scripts/test.sh runs it"]
+fn a_bombing_through_haproxy_is_shed_at_the_edge() {
+    let env = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n}: scripts/env.sh up"));
+    let dir = tmpdir("e2e-edge");
+    let _svc = stand_ins_with(2, &["--no-admission"]);
+    let (socket, map) = (env("ANDON_HAPROXY_SOCKET"), env("ANDON_HAPROXY_MAP"));
+    let http_backend = format!("erlmcp={SERVICE}:8080");
+    let ctl = controller(
+        &dir,
+        &[
+            "--haproxy-socket",
+            &socket,
+            "--haproxy-admit-map",
+            &map,
+            "--haproxy-backend",
+            &http_backend,
+            "--admission-port",
+            "0",
+        ],
+    );
+    let target = format!("http://{}", env("ANDON_HAPROXY_HTTP"));
+    let (code, v) = drill_at(&target, "chaos/ci-bombing.yaml", &ctl, &[]);
+    eprintln!("ci-bombing through HAProxy:\n{}", summary(&v));
+    assert_eq!(
+        v["verdict"],
+        "pass",
+        "{}\ncontroller log:\n{}",
+        summary(&v),
+        ctl.logs()
+    );
+    assert_eq!(code, 0);
+    // Shed at the edge: 503s from HAProxy (the stand-ins cannot shed), none timed out.
+    let shed = v["counts"]["errors"]["shed"].as_u64().unwrap_or(0);
+    assert!(shed > 1000, "{}", summary(&v));
+    let metrics = http_get(&ctl.listen, "/metrics").unwrap().1;
+    assert!(
+        !metrics.contains("actuator=\"haproxy\""),
+        "no edge errors: {}",
+        ctl.logs()
+    );
 }

@@ -83,6 +83,15 @@ async def websocket():
         code = await closed_with(ws)
         assert code == 1002, f"unparsable JSON closes with 1002, got {code}"
         print("ws: unparsable JSON closes with 1002")
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send("x" * (2 << 20) + "\n")
+        code = await closed_with(ws)
+        assert code == 1009, f"a message past 1 MiB closes with 1009, got {code}"
+        print("ws: a 2 MiB frame closes with 1009")
+    ws = await websockets.connect(url)
+    await ws.close()
+    assert ws.close_code == 1000, f"our close echoed, got {ws.close_code} (1006: none)"
+    print("ws: the client's close is echoed")
 
 
 def tcp():
@@ -106,7 +115,20 @@ def tcp():
     assert r["error"]["code"] == -32700, r
     r = rpc({"jsonrpc": "2.0", "id": 3, "method": "ping"})
     assert r["id"] == 3 and "result" in r, r
-    print("tcp: initialize, tools/call answered; garbage gets -32700 and the connection stays")
+    r = rpc(b'{"jsonrpc": "2.0", "id": 9, "method": "\xff\xfe"}\n')
+    assert r["error"]["code"] == -32700, r
+    r = rpc({"jsonrpc": "2.0", "id": 4, "method": "ping"})
+    assert r["id"] == 4 and "result" in r, r
+    print("tcp: initialize, tools/call answered; garbage and bad UTF-8 get -32700 and the connection stays")
+    s.close()
+    # A half-close (as `nc -N` does) still gets its answers.
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall((line(INIT) + line({"jsonrpc": "2.0", "method": "notifications/initialized"}) +
+               line({"jsonrpc": "2.0", "id": 2, "method": "ping"})).encode())
+    s.shutdown(socket.SHUT_WR)
+    got = s.makefile("rb").read().decode().splitlines()
+    assert sorted(json.loads(l)["id"] for l in got) == [1, 2], got
+    print("tcp: after a half-close, both answers arrive")
     s.close()
 
 
