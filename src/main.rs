@@ -245,6 +245,9 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         /// No admission endpoint, as a real erlmcp: only a proxy in front can shed
         #[arg(long)]
         no_admission: bool,
+        /// Sessions held at most, on every wire; past it a new one is refused at once
+        #[arg(long, default_value_t = 10_000)]
+        max_sessions: usize,
     },
     /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
     #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
@@ -410,6 +413,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             zero_latency,
             tcp_listen,
             no_admission,
+            max_sessions,
         } => {
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {
@@ -427,6 +431,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 zero_latency,
                 tcp_listen,
                 no_admission,
+                max_sessions,
             })
             .map(|()| 0)
             .map_err(Fail::from)

@@ -21,6 +21,10 @@ impl Drop for StandIn {
 }
 
 fn start() -> StandIn {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> StandIn {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -29,6 +33,7 @@ fn start() -> StandIn {
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_andon"))
         .args(["stand-in", "--listen", &addr])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -152,4 +157,33 @@ fn the_session_cap_refuses_new_sessions_fast_and_lets_them_in_when_room_returns(
     assert_eq!(post(r#"{"admit": null}"#), 204);
     let (code, _, _) = request(&s.addr, "POST", "/mcp", &MCP, INIT);
     assert_eq!(code, 200);
+}
+
+/// Issue 9, §3: answers as the spec and the reference servers give them, and a bound on
+/// the sessions one stand-in holds.
+#[test]
+fn garbage_unknown_sessions_and_abandoned_handshakes_get_proper_answers() {
+    let s = start_with(&["--max-sessions", "3"]);
+    // Not JSON: 400 with JSON-RPC's parse error (rmcp answered 415 in plain text).
+    let (code, _, body) = request(&s.addr, "POST", "/mcp", &MCP, "this is not json");
+    assert_eq!(code, 400, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_default();
+    assert_eq!(v["error"]["code"], -32700, "{body}");
+    // DELETE of a session nobody opened: 404 (rmcp answered 202).
+    let mut del: Vec<(&str, &str)> = MCP.to_vec();
+    del.push(("Mcp-Session-Id", "no-such-session"));
+    assert_eq!(request(&s.addr, "DELETE", "/mcp", &del, "").0, 404);
+    // Initializes nobody follows up: at most --max-sessions are held, the rest refused.
+    let answers: Vec<(u16, String, String)> = (0..5)
+        .map(|_| request(&s.addr, "POST", "/mcp", &MCP, INIT))
+        .collect();
+    let codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(codes, [200, 200, 200, 503, 503]);
+    // A known session's DELETE ends it and makes room.
+    let id = session_id(&answers[0].1).expect("a session id");
+    let mut del: Vec<(&str, &str)> = MCP.to_vec();
+    del.push(("Mcp-Session-Id", &id));
+    let code = request(&s.addr, "DELETE", "/mcp", &del, "").0;
+    assert!((200..300).contains(&code), "{code}");
+    assert_eq!(request(&s.addr, "POST", "/mcp", &MCP, INIT).0, 200);
 }

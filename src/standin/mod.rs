@@ -203,6 +203,9 @@ pub struct Options {
     pub tcp_listen: Option<SocketAddr>,
     /// No admission endpoint, as a real erlmcp: shedding can only happen in front of it.
     pub no_admission: bool,
+    /// Sessions held at most, on every wire: past it a new one is refused as past the
+    /// session cap (abandoned handshakes cannot grow the stand-in without bound).
+    pub max_sessions: usize,
 }
 
 impl Options {
@@ -231,6 +234,7 @@ pub struct StandIn {
     pub ws_connections: AtomicUsize,
     pub tcp_connections: AtomicUsize,
     pub no_admission: bool,
+    pub max_sessions: usize,
 }
 
 impl StandIn {
@@ -248,6 +252,7 @@ impl StandIn {
             ws_connections: AtomicUsize::new(0),
             tcp_connections: AtomicUsize::new(0),
             no_admission: opts.no_admission,
+            max_sessions: opts.max_sessions,
         }
     }
 
@@ -268,10 +273,8 @@ impl StandIn {
     /// Whether a new session would go past the session cap.
     pub async fn session_cap_reached(&self) -> bool {
         let cap = self.admission.lock().ok().and_then(|a| a.max_sessions);
-        match cap {
-            Some(cap) => self.sessions_open().await >= cap as usize,
-            None => false,
-        }
+        let cap = cap.map_or(self.max_sessions, |c| (c as usize).min(self.max_sessions));
+        self.sessions_open().await >= cap
     }
 }
 
@@ -297,11 +300,6 @@ pub fn router(s: Arc<StandIn>) -> Router {
     r.with_state(s).merge(mcp)
 }
 
-#[derive(serde::Deserialize)]
-struct Peek {
-    method: Option<String>,
-}
-
 /// In front of rmcp: count, shed, delay and fail as the model says, then time the answer.
 async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -313,6 +311,12 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
     if req.method() == axum::http::Method::DELETE {
         if let Some(id) = &session {
             s.model.forget_session(id);
+            // rmcp answers 202 to any id; an unknown session is a 404, as the spec and
+            // the reference servers have it.
+            let known = s.sessions.sessions.read().await.keys().any(|k| **k == **id);
+            if !known {
+                return (StatusCode::NOT_FOUND, "no such session\n").into_response();
+            }
         }
         return next.run(req).await;
     }
@@ -323,15 +327,25 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB").into_response();
     };
-    let method = serde_json::from_slice::<Peek>(&bytes)
-        .ok()
-        .and_then(|p| p.method)
-        .unwrap_or_else(|| "unknown".into());
+    // Not JSON at all: JSON-RPC's parse error with a 400 (rmcp answers 415 in plain text).
+    let Ok(peek) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": {"code": -32700, "message": "Parse error: the body is not JSON"},
+        });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    let method = peek
+        .get("method")
+        .and_then(|m| m.as_str())
+        .unwrap_or("unknown")
+        .to_string();
     // The session cap: a new session past it is refused at once, before it is a request,
     // so that its client retries (Retry-After) onto a replica with room.
     if method == "initialize" && session.is_none() {
         let cap = s.admission.lock().ok().and_then(|a| a.max_sessions);
-        if let Some(cap) = cap {
+        let cap = cap.map_or(s.max_sessions, |c| (c as usize).min(s.max_sessions));
+        {
             if s.session_cap_reached().await {
                 s.metrics.sessions_refused.inc();
                 let id = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -466,7 +480,7 @@ async fn set_admission(State(s): State<Arc<StandIn>>, body: axum::body::Bytes) -
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"admit\": FRACTION or null, \"max_rps\": RATE}}: {e}"),
+                format!("expected {{\"admit\": FRACTION or null, \"max_rps\": RATE, \"max_sessions\": N}} (the last two optional): {e}"),
             )
                 .into_response()
         }
