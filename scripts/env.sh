@@ -120,7 +120,7 @@ start_haproxy() {
       -e "s#^global#global\n    pidfile $DIR/haproxy.pid#" \
       manifests/haproxy.cfg >"$DIR/haproxy.cfg"
   haproxy -c -q -f "$DIR/haproxy.cfg" || { log "manifests/haproxy.cfg is not valid"; exit 1; }
-  haproxy -D -f "$DIR/haproxy.cfg" 2>"$DIR/haproxy.log"
+  haproxy -D -f "$DIR/haproxy.cfg" 2>"$DIR/haproxy.log" || { cat "$DIR/haproxy.log" >&2; exit 1; }
   wait_for 10 "HAProxy's runtime API" test -S "$DIR/haproxy.sock" || { cat "$DIR/haproxy.log" >&2; exit 1; }
   log "HAProxy up on $HAPROXY_HTTP (http, ws) and $HAPROXY_TCP (tcp), runtime API $DIR/haproxy.sock"
 }

@@ -202,6 +202,17 @@ fn edge_for(
             port: if port == 0 { 8080 } else { port },
         });
     }
+    if edge.admit_map.is_some() {
+        let mut services: Vec<&str> = edge.backends.iter().map(|b| b.service.as_str()).collect();
+        services.dedup();
+        if services.len() > 1 {
+            return Err(Error::Config(format!(
+                "--haproxy-admit-map: one map holds one per-session limit, but the backends follow {} services ({}); give each its own HAProxy, or drop the map",
+                services.len(),
+                services.join(", ")
+            )));
+        }
+    }
     for b in &edge.backends {
         if !names.contains(&b.service.as_str()) {
             return Err(Error::Config(format!(

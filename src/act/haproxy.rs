@@ -115,9 +115,10 @@ pub fn parse_servers(text: &str) -> Result<Vec<Slot>, String> {
                 name: get(n)?.into(),
                 addr: get(a)?.into(),
                 port: get(p)?.parse().unwrap_or(0),
-                // Forced, inherited, resolution or hostname maintenance: out of service.
-                // (A `disabled` slot that was enabled at runtime keeps its config bit 0x04.)
-                in_service: admin & 0x63 == 0,
+                // HAProxy's SRV_ADMF_MAINT: forced (0x01), inherited (0x02) or resolution
+                // (0x20) maintenance. A `disabled` slot enabled at runtime keeps its config
+                // bit 0x04; 0x40 only says the FQDN came from the socket.
+                in_service: admin & 0x23 == 0,
             })
         })
         .collect()
@@ -276,10 +277,48 @@ impl Edge {
                 Err(e) => errors.push(e),
             }
         }
+        // The per-session limit, once per tick, after the servers (a failing table read
+        // must not hold the servers back). One map, so one service: run.rs checks that.
+        if let (Some(map), Some(first)) = (&self.admit_map, self.backends.first()) {
+            match self.set_limit(map, work.get(&first.service)).await {
+                Ok(limit) => {
+                    for b in &mut status.backends {
+                        b.session_limit = limit;
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
         // An unreachable socket fails every backend the same way: say it once.
         errors.dedup();
         status.error = (!errors.is_empty()).then(|| errors.join("; "));
         status
+    }
+
+    /// Sets the map's per-session limit from the service's admission; the limit set.
+    async fn set_limit(
+        &self,
+        map: &str,
+        work: Option<&(Vec<TaskInfo>, Admission)>,
+    ) -> Result<Option<u64>, String> {
+        let Some((tasks, admission)) = work else {
+            return Ok(None);
+        };
+        if admission.admit.is_some() && admission.max_rps.is_none() {
+            // Nothing to share out: the policy gives no throughput capacity per replica.
+            self.change(&format!("set map {map} default {NO_LIMIT}"))
+                .await?;
+            return Err("the tier sheds, but the policy has no capacity.per_replica.throughput: the edge cannot compute a per-session rate".into());
+        }
+        let sessions = self.sessions().await?;
+        let running = tasks.iter().filter(|t| t.running).count();
+        let limit = session_limit(admission, running, sessions);
+        self.change(&format!(
+            "set map {map} default {}",
+            limit.unwrap_or(NO_LIMIT)
+        ))
+        .await?;
+        Ok(limit)
     }
 
     async fn apply_backend(
@@ -323,19 +362,10 @@ impl Edge {
                 b.backend, s.name
             ));
         }
-        let mut limit = None;
-        if let Some(map) = &self.admit_map {
-            let sessions = self.sessions().await?;
-            limit = session_limit(admission, wanted.len(), sessions);
-            cmds.push(format!(
-                "set map {map} default {}",
-                limit.unwrap_or(NO_LIMIT)
-            ));
-        }
-        // maxconn and the map are sent every tick (level-triggered); count real changes.
+        // maxconn is sent every tick (level-triggered); count real changes.
         let changes = cmds
             .iter()
-            .filter(|c| !c.starts_with("set maxconn") && !c.starts_with("set map"))
+            .filter(|c| !c.starts_with("set maxconn"))
             .count();
         // One line, one connection: the runtime API runs `;`-separated commands in order.
         if !cmds.is_empty() {
@@ -351,7 +381,7 @@ impl Edge {
                 servers: wanted,
                 slots: slots.len(),
                 changes,
-                session_limit: limit,
+                session_limit: None,
                 maxconn,
             },
             short,

@@ -59,6 +59,9 @@ struct Session {
     in_flight: Rc<std::cell::Cell<u32>>,
     /// When its handshake succeeded.
     opened_at: Option<Instant>,
+    /// Which open this is: the vector shifts as sessions close, so an open that finishes
+    /// finds its entry by this, not by position.
+    serial: u64,
 }
 
 /// Where sessions go: fixed, or kept up to date by discovery (swarm:SERVICE).
@@ -76,6 +79,8 @@ pub struct Engine {
     pub timeout: Duration,
     rr_endpoint: usize,
     rr_session: usize,
+    /// The last session open's serial.
+    serial: u64,
     /// The sessions the phase asks for now (the schedule's, whatever is open).
     target: u32,
     request_id: u64,
@@ -113,6 +118,7 @@ impl Engine {
             timeout,
             rr_endpoint: 0,
             rr_session: 0,
+            serial: 0,
             target: 0,
             request_id: 1,
             rng: 0x00A1_D0C5,
@@ -195,6 +201,8 @@ impl Engine {
         for _ in have..target.min(have + room) {
             let addr = eps[self.rr_endpoint % eps.len()];
             self.rr_endpoint = self.rr_endpoint.wrapping_add(1);
+            self.serial += 1;
+            let serial = self.serial;
             let idx = {
                 let mut s = self.sessions.borrow_mut();
                 s.push(Session {
@@ -203,6 +211,7 @@ impl Engine {
                     dead: false,
                     in_flight: Rc::default(),
                     opened_at: None,
+                    serial,
                 });
                 s.len() - 1
             };
@@ -229,15 +238,29 @@ impl Engine {
                 };
                 *opening.borrow_mut() -= 1;
                 let mut s = sessions.borrow_mut();
-                // The vector may have shifted (closes drain from the front): the session is
-                // the unopened one to this address, at `idx` if it is still there.
-                let unopened = |x: &Session| x.id.is_none() && x.addr == addr && !x.dead;
-                let at = if s.get(idx).is_some_and(unopened) {
+                // The vector may have shifted (closes drain from the front): the entry is
+                // this open's, at `idx` if it is still there.
+                let mine = |x: &Session| x.serial == serial && x.id.is_none() && !x.dead;
+                let at = if s.get(idx).is_some_and(mine) {
                     Some(idx)
                 } else {
-                    s.iter().position(unopened)
+                    s.iter().position(mine)
                 };
                 let target = at.and_then(|i| s.get_mut(i));
+                if target.is_none() {
+                    // Its entry went with a ramp down while the handshake was out: close
+                    // what opened, or it would live on, unused, holding a server's slot.
+                    match id {
+                        Some(Handle::Stream(conn)) => conn.close(),
+                        Some(Handle::Http(id)) => {
+                            tokio::task::spawn_local(async move {
+                                delete_session(&client, addr, &id).await
+                            });
+                        }
+                        None => {}
+                    }
+                    return;
+                }
                 if let Some(sess) = target {
                     match id {
                         Some(id) => {
@@ -269,7 +292,16 @@ impl Engine {
             let slot = self.rr_session % slots;
             self.rr_session = (slot + 1) % slots;
             let live = |x: &Session| x.id.as_ref().is_some_and(|h| !h.is_lost()) && !x.dead;
-            let opening = s.get(slot).is_some_and(|x| x.id.is_none() && !x.dead);
+            // Still to be opened (the engine opens 32 at a time) counts as opening; only
+            // while it backs off from a failed open is a missing session a refusal.
+            let backing_off = self
+                .retry_after
+                .borrow()
+                .is_some_and(|t| Instant::now() < t);
+            let opening = match s.get(slot) {
+                Some(x) => x.id.is_none() && !x.dead,
+                None => !backing_off,
+            };
             let at = match s.get(slot) {
                 Some(x) if live(x) => Some(slot),
                 _ if opening => (1..s.len())

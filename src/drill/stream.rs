@@ -96,7 +96,9 @@ impl StreamConn {
 
     /// Counts a close by the server, unless it answers ours.
     fn closed_by_server(&self, stats: &RefCell<Stats>, code: &str) {
-        if !self.closing.get() {
+        // Not ours to close, and not already lost another way (a refusal line before the
+        // end is the refusal; the end that follows is not a second event).
+        if !self.closing.get() && self.lost.get().is_none() {
             stats.borrow_mut().closed_by_server(code);
         }
     }

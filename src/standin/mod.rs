@@ -270,11 +270,15 @@ impl StandIn {
             + self.tcp_connections.load(Ordering::Relaxed)
     }
 
+    /// Sessions allowed: the admission's cap, within --max-sessions.
+    pub fn session_cap(&self) -> usize {
+        let cap = self.admission.lock().ok().and_then(|a| a.max_sessions);
+        cap.map_or(self.max_sessions, |c| (c as usize).min(self.max_sessions))
+    }
+
     /// Whether a new session would go past the session cap.
     pub async fn session_cap_reached(&self) -> bool {
-        let cap = self.admission.lock().ok().and_then(|a| a.max_sessions);
-        let cap = cap.map_or(self.max_sessions, |c| (c as usize).min(self.max_sessions));
-        self.sessions_open().await >= cap
+        self.sessions_open().await >= self.session_cap()
     }
 }
 

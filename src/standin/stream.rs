@@ -31,6 +31,10 @@ pub const OVERLOAD_CODE: i64 = -32000;
 /// `max_message_size` does; the stand-in's is smaller than erlmcp's 16 MiB default.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
+/// Requests one session may have unanswered; past it, refused as overload (a session
+/// whose answers go nowhere must not grow without bound).
+pub const MAX_UNANSWERED: usize = 10_000;
+
 /// erlmcp's stream transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -87,6 +91,8 @@ pub struct Session {
     /// Cancelled when the connection goes: its requests still waiting out their modelled
     /// delay stop holding the replica's queue.
     gone: tokio_util::sync::CancellationToken,
+    /// Cancelled when the MCP service behind the session has ended.
+    ended: tokio_util::sync::CancellationToken,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -98,23 +104,30 @@ impl Session {
         s: &Arc<StandIn>,
         wire: Wire,
     ) -> Option<(Session, mpsc::UnboundedReceiver<Outbound>)> {
-        if s.session_cap_reached().await {
+        // Counted first, checked after: connections opening at once cannot all slip in.
+        s.stream_connections(wire).fetch_add(1, Ordering::Relaxed);
+        if s.sessions_open().await > s.session_cap() {
+            s.stream_connections(wire).fetch_sub(1, Ordering::Relaxed);
             s.metrics.sessions_refused.inc();
             return None;
         }
-        s.stream_connections(wire).fetch_add(1, Ordering::Relaxed);
         // Unbounded: what waits in it is bounded by the queue limit (requests past it are
         // refused before they get here).
         let (to_rmcp, from_session) = fmpsc::unbounded::<RxJsonRpcMessage<RoleServer>>();
         let (to_pump, mut from_rmcp) = fmpsc::channel::<TxJsonRpcMessage<RoleServer>>(64);
         let (out, out_rx) = mpsc::unbounded_channel();
         let started: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        // When the MCP service ends (a first message that is not `initialize`, for one),
+        // the connection is closed: a session nobody serves must not hold its slot.
+        let ended = tokio_util::sync::CancellationToken::new();
+        let on_end = ended.clone();
         tokio::spawn(async move {
             if let Ok(running) =
                 rmcp::serve_server(StandInMcp::new(), (to_pump, from_session)).await
             {
                 let _ = running.waiting().await;
             }
+            on_end.cancel();
         });
         // rmcp's answers: timed (from the request's arrival, as over HTTP) and written.
         let (pump_out, pump_started, pump_s) = (out.clone(), started.clone(), s.clone());
@@ -125,16 +138,23 @@ impl Session {
                     JsonRpcMessage::Error(e) => e.id.as_ref(),
                     _ => None,
                 };
-                let since = id
-                    .and_then(|id| serde_json::to_string(id).ok())
-                    .and_then(|k| pump_started.lock().ok()?.remove(&k));
+                let key = id.and_then(|id| serde_json::to_string(id).ok());
+                let since = key
+                    .as_ref()
+                    .and_then(|k| pump_started.lock().ok()?.get(k).copied());
                 if let Some(t) = since {
                     pump_s.metrics.duration.observe(t.elapsed().as_secs_f64());
                 }
                 let Ok(text) = serde_json::to_string(&msg) else {
                     continue;
                 };
-                if pump_out.send(Outbound::Message(text)).is_err() {
+                let sent = pump_out.send(Outbound::Message(text)).is_ok();
+                // Unanswered until queued for writing: a half-closed connection waits
+                // for both (wire.rs).
+                if let (Some(k), Ok(mut m)) = (key, pump_started.lock()) {
+                    m.remove(&k);
+                }
+                if !sent {
                     break;
                 }
             }
@@ -153,6 +173,7 @@ impl Session {
                 out,
                 started,
                 gone: tokio_util::sync::CancellationToken::new(),
+                ended,
             },
             out_rx,
         ))
@@ -191,6 +212,15 @@ impl Session {
             let _ = self.to_rmcp.unbounded_send(msg);
             return Ok(());
         };
+        if self.unanswered() >= MAX_UNANSWERED {
+            self.error("overload");
+            self.reply_error(
+                &id,
+                OVERLOAD_CODE,
+                "overload: too many requests in flight on this session",
+            );
+            return Ok(());
+        }
         let key = id.to_string();
         if let Ok(mut started) = self.started.lock() {
             started.insert(key, Instant::now());
@@ -202,8 +232,8 @@ impl Session {
         match self.s.model.request(Some(&self.key)) {
             Admit::Shed => {
                 self.error("shed");
-                self.forget(&id);
                 self.reply_error(&id, REFUSED_CODE, "shed: over the admission limit");
+                self.forget(&id);
             }
             Admit::Serve { delay, fail } => {
                 let n = self.s.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -211,9 +241,9 @@ impl Session {
                 if n >= self.s.queue_limit {
                     drop(held);
                     self.error("overload");
-                    self.forget(&id);
                     // Not REFUSED_CODE: an overloaded replica is a failure, not shedding.
                     self.reply_error(&id, OVERLOAD_CODE, "overload: queue full");
+                    self.forget(&id);
                     return Ok(());
                 }
                 let (s, to_rmcp, out, started, gone) = (
@@ -236,14 +266,14 @@ impl Session {
                                 error_type: "internal".into(),
                             })
                             .inc();
-                        if let Ok(mut m) = started.lock() {
-                            m.remove(&id.to_string());
-                        }
                         let _ = out.send(Outbound::Message(error_line(
                             &id,
                             -32603,
                             "internal error (modelled)",
                         )));
+                        if let Ok(mut m) = started.lock() {
+                            m.remove(&id.to_string());
+                        }
                         return;
                     }
                     let _ = to_rmcp.unbounded_send(msg);
@@ -251,6 +281,11 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Resolves when the MCP service behind the session has ended: close the connection.
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
     }
 
     /// Requests not answered yet (rmcp's or the model's).

@@ -65,7 +65,15 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
             }
             m = rx.next() => match m {
                 Some(Ok(Message::Text(t))) => {
+                    // Only the new text can hold a `\n`: 1-byte frames cost no rescans.
+                    let fresh = pending.len();
                     pending.push_str(t.as_str());
+                    if !pending[fresh..].contains('\n') {
+                        if pending.len() > MAX_MESSAGE {
+                            break Some(TOO_BIG);
+                        }
+                        continue;
+                    }
                     if let Err(b) = handle_lines(&mut pending, &mut session) {
                         break Some(b);
                     }
@@ -93,6 +101,10 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
                 }
                 None => break None,
             },
+            _ = session.ended() => break Some(Broken {
+                code: 1002,
+                reason: "the MCP session ended (was the first message initialize?)",
+            }),
             _ = ping.tick() => {
                 if tx.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
@@ -177,7 +189,7 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
     let mut reading = true;
     let mut drain_until = None;
     loop {
-        if !reading && session.unanswered() == 0 {
+        if !reading && session.unanswered() == 0 && out.is_empty() {
             break;
         }
         tokio::select! {
@@ -214,6 +226,7 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
                 }
             },
             _ = sleep_until(drain_until) => break,
+            _ = session.ended() => break,
         }
     }
     let _ = w.shutdown().await;

@@ -32,7 +32,7 @@ fn in_service(backend: &str) -> Option<Vec<String>> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let admin: u32 = f[6].parse().ok()?;
-            (admin & 0x63 == 0).then(|| format!("{}:{}", f[4], f[18]))
+            (admin & 0x23 == 0).then(|| format!("{}:{}", f[4], f[18]))
         })
         .collect();
     v.sort();

@@ -88,6 +88,16 @@ async def websocket():
         code = await closed_with(ws)
         assert code == 1009, f"a message past 1 MiB closes with 1009, got {code}"
         print("ws: a 2 MiB frame closes with 1009")
+    # A ping before initialize is answered (the spec allows it); a session that opens
+    # with a notification has nobody serving it (rmcp ends it): closed, not left silent.
+    async with websockets.connect(url) as ws:
+        await ws.send(line({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
+        r = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert r == {"jsonrpc": "2.0", "id": 5, "result": {}}, r
+        await ws.send(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        code = await closed_with(ws)
+        assert code == 1002, f"a notification before initialize: close 1002, got {code}"
+        print("ws: ping before initialize answered; a notification before it closes with 1002")
     ws = await websockets.connect(url)
     await ws.close()
     assert ws.close_code == 1000, f"our close echoed, got {ws.close_code} (1006: none)"
@@ -130,6 +140,21 @@ def tcp():
     assert sorted(json.loads(l)["id"] for l in got) == [1, 2], got
     print("tcp: after a half-close, both answers arrive")
     s.close()
+    # The same while shedding: the refusals, queued at once, are written too.
+    admission({"admit": 0.01})
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        pings = "".join(line({"jsonrpc": "2.0", "id": 10 + k, "method": "ping"}) for k in range(20))
+        s.sendall((line(INIT) + line({"jsonrpc": "2.0", "method": "notifications/initialized"}) +
+                   pings).encode())
+        s.shutdown(socket.SHUT_WR)
+        got = [json.loads(l) for l in s.makefile("rb").read().decode().splitlines()]
+        assert sorted(m["id"] for m in got) == [1] + list(range(10, 30)), got
+        assert any(m.get("error", {}).get("code") == -32029 for m in got), got
+        print("tcp: after a half-close while shedding, every answer and refusal arrives")
+        s.close()
+    finally:
+        admission({"admit": None})
 
 
 async def cap():
