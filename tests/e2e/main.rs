@@ -20,7 +20,37 @@ fn stand_ins(replicas: u32) -> Service {
     stand_ins_with(replicas, &[])
 }
 
+/// Waits until Prometheus holds no sample of the service within the drill policy's rate
+/// window (15 s) and a scrape: the series of an earlier test's service of the same name
+/// (its errors, its sheds) would be read as this one's. A CI run failed on that: the
+/// fault drill's errors read 40% at the next test's first tick, the tier went to
+/// emergency before any load, and its own sheds held it there for the whole drill.
+fn prometheus_forgot_the_last_service() {
+    let prom = std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL");
+    let addr = prom
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // count_over_time(erlmcp_requests_total{service="erlmcp"}[20s])
+    let q =
+        format!("count_over_time(erlmcp_requests_total%7Bservice%3D%22{SERVICE}%22%7D%5B20s%5D)");
+    let start = std::time::Instant::now();
+    wait_for(
+        Duration::from_secs(90),
+        "Prometheus to hold no sample of the last test's service",
+        || {
+            let (code, body) = http_get(&addr, &format!("/api/v1/query?query={q}"))?;
+            (code == 200 && body.contains("\"result\":[]")).then_some(())
+        },
+    );
+    eprintln!(
+        "waited {:.1} s for Prometheus to forget the last {SERVICE}",
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn stand_ins_with(replicas: u32, extra: &[&str]) -> Service {
+    prometheus_forgot_the_last_service();
     let mut args = vec![
         "--capacity",
         "400",

@@ -372,8 +372,20 @@ impl Service {
 }
 
 impl Drop for Service {
+    /// Removes the service and waits (at most a minute) until its containers are gone:
+    /// `service rm` returns at once, and the tasks live on for their stop grace period,
+    /// still scraped under the service's name, into the next test that uses the name.
     fn drop(&mut self) {
         let _ = docker(&["service", "rm", &self.name]);
+        let label = format!("label=com.docker.swarm.service.name={}", self.name);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            match docker(&["ps", "-aq", "--filter", &label]) {
+                (true, out) if out.trim().is_empty() => return,
+                (true, _) => std::thread::sleep(Duration::from_millis(500)),
+                (false, _) => return,
+            }
+        }
     }
 }
 
