@@ -142,8 +142,7 @@ impl Controller {
         // The admission limits, to every running task of every service at once (port 0:
         // the replicas have no admission endpoint, e.g. a real erlmcp behind the edge).
         if self.admission.port != 0 {
-            let work: Vec<Shed> = shedding.values().cloned().collect();
-            let failed = self.admission.apply_all(&work, &nodes).await;
+            let failed = self.admission.apply_all(shedding.values(), &nodes).await;
             for _ in 0..failed {
                 self.shared.metrics.actuator_error("admission");
             }

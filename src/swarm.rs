@@ -67,6 +67,18 @@ impl TaskInfo {
             .find(|(t, _)| *t == target)
             .map(|(_, p)| *p)
     }
+
+    /// Where the target port is reached: its node's address (`nodes`: node id → address;
+    /// an unknown node is 127.0.0.1) and its published port, as HOST:PORT.
+    pub fn address(&self, target: u16, nodes: &HashMap<String, String>) -> Option<String> {
+        let port = self.host_port(target)?;
+        let host = self
+            .node_id
+            .as_ref()
+            .and_then(|n| nodes.get(n))
+            .map_or("127.0.0.1", String::as_str);
+        Some(format!("{host}:{port}"))
+    }
 }
 
 #[derive(Clone)]

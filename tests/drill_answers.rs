@@ -2,10 +2,12 @@
 //! MCP endpoint that answers every POST with an empty 200 (and a session id), a drill
 //! that expects a low error rate deviates, and says why.
 
+#[path = "common/drill.rs"]
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,28 +92,7 @@ fn drill(addr: &str) -> (i32, serde_json::Value) {
 }
 
 fn drill_scenario(addr: &str, scenario: &str) -> (i32, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!(
-        "andon-drill-answers-{}-{}",
-        std::process::id(),
-        addr.replace([':', '.'], "-")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sc = dir.join("tiny.yaml");
-    std::fs::write(&sc, scenario).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
-        .args(["drill", sc.to_str().unwrap(), "--target"])
-        .arg(format!("http://{addr}"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
+    common::drill(&format!("http://{addr}"), scenario)
 }
 
 #[test]

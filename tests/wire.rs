@@ -5,6 +5,9 @@
 //! - The drill over ws and tcp counts sheds as sheds, a session cap's refusals as closes by
 //!   the server (with their code), and a malformed message as `frame`.
 
+#[path = "common/drill.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -99,26 +102,7 @@ fn clients_andon_did_not_write_speak_mcp_on_both_wires() {
 const SCENARIO: &str = "name: tiny\nreplicas: 1\nclient_timeout: 2s\nphases:\n  - {name: load, duration: 4s, connections: 4, rate: {per_connection: 20}, mix: {tools/call: 0.5, ping: 0.5}}\nexpect:\n  - error_rate_below: 1%\n";
 
 fn drill(target: &str) -> (i32, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!(
-        "andon-wire-{}-{}",
-        std::process::id(),
-        target.replace([':', '.', '/'], "-")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sc = dir.join("tiny.yaml");
-    std::fs::write(&sc, SCENARIO).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_andon"))
-        .args(["drill", sc.to_str().unwrap(), "--target", target, "--json"])
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), json)
+    common::drill(target, SCENARIO)
 }
 
 fn count(v: &serde_json::Value, class: &str) -> u64 {

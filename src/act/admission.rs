@@ -52,9 +52,9 @@ impl AdmissionClient {
     }
 
     /// Posts each service's limit to its running tasks, all at once; returns the failures.
-    pub async fn apply_all(
+    pub async fn apply_all<'a>(
         &self,
-        work: &[(Vec<TaskInfo>, Admission)],
+        work: impl IntoIterator<Item = &'a (Vec<TaskInfo>, Admission)>,
         nodes: &HashMap<String, String>,
     ) -> usize {
         let mut set = JoinSet::new();
@@ -83,16 +83,10 @@ impl AdmissionClient {
         };
         let mut set = JoinSet::new();
         for t in tasks.iter().filter(|t| t.running) {
-            let Some(port) = t.host_port(self.port) else {
+            let Some(addr) = t.address(self.port, nodes) else {
                 continue;
             };
-            let host = t
-                .node_id
-                .as_ref()
-                .and_then(|n| nodes.get(n))
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1".into());
-            let url = format!("http://{host}:{port}{ADMISSION_PATH}");
+            let url = format!("http://{addr}{ADMISSION_PATH}");
             let (http, body, task) = (self.http.clone(), body.clone(), t.id.clone());
             set.spawn(async move {
                 let r = http

@@ -337,16 +337,7 @@ impl Edge {
         let wanted: Vec<String> = tasks
             .iter()
             .filter(|t| t.running)
-            .filter_map(|t| {
-                let port = t.host_port(b.port)?;
-                let host = t
-                    .node_id
-                    .as_ref()
-                    .and_then(|n| nodes.get(n))
-                    .cloned()
-                    .unwrap_or_else(|| "127.0.0.1".into());
-                Some(format!("{host}:{port}"))
-            })
+            .filter_map(|t| t.address(b.port, nodes))
             .collect();
         let slots = parse_servers(
             &self

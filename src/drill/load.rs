@@ -64,6 +64,13 @@ struct Session {
     serial: u64,
 }
 
+impl Session {
+    /// Opened and not lost: it can carry requests.
+    fn live(&self) -> bool {
+        self.id.as_ref().is_some_and(|h| !h.is_lost()) && !self.dead
+    }
+}
+
 /// Where sessions go: fixed, or kept up to date by discovery (swarm:SERVICE).
 pub type Endpoints = Rc<RefCell<Vec<SocketAddr>>>;
 
@@ -130,11 +137,7 @@ impl Engine {
 
     /// Live sessions (opened and not lost).
     pub fn sessions(&self) -> u32 {
-        self.sessions
-            .borrow()
-            .iter()
-            .filter(|s| s.id.as_ref().is_some_and(|h| !h.is_lost()) && !s.dead)
-            .count() as u32
+        self.sessions.borrow().iter().filter(|s| s.live()).count() as u32
     }
 
     fn next_random(&mut self) -> f64 {
@@ -159,6 +162,7 @@ impl Engine {
             if quick_loss {
                 *self.retry_after.borrow_mut() = Some(Instant::now() + OPEN_BACKOFF);
             }
+            // Gone: failed to open, or opened and lost since (still opening stays).
             s.retain(|x| !x.dead && !x.id.as_ref().is_some_and(Handle::is_lost));
         }
         let have = self.sessions.borrow().len() as u32;
@@ -291,7 +295,6 @@ impl Engine {
             let slots = (self.target as usize).max(s.len()).max(1);
             let slot = self.rr_session % slots;
             self.rr_session = (slot + 1) % slots;
-            let live = |x: &Session| x.id.as_ref().is_some_and(|h| !h.is_lost()) && !x.dead;
             // Still to be opened (the engine opens 32 at a time) counts as opening; only
             // while it backs off from a failed open is a missing session a refusal.
             let backing_off = self
@@ -303,10 +306,10 @@ impl Engine {
                 None => !backing_off,
             };
             let at = match s.get(slot) {
-                Some(x) if live(x) => Some(slot),
+                Some(x) if x.live() => Some(slot),
                 _ if opening => (1..s.len())
                     .map(|k| (slot + k) % s.len())
-                    .find(|&i| live(&s[i])),
+                    .find(|&i| s[i].live()),
                 _ => None,
             };
             // Every handshake still out (a drill's first milliseconds): nothing can carry

@@ -60,12 +60,7 @@ impl StreamConn {
         }
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let sent = self
-            .out
-            .borrow()
-            .as_ref()
-            .is_some_and(|o| o.send(body).is_ok());
-        if !sent {
+        if !self.write(body) {
             self.pending.borrow_mut().remove(&id);
             return Some(self.lost.get().unwrap_or(ErrorClass::Reset));
         }
@@ -82,10 +77,15 @@ impl StreamConn {
 
     /// Sends a notification: no answer is awaited.
     fn notify(&self, body: &str) -> bool {
+        self.write(body.to_string())
+    }
+
+    /// Hands a message to the writer; false once the connection is closed or gone.
+    fn write(&self, body: String) -> bool {
         self.out
             .borrow()
             .as_ref()
-            .is_some_and(|o| o.send(body.to_string()).is_ok())
+            .is_some_and(|o| o.send(body).is_ok())
     }
 
     /// Closes the connection: the writer says goodbye (WebSocket close 1000, TCP FIN).

@@ -33,15 +33,7 @@ pub async fn discover(
     let mut out: Vec<SocketAddr> = tasks
         .iter()
         .filter(|t| t.running)
-        .filter_map(|t| {
-            let p = t.host_port(port)?;
-            let host = t
-                .node_id
-                .as_ref()
-                .and_then(|n| nodes.get(n))
-                .map_or("127.0.0.1", String::as_str);
-            format!("{host}:{p}").parse().ok()
-        })
+        .filter_map(|t| t.address(port, &nodes)?.parse().ok())
         .collect();
     out.sort();
     Ok(out)

@@ -346,29 +346,19 @@ async fn model_layer(State(s): State<Arc<StandIn>>, req: Request, next: Next) ->
         .to_string();
     // The session cap: a new session past it is refused at once, before it is a request,
     // so that its client retries (Retry-After) onto a replica with room.
-    if method == "initialize" && session.is_none() {
-        let cap = s.admission.lock().ok().and_then(|a| a.max_sessions);
-        let cap = cap.map_or(s.max_sessions, |c| (c as usize).min(s.max_sessions));
-        {
-            if s.session_cap_reached().await {
-                s.metrics.sessions_refused.inc();
-                let id = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned())
-                    .unwrap_or(serde_json::Value::Null);
-                let body = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": id,
-                    "error": {"code": -32000, "message": format!("session cap of {cap} reached: try again later")},
-                });
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, "1")],
-                    Json(body),
-                )
-                    .into_response();
-            }
-        }
+    if method == "initialize" && session.is_none() && s.session_cap_reached().await {
+        s.metrics.sessions_refused.inc();
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": peek.get("id").cloned().unwrap_or(serde_json::Value::Null),
+            "error": {"code": -32000, "message": format!("session cap of {} reached: try again later", s.session_cap())},
+        });
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(body),
+        )
+            .into_response();
     }
     let req = Request::from_parts(parts, Body::from(bytes));
     s.metrics

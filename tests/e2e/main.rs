@@ -263,7 +263,6 @@ fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
 #[test]
 #[ignore = "needs the local Swarm, Prometheus and HAProxy: scripts/test.sh runs it"]
 fn a_bombing_through_haproxy_is_shed_at_the_edge() {
-    let env = |n: &str| std::env::var(n).unwrap_or_else(|_| panic!("{n}: scripts/env.sh up"));
     let dir = tmpdir("e2e-edge");
     let _svc = stand_ins_with(2, &["--no-admission"]);
     let (socket, map) = (env("ANDON_HAPROXY_SOCKET"), env("ANDON_HAPROXY_MAP"));
@@ -283,11 +282,7 @@ fn a_bombing_through_haproxy_is_shed_at_the_edge() {
     );
     // HAProxy's own answers (`http-request return`) on the frontend, before and after.
     let intercepted = || -> u64 {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        writeln!(s, "show stat").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        let out = haproxy("show stat").expect("HAProxy's runtime API answers");
         let header: Vec<&str> = out.lines().next().unwrap().split(',').collect();
         let col = header.iter().position(|c| *c == "intercepted").unwrap();
         out.lines()

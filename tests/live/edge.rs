@@ -3,25 +3,8 @@
 //! the per-session admitted rate when a tier sheds, and rides out HAProxy going away.
 
 use super::support::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name}: run through scripts/test.sh (scripts/env.sh up starts HAProxy)")
-    })
-}
-
-/// One runtime API command.
-fn haproxy(cmd: &str) -> Option<String> {
-    let mut s = UnixStream::connect(env("ANDON_HAPROXY_SOCKET")).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    writeln!(s, "{cmd}").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
 
 /// The backend's servers in service, as ADDR:PORT.
 fn in_service(backend: &str) -> Option<Vec<String>> {

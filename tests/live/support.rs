@@ -534,3 +534,20 @@ jidoka:
   stale_after: 10s
   stop_after_failures: 2
 "#;
+
+/// A variable scripts/env.sh writes into its env file (HAProxy's socket, ports, files).
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name}: run through scripts/test.sh (scripts/env.sh up starts HAProxy)")
+    })
+}
+
+/// One command on the environment's HAProxy runtime API; its answer.
+pub fn haproxy(cmd: &str) -> Option<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(env("ANDON_HAPROXY_SOCKET")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    writeln!(s, "{cmd}").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
