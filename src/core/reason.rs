@@ -81,6 +81,13 @@ pub enum Reason {
         p95_s: f64,
         goal_s: f64,
     },
+    /// The tier that shed has gone: the limit is given back gradually, never cut;
+    /// `to: None` once it reached three times the demand and nothing is shed.
+    ShedReleasing {
+        from: f64,
+        to: Option<f64>,
+        p95_s: f64,
+    },
     /// Panic is over only after the stable window passes without a panic reading.
     PanicHold {
         remaining_s: f64,
@@ -257,6 +264,7 @@ impl Reason {
             Reason::Panic { .. } => "panic",
             Reason::PanicHold { .. } => "panic_hold",
             Reason::ShedAdjusted { .. } => "shed_adjusted",
+            Reason::ShedReleasing { .. } => "shed_releasing",
             Reason::Bounded { .. } => "bounded",
             Reason::BadData { .. } => "bad_data",
             Reason::HeldForBadData { .. } => "held_for_bad_data",
@@ -396,6 +404,17 @@ impl fmt::Display for Reason {
                 p95_s * 1000.0,
                 goal_s * 1000.0
             ),
+            Reason::ShedReleasing { from, to, p95_s } => {
+                write!(
+                    f,
+                    "shedding released gradually (the tier no longer sheds): p95 {:.0}ms: admit {from:.2} → ",
+                    p95_s * 1000.0
+                )?;
+                match to {
+                    Some(to) => write!(f, "{to:.2} of capacity"),
+                    None => write!(f, "all (three times the demand per replica)"),
+                }
+            }
             Reason::PanicHold { remaining_s } => {
                 write!(f, "panic mode: no scale-down for another {remaining_s:.0}s")
             }

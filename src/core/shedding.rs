@@ -17,6 +17,16 @@
 //! hottest replicas, and sheds count as errors in the shipped error signal, so shedding
 //! that outlives the need would hold its own tier up.
 //!
+//! When the tier that shed goes, the limit is not dropped at once: the load that made
+//! the tier shed is usually still there, and handing all of it back at once brings the
+//! tier straight back (a real bombing through HAProxy oscillated so: 10% admitted, then
+//! all, p95 2.9 s, then shedding again). The limit is given back gradually instead: it
+//! only grows, once per half window as above, by at least the smallest step
+//! (`RELEASE_STEP`) and by more where latency is calm, and holds while latency rises; at
+//! three times the demand per replica shedding ends. The release ends in a bounded time;
+//! if the overload is back, the tier comes back, and the loop resumes from where the
+//! release had got to rather than from the tier's start.
+//!
 //! The roots damp the steps. The p95 reading is a quantile over the query's rate
 //! window (1 m shipped): latency that fell shows only once the window has passed. So the
 //! limit shrinks again only once the window has passed since its last change (`settle`):
@@ -40,6 +50,10 @@ pub const MAX_ADMIT: f64 = 100.0;
 /// How far above the demand per ready replica the limit may grow.
 const HOT: f64 = 3.0;
 
+/// The smallest growth per half window while releasing: from the floor (5%) to three
+/// times a demand of one replica's capacity in at most 20 steps.
+const RELEASE_STEP: f64 = 1.25;
+
 /// The dead band, as shares of the goal: hold while p95 is within it.
 const BAND: f64 = 0.7;
 const AIM: f64 = 0.9;
@@ -62,8 +76,7 @@ pub struct Input<'a> {
 /// Advances the loop one tick; returns the fraction to admit (`None`: admit all).
 pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason>) -> Option<f64> {
     let Some(start) = input.start else {
-        *state = None;
-        return None;
+        return release(state, &input, reasons);
     };
     // Entering shedding, or a tier that sheds harder than the current limit: start there.
     // The reading in hand was taken before shedding began: the loop waits for a new one.
@@ -78,12 +91,14 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
         changed_at_ms: input.now_ms,
         last_p95: last,
         released: false,
+        goal_s: input.goal_s,
     });
     if start < s.start && s.admit > start {
         s.admit = start;
         s.changed_at_ms = input.now_ms;
     }
     s.start = start;
+    s.goal_s = input.goal_s;
     let Some(goal) = input.goal_s else {
         s.admit = start;
         return Some(start);
@@ -105,10 +120,7 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
                 s.admit *= g.sqrt().min(1.5);
             }
             s.last_p95 = p95;
-            let cap = input
-                .load
-                .filter(|l| l.is_finite())
-                .map(|l| (l * HOT).max(MIN_ADMIT));
+            let cap = cap(&input);
             if let Some(cap) = cap {
                 s.admit = s.admit.min(cap);
             }
@@ -127,6 +139,58 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
     }
     if s.released {
         return None;
+    }
+    Some(s.admit)
+}
+
+/// The highest limit that can still bite: three times the demand per ready replica.
+fn cap(input: &Input) -> Option<f64> {
+    input
+        .load
+        .filter(|l| l.is_finite())
+        .map(|l| (l * HOT).max(MIN_ADMIT))
+}
+
+/// The tier no longer sheds: grows the limit toward the cap, never cuts, and ends the
+/// loop there. A static limit (no goal), a loop already calm at its cap, or no demand
+/// signal to bound the cap by, end at once.
+fn release(state: &mut Option<ShedLoop>, input: &Input, reasons: &mut Vec<Reason>) -> Option<f64> {
+    let s = state.as_mut()?;
+    let (Some(goal), Some(cap), false) = (s.goal_s, cap(input), s.released) else {
+        *state = None;
+        return None;
+    };
+    let before = s.admit;
+    let mut p95_s = s.last_p95;
+    if let Some(&Reading::Value { value: p95, at_ms }) = input.p95 {
+        if at_ms != s.reading_at_ms && p95.is_finite() && p95 > 0.0 {
+            s.reading_at_ms = at_ms;
+            p95_s = p95;
+            let rising = s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1;
+            let half_settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms / 2);
+            if !rising && half_settled {
+                let calm = (AIM * goal / p95).sqrt().sqrt();
+                s.admit *= calm.clamp(RELEASE_STEP, 1.5);
+            }
+            s.last_p95 = p95;
+        }
+    }
+    if s.admit >= cap {
+        reasons.push(Reason::ShedReleasing {
+            from: before,
+            to: None,
+            p95_s,
+        });
+        *state = None;
+        return None;
+    }
+    if s.admit != before {
+        s.changed_at_ms = input.now_ms;
+        reasons.push(Reason::ShedReleasing {
+            from: before,
+            to: Some(s.admit),
+            p95_s,
+        });
     }
     Some(s.admit)
 }
@@ -272,8 +336,9 @@ mod tests {
             f.go(100.0, t);
         }
         assert_eq!(f.admit(), Some(MIN_ADMIT));
+        f.load = None;
         f.start = None;
-        assert_eq!(f.go(0.1, 80), None);
+        assert_eq!(f.go(0.1, 80), None, "no demand signal: released at once");
         assert!(f.state.is_none());
     }
 
@@ -289,6 +354,65 @@ mod tests {
         assert!(f.go(0.1, 4).unwrap() > a, "steady again: grow");
     }
 
+    /// Drives the loop down to `admit` 0.1 against a load of 2 (cap 6), 1 s settle.
+    fn cut_to_a_tenth() -> Feed {
+        let mut f = Feed::new(0.8, 2.0, 1_000);
+        f.go(1.0, 0);
+        let mut t = 0;
+        while f.admit().unwrap() > 0.1 {
+            t += 1_000;
+            f.go(1.0, t);
+        }
+        f.state.as_mut().unwrap().admit = 0.1;
+        f
+    }
+
+    /// The tier that shed has gone, the load that made it has not: the limit is handed
+    /// back over several steps, each at least ×1.25 and at most ×1.5, never cut, held
+    /// while latency rises, and shedding ends at the cap (before: all at once, and the
+    /// bombing through HAProxy came straight back).
+    #[test]
+    fn when_the_tier_leaves_the_load_is_given_back_gradually() {
+        let mut f = cut_to_a_tenth();
+        f.start = None;
+        let mut t = 100_000;
+        let mut last = 0.1;
+        let mut steps = 0;
+        // p95 well above the goal, steady: still given back (the tier would come back
+        // if it mattered), never cut.
+        let mut p95 = 0.4;
+        while let Some(a) = f.go(p95, t) {
+            assert!(a >= last, "never cut while releasing: {last} → {a}");
+            if a > last {
+                steps += 1;
+                let r = a / last;
+                assert!((1.25 - 1e-9..=1.5 + 1e-9).contains(&r), "step ×{r}");
+            }
+            last = a;
+            t += 500;
+            p95 = if p95 == 0.4 { 0.39 } else { 0.4 };
+            assert!(steps < 40, "the release ends");
+        }
+        assert!(steps >= 3, "gradual: {steps} steps from 0.1 to the cap 6");
+        assert!(f.state.is_none(), "at the cap shedding ends");
+        assert!(last > 6.0 / 1.5, "ended near the cap: {last}");
+    }
+
+    #[test]
+    fn a_release_holds_while_latency_rises_and_a_tier_back_resumes_from_it() {
+        let mut f = cut_to_a_tenth();
+        f.start = None;
+        let a = f.go(0.01, 100_000).unwrap();
+        assert!((a - 0.15).abs() < 1e-9, "calm: ×1.5, {a}");
+        assert_eq!(f.go(0.2, 101_000), Some(a), "p95 twentyfold: hold");
+        let a = f.go(0.2, 102_000).unwrap();
+        assert!(a > 0.15, "steady again: grows");
+        // The overload is back and so is the tier: it carries on from the release, not
+        // from its start of 0.8.
+        f.start = Some(0.8);
+        assert_eq!(f.go(1.0, 102_100), Some(a));
+    }
+
     #[test]
     fn a_harder_tier_starts_from_its_own_admit_and_no_goal_is_static() {
         let mut s = Some(ShedLoop {
@@ -298,6 +422,7 @@ mod tests {
             changed_at_ms: 5,
             last_p95: 0.0,
             released: false,
+            goal_s: None,
         });
         let reading = Reading::Value {
             value: 0.01,

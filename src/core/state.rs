@@ -78,4 +78,8 @@ pub struct ShedLoop {
     /// Calm at the cap: nothing is shed until latency rises again.
     #[serde(default)]
     pub released: bool,
+    /// The p95 goal last steered toward, kept for the gradual release after the tier
+    /// that shed has gone.
+    #[serde(default)]
+    pub goal_s: Option<f64>,
 }

@@ -294,10 +294,30 @@ fn a_bombing_through_haproxy_is_shed_at_the_edge() {
     let target = format!("http://{}", env("ANDON_HAPROXY_HTTP"));
     let (code, v) = drill_at(&target, "chaos/ci-bombing.yaml", &ctl, &[]);
     eprintln!("ci-bombing through HAProxy (exit {code}):\n{}", summary(&v));
-    // The hypothesis (admitted p95 under red once the mailboxes drained) does not hold
-    // yet: when the tier leaves emergency, shedding is released at once (from 10% to
-    // all), the bomb comes back and so does p95 (README, "The edge"; issue 8). What this
-    // test holds is the edge's part: andon sheds, and the sheds happen at HAProxy.
+    // The tier leaves emergency while the bomb is still on (the edge's sheds are not
+    // erlmcp's errors). Before the gradual release (issue 8) the shedding went with it,
+    // from 10% admitted to all at once, the bomb came back and timed out: "timeouts <
+    // 0.5% during bombing after 1m40s" read 100% (a run at 59fb1de). Now the load
+    // is handed back in steps and that window holds. The p95 halves of the hypothesis
+    // are not asserted: the replicas' backlog of abandoned requests drains slowly and
+    // p95 hovers about the red line (282 ms in one run; README, "The edge").
+    let timeouts_held = v["expectations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("timeouts"))
+        })
+        .map(|e| e["held"] == true);
+    assert_eq!(
+        timeouts_held,
+        Some(true),
+        "{}\ncontroller log:\n{}",
+        summary(&v),
+        ctl.logs()
+    );
     // andon saw the bomb and shed: the drill's watcher read it from /status.
     let shed_seen = v["timeline"]
         .as_array()
