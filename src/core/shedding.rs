@@ -124,9 +124,19 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
             if let Some(cap) = cap {
                 s.admit = s.admit.min(cap);
             }
-            s.released = p95 < BAND * goal && !rising && cap.is_some_and(|c| s.admit >= c);
+            let calm = p95 < BAND * goal;
+            // Released, it stays so while latency is calm: a p95 that ticks up 10% far
+            // under the goal, or demand that lifts the cap past the limit, is no reason to
+            // shed again. Without this a CI drill flapped between shedding and not, and
+            // since its sheds counted as errors they held its tier up for the whole run.
+            // The limit follows the cap meanwhile, so shedding resumes from there.
+            let was_released = s.released;
+            s.released = calm && (s.released || (!rising && cap.is_some_and(|c| s.admit >= c)));
+            if was_released && s.released {
+                s.admit = cap.unwrap_or(s.admit);
+            }
             s.admit = s.admit.clamp(MIN_ADMIT, MAX_ADMIT);
-            if s.admit != before {
+            if s.admit != before && !(was_released && s.released) {
                 s.changed_at_ms = input.now_ms;
                 reasons.push(Reason::ShedAdjusted {
                     from: before,
@@ -352,6 +362,27 @@ mod tests {
         assert!(a > 1.0);
         assert_eq!(f.go(0.1, 3), Some(a), "p95 doubled: hold");
         assert!(f.go(0.1, 4).unwrap() > a, "steady again: grow");
+    }
+
+    /// Calm at the cap, the loop sheds nothing; it stays so through latency that ticks
+    /// up far below the goal and demand that lifts the cap, and sheds again, from the
+    /// cap, only once latency leaves the calm band (before: either flapped it back on).
+    #[test]
+    fn released_at_the_cap_stays_released_while_latency_is_calm() {
+        let mut f = Feed::new(1.0, 1.0, 0);
+        let mut t = 1;
+        while f.go(0.05, t).is_some() {
+            t += 1;
+            assert!(t < 50, "never released");
+        }
+        assert_eq!(f.go(0.06, t + 1), None, "p95 up 20%, far under the goal");
+        f.load = Some(2.0);
+        assert_eq!(f.go(0.06, t + 2), None, "demand doubled, latency calm");
+        assert_eq!(
+            f.go(0.2, t + 3),
+            Some(6.0),
+            "latency past the band: at the cap"
+        );
     }
 
     /// Drives the loop down to `admit` 0.1 against a load of 2 (cap 6), 1 s settle.
