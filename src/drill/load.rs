@@ -388,10 +388,12 @@ impl Engine {
 /// POST initialize and notifications/initialized; the session id, or None.
 async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
-    let (status, id, _) = post(client, addr, None, mcp::initialize_body(), deadline)
+    let reply = post(client, addr, None, mcp::initialize_body(), deadline)
         .await
         .ok()?;
-    let id = id.filter(|_| (200..300).contains(&status))?;
+    let id = reply
+        .session
+        .filter(|_| (200..300).contains(&reply.status))?;
     let (class, _) = request(
         client,
         addr,
@@ -435,11 +437,14 @@ pub async fn probe(
     }
     match post(client, addr, None, mcp::initialize_body(), deadline).await {
         Err((class, status)) => (Some(class), status),
-        Ok((status, id, body)) => {
-            if let Some(id) = &id {
+        Ok(r) => {
+            if let Some(id) = &r.session {
                 delete_session(client, addr, id).await;
             }
-            (mcp::classify(status, &body, true), status)
+            (
+                mcp::classify(r.status, r.retry_after, &r.body, true),
+                r.status,
+            )
         }
     }
 }
@@ -455,19 +460,32 @@ pub async fn request(
 ) -> (Option<ErrorClass>, u16) {
     match post(client, addr, session, body, deadline).await {
         Err((class, status)) => (Some(class), status),
-        Ok((status, _, body)) => (mcp::classify(status, &body, expects_answer), status),
+        Ok(r) => (
+            mcp::classify(r.status, r.retry_after, &r.body, expects_answer),
+            r.status,
+        ),
     }
 }
 
-/// One POST to /mcp: the status, the session id the server gave, and the body; or the
-/// error class of a failure below HTTP (with the status, when it came before the failure).
+/// What a POST to /mcp got back.
+struct Reply {
+    status: u16,
+    /// The session id the server gave (`Mcp-Session-Id`).
+    session: Option<String>,
+    /// A `Retry-After` header: a 503 with it is a refusal, not a failure.
+    retry_after: bool,
+    body: Bytes,
+}
+
+/// One POST to /mcp; or the error class of a failure below HTTP (with the status, when it
+/// came before the failure).
 async fn post(
     client: &HttpClient,
     addr: SocketAddr,
     session: Option<&str>,
     body: String,
     deadline: Instant,
-) -> Result<(u16, Option<String>, Bytes), (ErrorClass, u16)> {
+) -> Result<Reply, (ErrorClass, u16)> {
     let mut b = Request::post(format!("http://{addr}/mcp"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
@@ -485,15 +503,21 @@ async fn post(
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
-    let id = resp
+    let session = resp
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let retry_after = resp.headers().contains_key("retry-after");
     match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
         Err(_) => Err((ErrorClass::Timeout, status)),
         Ok(Err(_)) => Err((ErrorClass::Reset, status)),
-        Ok(Ok(b)) => Ok((status, id, b.to_bytes())),
+        Ok(Ok(b)) => Ok(Reply {
+            status,
+            session,
+            retry_after,
+            body: b.to_bytes(),
+        }),
     }
 }
 

@@ -14,8 +14,10 @@ pub enum ErrorClass {
     Refused,
     Reset,
     Http5xx,
-    /// 503 or 429: refused at once by admission control. Not a failure of the hypothesis
-    /// unless the expectations say so: it is load shedding doing its job.
+    /// Refused at once by admission control: a 429, or a 503 that says to retry (a
+    /// `Retry-After`, or the refusal code -32029 in its body). Not a failure of the
+    /// hypothesis unless the expectations say so: it is load shedding doing its job. A
+    /// bare 503 (a full queue, a proxy with no server) is an `Http5xx`.
     Shed,
     JsonRpc,
     SessionLost,
@@ -141,14 +143,20 @@ fn answer(body: &[u8]) -> Option<Answer> {
     })
 }
 
-/// Classifies an HTTP answer: `None` is success. `expects_answer`: a request (it has an
-/// id) must be answered with a JSON-RPC result or error; a notification may get an empty
-/// 202.
-pub fn classify(status: u16, body: &[u8], expects_answer: bool) -> Option<ErrorClass> {
+/// Classifies an HTTP answer: `None` is success. `retry_after`: the answer carried a
+/// `Retry-After` header. `expects_answer`: a request (it has an id) must be answered with
+/// a JSON-RPC result or error; a notification may get an empty 202.
+pub fn classify(
+    status: u16,
+    retry_after: bool,
+    body: &[u8],
+    expects_answer: bool,
+) -> Option<ErrorClass> {
     match status {
         200..=299 if !expects_answer => None,
         200..=299 => classify_message(body),
-        503 | 429 => Some(ErrorClass::Shed),
+        429 => Some(ErrorClass::Shed),
+        503 if retry_after || answer(body).is_some_and(|a| a.refused()) => Some(ErrorClass::Shed),
         404 => Some(ErrorClass::SessionLost),
         // The TypeScript reference server answers an unknown session with 400 ("No valid
         // session ID provided"): as a 404, the session is replaced.
@@ -181,7 +189,7 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        let c = |status, body: &[u8]| classify(status, body, true);
+        let c = |status, body: &[u8]| classify(status, true, body, true);
         assert_eq!(c(200, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None);
         assert_eq!(
             c(
@@ -195,6 +203,16 @@ mod tests {
             Some(ErrorClass::JsonRpc)
         );
         assert_eq!(c(503, b""), Some(ErrorClass::Shed));
+        // A bare 503 is the server's (or the proxy's) failure, not a refusal: the
+        // stand-in's full queue, HAProxy with no server (before: both read as sheds).
+        assert_eq!(
+            classify(503, false, b"overload: queue full\n", true),
+            Some(ErrorClass::Http5xx)
+        );
+        // HAProxy's shed at the edge names itself in the body even without the header.
+        let edge = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32029,"message":"shed"}}"#;
+        assert_eq!(classify(503, false, edge, true), Some(ErrorClass::Shed));
+        assert_eq!(classify(429, false, b"", true), Some(ErrorClass::Shed));
         assert_eq!(c(404, b""), Some(ErrorClass::SessionLost));
         assert_eq!(c(502, b""), Some(ErrorClass::Http5xx));
         // Not answers: counted as such, not as successes (issue 9).
@@ -244,7 +262,7 @@ mod tests {
             Some(ErrorClass::JsonRpc)
         );
         // A notification's empty 202 is fine.
-        assert_eq!(classify(202, b"", false), None);
+        assert_eq!(classify(202, false, b"", false), None);
         assert!(request_body("tools/call", 7).contains("\"id\":7"));
         let v: serde_json::Value = serde_json::from_str(&initialize_body()).unwrap();
         assert_eq!(v["method"], "initialize");
