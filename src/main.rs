@@ -248,6 +248,11 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         /// Sessions held at most, on every wire; past it a new one is refused at once
         #[arg(long, default_value_t = 10_000)]
         max_sessions: usize,
+        /// A WebSocket or TCP connection that sends nothing for this long is closed
+        /// (erlmcp's IDLE_TIMEOUT); a message left unfinished is dropped after 30 s or this,
+        /// whichever is shorter (its FRAGMENT_TIMEOUT)
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        idle_timeout: Duration,
     },
     /// Exit 0 if URL answers 2xx within 2 s (a healthcheck for images without curl)
     #[command(after_help = "Example:\n  andon probe http://127.0.0.1:9464/healthz")]
@@ -414,7 +419,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             tcp_listen,
             no_admission,
             max_sessions,
+            idle_timeout,
         } => {
+            if idle_timeout.is_zero() {
+                return Err(Fail::Usage(
+                    "--idle-timeout 0s: allowed: a duration above zero, e.g. 5m".into(),
+                ));
+            }
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {
                     return Err(Fail::Usage(format!(
@@ -432,6 +443,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 tcp_listen,
                 no_admission,
                 max_sessions,
+                idle_timeout,
             })
             .map(|()| 0)
             .map_err(Fail::from)

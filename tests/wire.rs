@@ -99,6 +99,28 @@ fn clients_andon_did_not_write_speak_mcp_on_both_wires() {
     assert!(stdout.contains("all checks passed"));
 }
 
+/// What erlmcp bounds and a hostile client tries: silence (closed after the idle
+/// timeout: WebSocket 1000, TCP EOF), a message left unfinished (1002, erlmcp's fragment
+/// timeout), a batch and a second request under an id in flight (each a -32600, the
+/// connection stays), and an id past 64 bits (echoed as sent). Before: a batch closed the
+/// connection with 1002, and silence held a session forever.
+#[test]
+fn a_stream_wire_bounds_silence_and_answers_batches_and_duplicate_ids() {
+    let s = start_with(&["--idle-timeout", "2s"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/clients.py");
+    let out = Command::new("python3")
+        .args([script, &s.http, &s.tcp, "hostile"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("all checks passed"));
+}
+
 const SCENARIO: &str = "name: tiny\nreplicas: 1\nclient_timeout: 2s\nphases:\n  - {name: load, duration: 4s, connections: 4, rate: {per_connection: 20}, mix: {tools/call: 0.5, ping: 0.5}}\nexpect:\n  - error_rate_below: 1%\n";
 
 fn drill(target: &str) -> (i32, serde_json::Value) {

@@ -206,6 +206,8 @@ pub struct Options {
     /// Sessions held at most, on every wire: past it a new one is refused as past the
     /// session cap (abandoned handshakes cannot grow the stand-in without bound).
     pub max_sessions: usize,
+    /// A stream connection silent this long is closed (erlmcp's IDLE_TIMEOUT, 5 min).
+    pub idle_timeout: Duration,
 }
 
 impl Options {
@@ -235,6 +237,7 @@ pub struct StandIn {
     pub tcp_connections: AtomicUsize,
     pub no_admission: bool,
     pub max_sessions: usize,
+    pub idle_timeout: Duration,
 }
 
 impl StandIn {
@@ -253,6 +256,7 @@ impl StandIn {
             tcp_connections: AtomicUsize::new(0),
             no_admission: opts.no_admission,
             max_sessions: opts.max_sessions,
+            idle_timeout: opts.idle_timeout,
         }
     }
 

@@ -72,8 +72,9 @@ pub const PARSE_ERROR: Broken = Broken {
 
 #[derive(serde::Deserialize)]
 struct Peek {
+    /// As sent: an id past 64 bits would come back from a `Value` as a float.
     #[serde(default)]
-    id: Option<serde_json::Value>,
+    id: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     method: Option<String>,
 }
@@ -185,8 +186,26 @@ impl Session {
         if line.trim().is_empty() {
             return Ok(());
         }
+        // Valid JSON that is not one message object: a batch (which MCP 2025-06-18
+        // dropped and rmcp does not take) or a bare value. An error answers it and the
+        // connection stays, as a JSON-RPC server answers an invalid request. (Checked
+        // first: serde reads a struct from an array too, by position.)
+        if !line.trim_start().starts_with('{') {
+            serde_json::from_str::<serde::de::IgnoredAny>(line).map_err(|_| PARSE_ERROR)?;
+            self.error("jsonrpc");
+            let why = if line.trim_start().starts_with('[') {
+                "invalid request: batches are not supported; send one message per line"
+            } else {
+                "invalid request: not a JSON-RPC message object"
+            };
+            self.reply_error(&serde_json::Value::Null, -32600, why);
+            return Ok(());
+        }
         let peek: Peek = serde_json::from_str(line).map_err(|_| PARSE_ERROR)?;
-        let id = peek.id.filter(|v| !v.is_null());
+        let raw_id = peek.id.filter(|r| r.get() != "null");
+        let id = raw_id
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
         let method = peek.method;
         if let Some(m) = &method {
             self.s
@@ -200,9 +219,13 @@ impl Session {
             Err(e) => {
                 // Valid JSON that is not a message rmcp knows (an unknown method, bad
                 // params): a request gets its error, anything else is dropped.
-                if let Some(id) = id {
+                if let Some(raw) = raw_id {
                     self.error("jsonrpc");
-                    self.reply_error(&id, -32600, &format!("invalid request: {e}"));
+                    let message = serde_json::Value::from(format!("invalid request: {e}"));
+                    let _ = self.out.send(Outbound::Message(format!(
+                        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32600,"message":{message}}}}}"#,
+                        raw.get()
+                    )));
                 }
                 return Ok(());
             }
@@ -221,9 +244,20 @@ impl Session {
             );
             return Ok(());
         }
+        // A second request under an id still in flight could not be told from the first
+        // by its answer: refused, and the first keeps its id.
         let key = id.to_string();
-        if let Ok(mut started) = self.started.lock() {
-            started.insert(key, Instant::now());
+        let fresh = match self.started.lock() {
+            Ok(mut started) if !started.contains_key(&key) => {
+                started.insert(key, Instant::now());
+                true
+            }
+            _ => false,
+        };
+        if !fresh {
+            self.error("jsonrpc");
+            self.reply_error(&id, -32600, "invalid request: this id is already in flight");
+            return Ok(());
         }
         if method == "initialize" {
             let _ = self.to_rmcp.unbounded_send(msg);

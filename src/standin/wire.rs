@@ -22,6 +22,20 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 /// erlmcp's PING_INTERVAL.
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// erlmcp's FRAGMENT_TIMEOUT (WebSocket): a message begun and left without its `\n` this
+/// long closes the connection with 1002 (or the idle timeout, if that is shorter).
+const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const FRAGMENT_EXPIRED: Broken = Broken {
+    code: 1002,
+    reason: "Fragment reassembly timeout",
+};
+
+const IDLE: Broken = Broken {
+    code: 1000,
+    reason: "idle timeout",
+};
+
 const TOO_BIG: Broken = Broken {
     code: 1009,
     reason: "Message exceeds maximum size",
@@ -45,8 +59,24 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
     };
     let mut pending = String::new();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    // Silence and unfinished messages are bounded in time, as erlmcp bounds them
+    // (cowboy's idle_timeout counts any frame received; pongs to our pings included).
+    let idle = s.idle_timeout;
+    let mut heard = tokio::time::Instant::now();
+    let mut fragment_since: Option<tokio::time::Instant> = None;
     let broken = loop {
+        let fragment_deadline = fragment_since.map(|t| t + FRAGMENT_TIMEOUT.min(idle));
+        let deadline = fragment_deadline.map_or(heard + idle, |f| f.min(heard + idle));
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                if fragment_deadline.is_some_and(|f| now >= f) {
+                    break Some(FRAGMENT_EXPIRED);
+                }
+                if now >= heard + idle {
+                    break Some(IDLE);
+                }
+            }
             o = out.recv() => {
                 let Some(Outbound::Message(m)) = o else { break None };
                 // Everything ready goes out in one flush.
@@ -65,28 +95,35 @@ async fn ws_session(s: Arc<StandIn>, socket: WebSocket) {
             }
             m = rx.next() => match m {
                 Some(Ok(Message::Text(t))) => {
+                    heard = tokio::time::Instant::now();
                     // Only the new text can hold a `\n`: 1-byte frames cost no rescans.
                     let fresh = pending.len();
                     pending.push_str(t.as_str());
-                    if !pending[fresh..].contains('\n') {
-                        if pending.len() > MAX_MESSAGE {
-                            break Some(TOO_BIG);
+                    let ended_one = pending[fresh..].contains('\n');
+                    if ended_one {
+                        if let Err(b) = handle_lines(&mut pending, &mut session) {
+                            break Some(b);
                         }
-                        continue;
-                    }
-                    if let Err(b) = handle_lines(&mut pending, &mut session) {
-                        break Some(b);
                     }
                     if pending.len() > MAX_MESSAGE {
                         break Some(TOO_BIG);
                     }
+                    // The clock of an unfinished message starts with its first piece:
+                    // what is left after a `\n` began in this frame.
+                    fragment_since = if pending.is_empty() {
+                        None
+                    } else if ended_one || fragment_since.is_none() {
+                        Some(heard)
+                    } else {
+                        fragment_since
+                    };
                 }
                 Some(Ok(Message::Binary(_))) => break Some(Broken {
                     code: 1003,
                     reason: "Binary frames not supported",
                 }),
                 // Pings are answered by the WebSocket layer; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard = tokio::time::Instant::now(),
                 Some(Err(e)) => break close_for(e),
                 // The layer below queued the echo of the client's close: send it.
                 // The layer below answers the client's close itself; it is sent while the
@@ -188,12 +225,24 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
     // answer what it asked first.
     let mut reading = true;
     let mut drain_until = None;
+    // erlmcp's idle timeout: no line received and no answer sent for this long. Bytes
+    // that never make a line (a slow client, or a hostile one) do not count.
+    let idle = s.idle_timeout;
+    let mut active = tokio::time::Instant::now();
     loop {
         if !reading && session.unanswered() == 0 && out.is_empty() {
             break;
         }
         tokio::select! {
+            _ = tokio::time::sleep_until(active + idle), if reading => {
+                if session.unanswered() == 0 {
+                    break;
+                }
+                // Answers still owed: the client is waiting, not idle.
+                active = tokio::time::Instant::now();
+            }
             o = out.recv() => {
+                active = tokio::time::Instant::now();
                 let Some(Outbound::Message(m)) = o else { break };
                 let mut failed = write_line(&mut w, &m).await;
                 while let Ok(Outbound::Message(m)) = out.try_recv() {
@@ -205,6 +254,7 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
             }
             l = lines.next(), if reading => match l {
                 Some(Ok(line)) => {
+                    active = tokio::time::Instant::now();
                     let parsed = std::str::from_utf8(&line).map_err(|_| PARSE_ERROR);
                     if parsed.and_then(|l| session.handle(l)) == Err(PARSE_ERROR) {
                         let e = stream::error_line(&serde_json::Value::Null, -32700, PARSE_ERROR.reason);

@@ -2,7 +2,9 @@
 library for WebSocket, Python's socket module for TCP. Exits non-zero on the first
 assertion that fails; prints what it checked.
 
-usage: clients.py HTTP_ADDR TCP_ADDR
+usage: clients.py HTTP_ADDR TCP_ADDR [hostile]
+(hostile: silence, unfinished messages, batches and duplicate ids; the stand-in must run
+with --idle-timeout 2s)
 """
 import asyncio
 import json
@@ -175,6 +177,54 @@ async def cap():
         admission({"admit": None})
 
 
+async def hostile():
+    """Run against a stand-in with --idle-timeout 2s."""
+    url = f"ws://{HTTP}/mcp/ws"
+    async with websockets.connect(url) as ws:
+        async def recv():
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+        await ws.send(line(INIT))
+        await recv()
+        await ws.send(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        await ws.send(json.dumps([{"jsonrpc": "2.0", "id": 5, "method": "ping"}]) + "\n")
+        r = await recv()
+        assert r["error"]["code"] == -32600 and r["id"] is None, r
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "a"}}}
+        await ws.send(line(call) + line(call))
+        got = [await recv(), await recv()]
+        assert all(m["id"] == 7 for m in got), got
+        assert sorted("error" in m for m in got) == [False, True], got
+        big = 123456789012345678901234567890
+        await ws.send(f'{{"jsonrpc": "2.0", "id": {big}, "method": "ping"}}\n')
+        r = await recv()
+        assert r["id"] == big, f"the id echoed as sent: {r}"
+        await ws.send(line({"jsonrpc": "2.0", "id": 8, "method": "ping"}))
+        r = await recv()
+        assert r["id"] == 8 and "result" in r, r
+        print("ws: a batch gets -32600, a second request under an id in flight gets -32600, "
+              "an id past 64 bits is echoed as sent, and the connection stays")
+    async with websockets.connect(url, ping_interval=None) as ws:
+        code = await closed_with(ws)
+        assert code == 1000, f"silent past the idle timeout: close 1000, got {code}"
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send('{"jsonrpc": "2.0", "id": 1,')
+        code = await closed_with(ws)
+        assert code == 1002, f"a message left unfinished: close 1002, got {code}"
+    print("ws: a silent connection is closed with 1000, an unfinished message with 1002")
+    host, port = TCP.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b'{"jsonrpc": "2.0", "id": 1,')
+    assert s.recv(100) == b"", "tcp: a connection that completes no line is closed"
+    s.close()
+    print("tcp: a connection that completes no line is closed by the idle timeout")
+
+
+if sys.argv[3:] == ["hostile"]:
+    asyncio.run(hostile())
+    print("all checks passed")
+    sys.exit(0)
 asyncio.run(websocket())
 tcp()
 asyncio.run(cap())
