@@ -35,10 +35,12 @@ pub struct RunArgs {
 }
 
 /// Logs go to stderr; RUST_LOG filters them (default info, rmcp and hyper quieter).
+/// rmcp logs a WARN for every request it answers with an error (an unknown tool or
+/// method), so at `warn` any client of the stand-in could fill its log: errors only.
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn,hyper=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=error,hyper=warn"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
