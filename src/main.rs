@@ -249,8 +249,8 @@ POST /admin/admission {\"admit\": F|null} sets the shedding limit."
         #[arg(long, default_value_t = 10_000)]
         max_sessions: usize,
         /// A WebSocket or TCP connection that sends nothing for this long is closed
-        /// (erlmcp's IDLE_TIMEOUT); a message left unfinished is dropped after 30 s or this,
-        /// whichever is shorter (its FRAGMENT_TIMEOUT)
+        /// (erlmcp's IDLE_TIMEOUT, at most 24h); a WebSocket message left unfinished for
+        /// 30 s, or this if shorter, closes the connection with 1002 (its FRAGMENT_TIMEOUT)
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         idle_timeout: Duration,
     },
@@ -421,10 +421,11 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             max_sessions,
             idle_timeout,
         } => {
-            if idle_timeout.is_zero() {
-                return Err(Fail::Usage(
-                    "--idle-timeout 0s: allowed: a duration above zero, e.g. 5m".into(),
-                ));
+            if idle_timeout.is_zero() || idle_timeout > Duration::from_secs(24 * 3600) {
+                return Err(Fail::Usage(format!(
+                    "--idle-timeout {}: allowed: above zero and at most 24h, e.g. 5m",
+                    humantime::format_duration(idle_timeout)
+                )));
             }
             for (name, v) in [("--capacity", capacity), ("--conn-capacity", conn_capacity)] {
                 if !(v.is_finite() && v > 0.0) {

@@ -93,9 +93,13 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
         released: false,
         goal_s: input.goal_s,
     });
-    if start < s.start && s.admit > start {
-        s.admit = start;
-        s.changed_at_ms = input.now_ms;
+    if start < s.start {
+        // A tier that sheds harder sheds, even where the loop was released at its cap.
+        s.released = false;
+        if s.admit > start {
+            s.admit = start;
+            s.changed_at_ms = input.now_ms;
+        }
     }
     s.start = start;
     s.goal_s = input.goal_s;
@@ -166,7 +170,8 @@ fn cap(input: &Input) -> Option<f64> {
 /// signal to bound the cap by, end at once.
 fn release(state: &mut Option<ShedLoop>, input: &Input, reasons: &mut Vec<Reason>) -> Option<f64> {
     let s = state.as_mut()?;
-    let (Some(goal), Some(cap), false) = (s.goal_s, cap(input), s.released) else {
+    let cap = cap(input).map(|c| c.min(MAX_ADMIT));
+    let (Some(goal), Some(cap), false) = (s.goal_s, cap, s.released) else {
         *state = None;
         return None;
     };
@@ -382,6 +387,28 @@ mod tests {
             f.go(0.2, t + 3),
             Some(6.0),
             "latency past the band: at the cap"
+        );
+    }
+
+    /// Released at red's cap, then emergency (admit 0.8) comes on errors with p95 still
+    /// calm: it sheds at once (before: nothing, the release held).
+    #[test]
+    fn a_harder_tier_sheds_even_when_the_loop_was_released() {
+        let mut f = Feed::new(1.0, 1.0, 0);
+        let mut t = 1;
+        while f.go(0.05, t).is_some() {
+            t += 1;
+        }
+        f.start = Some(0.8);
+        assert_eq!(
+            f.go(0.05, t),
+            Some(0.8),
+            "the same reading: at emergency's start"
+        );
+        let a = f.go(0.05, t + 1).unwrap();
+        assert!(
+            a > 0.8 && a < 3.0,
+            "and the loop runs again, under its cap: {a}"
         );
     }
 

@@ -9,7 +9,7 @@ use crate::standin::mcp::StandInMcp;
 use crate::standin::realtime::Admit;
 use futures::channel::mpsc as fmpsc;
 use futures::StreamExt;
-use rmcp::model::JsonRpcMessage;
+use rmcp::model::{ClientNotification, JsonRpcMessage};
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::RoleServer;
 use std::collections::HashMap;
@@ -75,8 +75,9 @@ struct Peek {
     /// As sent: an id past 64 bits would come back from a `Value` as a float.
     #[serde(default)]
     id: Option<Box<serde_json::value::RawValue>>,
+    /// Any JSON: a method that is not a string is an invalid request, not unparsable.
     #[serde(default)]
-    method: Option<String>,
+    method: Option<serde_json::Value>,
 }
 
 /// One open session. Dropping it ends the rmcp service and gives the session back.
@@ -139,7 +140,7 @@ impl Session {
                     JsonRpcMessage::Error(e) => e.id.as_ref(),
                     _ => None,
                 };
-                let key = id.and_then(|id| serde_json::to_string(id).ok());
+                let key = id.and_then(key_of);
                 let since = key
                     .as_ref()
                     .and_then(|k| pump_started.lock().ok()?.get(k).copied());
@@ -206,7 +207,10 @@ impl Session {
         let id = raw_id
             .as_ref()
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
-        let method = peek.method;
+        let method = peek.method.map(|m| match m {
+            serde_json::Value::String(m) => m,
+            _ => "other".to_string(),
+        });
         if let Some(m) = &method {
             self.s
                 .metrics
@@ -230,9 +234,23 @@ impl Session {
                 return Ok(());
             }
         };
-        let (Some(id), Some(method)) = (id, method) else {
+        // A cancelled request may never be answered (rmcp drops its answer): it is no
+        // longer owed.
+        if let JsonRpcMessage::Notification(n) = &msg {
+            if let ClientNotification::CancelledNotification(c) = &n.notification {
+                if let Some(k) = c.params.request_id.as_ref().and_then(key_of) {
+                    self.forget(&k);
+                }
+            }
+        }
+        let (Some(id), Some(method), JsonRpcMessage::Request(req)) = (id, method, &msg) else {
             // A notification or a client's answer: not work.
             let _ = self.to_rmcp.unbounded_send(msg);
+            return Ok(());
+        };
+        // Keyed by rmcp's reading of the id, as its answer will carry it (rmcp reads 1.0
+        // as 1).
+        let Some(key) = key_of(&req.id) else {
             return Ok(());
         };
         if self.unanswered() >= MAX_UNANSWERED {
@@ -246,10 +264,9 @@ impl Session {
         }
         // A second request under an id still in flight could not be told from the first
         // by its answer: refused, and the first keeps its id.
-        let key = id.to_string();
         let fresh = match self.started.lock() {
             Ok(mut started) if !started.contains_key(&key) => {
-                started.insert(key, Instant::now());
+                started.insert(key.clone(), Instant::now());
                 true
             }
             _ => false,
@@ -267,7 +284,7 @@ impl Session {
             Admit::Shed => {
                 self.error("shed");
                 self.reply_error(&id, REFUSED_CODE, "shed: over the admission limit");
-                self.forget(&id);
+                self.forget(&key);
             }
             Admit::Serve { delay, fail } => {
                 let n = self.s.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +294,7 @@ impl Session {
                     self.error("overload");
                     // Not REFUSED_CODE: an overloaded replica is a failure, not shedding.
                     self.reply_error(&id, OVERLOAD_CODE, "overload: queue full");
-                    self.forget(&id);
+                    self.forget(&key);
                     return Ok(());
                 }
                 let (s, to_rmcp, out, started, gone) = (
@@ -306,7 +323,7 @@ impl Session {
                             "internal error (modelled)",
                         )));
                         if let Ok(mut m) = started.lock() {
-                            m.remove(&id.to_string());
+                            m.remove(&key);
                         }
                         return;
                     }
@@ -322,14 +339,20 @@ impl Session {
         self.ended.cancelled().await
     }
 
-    /// Requests not answered yet (rmcp's or the model's).
+    /// Requests not answered yet (rmcp's or the model's). One owed longer than the idle
+    /// timeout is given up: whatever dropped its answer, it must not hold the session
+    /// open, nor its id, for good.
     pub fn unanswered(&self) -> usize {
-        self.started.lock().map_or(0, |m| m.len())
+        let idle = self.s.idle_timeout;
+        self.started.lock().map_or(0, |mut m| {
+            m.retain(|_, t| t.elapsed() < idle);
+            m.len()
+        })
     }
 
-    fn forget(&self, id: &serde_json::Value) {
+    fn forget(&self, key: &str) {
         if let Ok(mut m) = self.started.lock() {
-            m.remove(&id.to_string());
+            m.remove(key);
         }
     }
 
@@ -348,6 +371,11 @@ impl Session {
             .out
             .send(Outbound::Message(error_line(id, code, message)));
     }
+}
+
+/// The key of a request in `started`: rmcp's id as JSON, as its answer carries it.
+fn key_of(id: &rmcp::model::RequestId) -> Option<String> {
+    serde_json::to_string(id).ok()
 }
 
 /// A request counted in the replica's queue until dropped.

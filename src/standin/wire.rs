@@ -235,7 +235,7 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
         }
         tokio::select! {
             _ = tokio::time::sleep_until(active + idle), if reading => {
-                if session.unanswered() == 0 {
+                if session.unanswered() == 0 && out.is_empty() {
                     break;
                 }
                 // Answers still owed: the client is waiting, not idle.
