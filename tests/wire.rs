@@ -84,10 +84,15 @@ fn clients_andon_did_not_write_speak_mcp_on_both_wires() {
         py.is_ok_and(|o| o.status.success()),
         "needs python3 with `websockets` (scripts/test.sh installs it: python3 -m pip install websockets)"
     );
-    let s = start();
+    clients(&start(), &[]);
+}
+
+/// Runs tests/wire/clients.py against the stand-in; it must pass every check.
+fn clients(s: &StandIn, extra: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/clients.py");
     let out = Command::new("python3")
         .args([script, &s.http, &s.tcp])
+        .args(extra)
         .output()
         .unwrap();
     let (stdout, stderr) = (
@@ -106,19 +111,7 @@ fn clients_andon_did_not_write_speak_mcp_on_both_wires() {
 /// connection with 1002, and silence held a session forever.
 #[test]
 fn a_stream_wire_bounds_silence_and_answers_batches_and_duplicate_ids() {
-    let s = start_with(&["--idle-timeout", "2s"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire/clients.py");
-    let out = Command::new("python3")
-        .args([script, &s.http, &s.tcp, "hostile"])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("all checks passed"));
+    clients(&start_with(&["--idle-timeout", "2s"]), &["hostile"]);
 }
 
 const SCENARIO: &str = "name: tiny\nreplicas: 1\nclient_timeout: 2s\nphases:\n  - {name: load, duration: 4s, connections: 4, rate: {per_connection: 20}, mix: {tools/call: 0.5, ping: 0.5}}\nexpect:\n  - error_rate_below: 1%\n";

@@ -107,54 +107,72 @@ pub fn step(state: &mut Option<ShedLoop>, input: Input, reasons: &mut Vec<Reason
         s.admit = start;
         return Some(start);
     };
-    if let Some(&Reading::Value { value: p95, at_ms }) = input.p95 {
-        if at_ms != s.reading_at_ms && p95.is_finite() && p95 > 0.0 {
-            s.reading_at_ms = at_ms;
-            let g = (AIM * goal / p95).sqrt();
-            let before = s.admit;
-            let settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms);
-            let half_settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms / 2);
-            // Latency on its way up (a mailbox filling) is no time to admit more.
-            let rising = s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1;
-            // Nor is latency on its way down (a queue draining) a reason to admit less.
-            let falling = s.last_p95 > 0.0 && p95 < s.last_p95 / 1.1;
-            if p95 > AIM * goal && settled && !falling {
-                s.admit *= g.max(0.5);
-            } else if p95 < BAND * goal && !rising && half_settled {
-                s.admit *= g.sqrt().min(1.5);
-            }
-            s.last_p95 = p95;
-            let cap = cap(&input);
-            if let Some(cap) = cap {
-                s.admit = s.admit.min(cap);
-            }
-            let calm = p95 < BAND * goal;
-            // Released, it stays so while latency is calm: a p95 that ticks up 10% far
-            // under the goal, or demand that lifts the cap past the limit, is no reason to
-            // shed again. Without this a CI drill flapped between shedding and not, and
-            // since its sheds counted as errors they held its tier up for the whole run.
-            // The limit follows the cap meanwhile, so shedding resumes from there.
-            let was_released = s.released;
-            s.released = calm && (s.released || (!rising && cap.is_some_and(|c| s.admit >= c)));
-            if was_released && s.released {
-                s.admit = cap.unwrap_or(s.admit);
-            }
-            s.admit = s.admit.clamp(MIN_ADMIT, MAX_ADMIT);
-            if s.admit != before && !(was_released && s.released) {
-                s.changed_at_ms = input.now_ms;
-                reasons.push(Reason::ShedAdjusted {
-                    from: before,
-                    to: s.admit,
-                    p95_s: p95,
-                    goal_s: goal,
-                });
-            }
+    if let Some((p95, at_ms)) = new_reading(s, input.p95) {
+        s.reading_at_ms = at_ms;
+        let g = (AIM * goal / p95).sqrt();
+        let before = s.admit;
+        // Latency on its way up (a mailbox filling) is no time to admit more.
+        let rising = rising(s, p95);
+        // Nor is latency on its way down (a queue draining) a reason to admit less.
+        let falling = s.last_p95 > 0.0 && p95 < s.last_p95 / 1.1;
+        if p95 > AIM * goal && settled(s, at_ms, input.settle_ms) && !falling {
+            s.admit *= g.max(0.5);
+        } else if p95 < BAND * goal && !rising && settled(s, at_ms, input.settle_ms / 2) {
+            s.admit *= g.sqrt().min(1.5);
+        }
+        s.last_p95 = p95;
+        let cap = cap(&input);
+        if let Some(cap) = cap {
+            s.admit = s.admit.min(cap);
+        }
+        let calm = p95 < BAND * goal;
+        // Released, it stays so while latency is calm: a p95 that ticks up 10% far
+        // under the goal, or demand that lifts the cap past the limit, is no reason to
+        // shed again. Without this a CI drill flapped between shedding and not, and
+        // since its sheds counted as errors they held its tier up for the whole run.
+        // The limit follows the cap meanwhile, so shedding resumes from there.
+        let was_released = s.released;
+        s.released = calm && (s.released || (!rising && cap.is_some_and(|c| s.admit >= c)));
+        if was_released && s.released {
+            s.admit = cap.unwrap_or(s.admit);
+        }
+        s.admit = s.admit.clamp(MIN_ADMIT, MAX_ADMIT);
+        if s.admit != before && !(was_released && s.released) {
+            s.changed_at_ms = input.now_ms;
+            reasons.push(Reason::ShedAdjusted {
+                from: before,
+                to: s.admit,
+                p95_s: p95,
+                goal_s: goal,
+            });
         }
     }
     if s.released {
         return None;
     }
     Some(s.admit)
+}
+
+/// A p95 reading the loop has not used yet, as (seconds, taken at): each moves it once.
+fn new_reading(s: &ShedLoop, p95: Option<&Reading>) -> Option<(f64, u64)> {
+    match p95 {
+        Some(&Reading::Value { value, at_ms })
+            if at_ms != s.reading_at_ms && value.is_finite() && value > 0.0 =>
+        {
+            Some((value, at_ms))
+        }
+        _ => None,
+    }
+}
+
+/// Latency up by more than 10% since the last reading used.
+fn rising(s: &ShedLoop, p95: f64) -> bool {
+    s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1
+}
+
+/// At the reading's time, `span_ms` has passed since the limit last changed.
+fn settled(s: &ShedLoop, at_ms: u64, span_ms: u64) -> bool {
+    at_ms >= s.changed_at_ms.saturating_add(span_ms)
 }
 
 /// The highest limit that can still bite: three times the demand per ready replica.
@@ -177,18 +195,14 @@ fn release(state: &mut Option<ShedLoop>, input: &Input, reasons: &mut Vec<Reason
     };
     let before = s.admit;
     let mut p95_s = s.last_p95;
-    if let Some(&Reading::Value { value: p95, at_ms }) = input.p95 {
-        if at_ms != s.reading_at_ms && p95.is_finite() && p95 > 0.0 {
-            s.reading_at_ms = at_ms;
-            p95_s = p95;
-            let rising = s.last_p95 > 0.0 && p95 > s.last_p95 * 1.1;
-            let half_settled = at_ms >= s.changed_at_ms.saturating_add(input.settle_ms / 2);
-            if !rising && half_settled {
-                let calm = (AIM * goal / p95).sqrt().sqrt();
-                s.admit *= calm.clamp(RELEASE_STEP, 1.5);
-            }
-            s.last_p95 = p95;
+    if let Some((p95, at_ms)) = new_reading(s, input.p95) {
+        s.reading_at_ms = at_ms;
+        p95_s = p95;
+        if !rising(s, p95) && settled(s, at_ms, input.settle_ms / 2) {
+            let calm = (AIM * goal / p95).sqrt().sqrt();
+            s.admit *= calm.clamp(RELEASE_STEP, 1.5);
         }
+        s.last_p95 = p95;
     }
     if s.admit >= cap {
         reasons.push(Reason::ShedReleasing {
@@ -369,17 +383,24 @@ mod tests {
         assert!(f.go(0.1, 4).unwrap() > a, "steady again: grow");
     }
 
-    /// Calm at the cap, the loop sheds nothing; it stays so through latency that ticks
-    /// up far below the goal and demand that lifts the cap, and sheds again, from the
-    /// cap, only once latency leaves the calm band (before: either flapped it back on).
-    #[test]
-    fn released_at_the_cap_stays_released_while_latency_is_calm() {
+    /// A loop at admit 1.0 against a load of 1 (cap 3), fed calm readings until it is
+    /// released; with the time of the last.
+    fn released_at_the_cap() -> (Feed, u64) {
         let mut f = Feed::new(1.0, 1.0, 0);
         let mut t = 1;
         while f.go(0.05, t).is_some() {
             t += 1;
             assert!(t < 50, "never released");
         }
+        (f, t)
+    }
+
+    /// Calm at the cap, the loop sheds nothing; it stays so through latency that ticks
+    /// up far below the goal and demand that lifts the cap, and sheds again, from the
+    /// cap, only once latency leaves the calm band (before: either flapped it back on).
+    #[test]
+    fn released_at_the_cap_stays_released_while_latency_is_calm() {
+        let (mut f, t) = released_at_the_cap();
         assert_eq!(f.go(0.06, t + 1), None, "p95 up 20%, far under the goal");
         f.load = Some(2.0);
         assert_eq!(f.go(0.06, t + 2), None, "demand doubled, latency calm");
@@ -394,11 +415,7 @@ mod tests {
     /// calm: it sheds at once (before: nothing, the release held).
     #[test]
     fn a_harder_tier_sheds_even_when_the_loop_was_released() {
-        let mut f = Feed::new(1.0, 1.0, 0);
-        let mut t = 1;
-        while f.go(0.05, t).is_some() {
-            t += 1;
-        }
+        let (mut f, t) = released_at_the_cap();
         f.start = Some(0.8);
         assert_eq!(
             f.go(0.05, t),

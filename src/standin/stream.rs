@@ -203,10 +203,8 @@ impl Session {
             return Ok(());
         }
         let peek: Peek = serde_json::from_str(line).map_err(|_| PARSE_ERROR)?;
-        let raw_id = peek.id.filter(|r| r.get() != "null");
-        let id = raw_id
-            .as_ref()
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
+        // As sent, so that every answer carries it back unchanged.
+        let id = peek.id.filter(|r| r.get() != "null");
         let method = peek.method.map(|m| match m {
             serde_json::Value::String(m) => m,
             _ => "other".to_string(),
@@ -223,13 +221,9 @@ impl Session {
             Err(e) => {
                 // Valid JSON that is not a message rmcp knows (an unknown method, bad
                 // params): a request gets its error, anything else is dropped.
-                if let Some(raw) = raw_id {
+                if let Some(id) = id {
                     self.error("jsonrpc");
-                    let message = serde_json::Value::from(format!("invalid request: {e}"));
-                    let _ = self.out.send(Outbound::Message(format!(
-                        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32600,"message":{message}}}}}"#,
-                        raw.get()
-                    )));
+                    self.reply_error(&id, -32600, &format!("invalid request: {e}"));
                 }
                 return Ok(());
             }
@@ -253,7 +247,7 @@ impl Session {
         let Some(key) = key_of(&req.id) else {
             return Ok(());
         };
-        if self.unanswered() >= MAX_UNANSWERED {
+        if self.unanswered() >= MAX_UNANSWERED && self.give_up_stale() >= MAX_UNANSWERED {
             self.error("overload");
             self.reply_error(
                 &id,
@@ -264,8 +258,9 @@ impl Session {
         }
         // A second request under an id still in flight could not be told from the first
         // by its answer: refused, and the first keeps its id.
+        let idle = self.s.idle_timeout;
         let fresh = match self.started.lock() {
-            Ok(mut started) if !started.contains_key(&key) => {
+            Ok(mut started) if started.get(&key).is_none_or(|t| t.elapsed() >= idle) => {
                 started.insert(key.clone(), Instant::now());
                 true
             }
@@ -339,10 +334,17 @@ impl Session {
         self.ended.cancelled().await
     }
 
-    /// Requests not answered yet (rmcp's or the model's). One owed longer than the idle
-    /// timeout is given up: whatever dropped its answer, it must not hold the session
-    /// open, nor its id, for good.
+    /// Requests not answered yet (rmcp's or the model's).
     pub fn unanswered(&self) -> usize {
+        self.started.lock().map_or(0, |m| m.len())
+    }
+
+    /// Gives up requests owed longer than the idle timeout (whatever dropped their
+    /// answers, they must not hold the session open, nor the cap on unanswered requests,
+    /// for good) and returns how many are left. A scan of them all, so only where an
+    /// owed request would hold something: the idle close, a half-close's drain and that
+    /// cap; a reused id looks at its own entry.
+    pub fn give_up_stale(&self) -> usize {
         let idle = self.s.idle_timeout;
         self.started.lock().map_or(0, |mut m| {
             m.retain(|_, t| t.elapsed() < idle);
@@ -366,7 +368,7 @@ impl Session {
             .inc();
     }
 
-    fn reply_error(&self, id: &serde_json::Value, code: i64, message: &str) {
+    fn reply_error(&self, id: &impl serde::Serialize, code: i64, message: &str) {
         let _ = self
             .out
             .send(Outbound::Message(error_line(id, code, message)));
@@ -404,10 +406,26 @@ impl Drop for Session {
     }
 }
 
-/// A JSON-RPC error answer, as one line's text.
-pub fn error_line(id: &serde_json::Value, code: i64, message: &str) -> String {
-    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-        .to_string()
+/// A JSON-RPC error answer, as one line's text. `id` is a `Value`, or the id's text as
+/// sent (a `RawValue`), which is written back unchanged.
+pub fn error_line(id: &impl serde::Serialize, code: i64, message: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Line<'a, I> {
+        jsonrpc: &'static str,
+        id: &'a I,
+        error: Error<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Error<'a> {
+        code: i64,
+        message: &'a str,
+    }
+    let line = Line {
+        jsonrpc: "2.0",
+        id,
+        error: Error { code, message },
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// The answer on a connection refused by the session cap (TCP: before closing it).

@@ -230,12 +230,12 @@ async fn tcp_session(s: Arc<StandIn>, sock: TcpStream) {
     let idle = s.idle_timeout;
     let mut active = tokio::time::Instant::now();
     loop {
-        if !reading && session.unanswered() == 0 && out.is_empty() {
+        if !reading && session.give_up_stale() == 0 && out.is_empty() {
             break;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(active + idle), if reading => {
-                if session.unanswered() == 0 && out.is_empty() {
+                if session.give_up_stale() == 0 && out.is_empty() {
                     break;
                 }
                 // Answers still owed: the client is waiting, not idle.
