@@ -7,7 +7,10 @@
 #    the wire tests;
 # 2. unit, property and CLI tests;
 # 3. scripts/env.sh up: dockerd on its own socket, swarm init, the scratch image andon:dev,
-#    Prometheus; then the live tests against them (tests/live), then scripts/env.sh down.
+#    Prometheus; then the live tests against them (tests/live, tests/e2e), then
+#    scripts/env.sh down;
+# 4. scripts/nodes.sh up: a three-node swarm (a dockerd per network namespace); the
+#    multi-node tests (tests/nodes); scripts/nodes.sh down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +37,23 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
 
-trap 'scripts/env.sh down' EXIT
+trap 'scripts/env.sh down; scripts/nodes.sh down' EXIT
 scripts/env.sh up
-# shellcheck disable=SC1091
-source "$ANDON_ENV_DIR/env"
-cargo test --locked --test live -- --ignored --test-threads=1
-cargo test --locked --test e2e -- --ignored --test-threads=1
+(
+  # shellcheck disable=SC1091
+  source "$ANDON_ENV_DIR/env"
+  cargo test --locked --test live -- --ignored --test-threads=1
+  cargo test --locked --test e2e -- --ignored --test-threads=1
+)
+scripts/env.sh down
+
+# The multi-node cluster, apart from one a developer may have up (ID 0).
+export ANDON_NODES_DIR=${ANDON_TEST_NODES_DIR:-/tmp/andon-test-nodes}
+export ANDON_NODES_ID=${ANDON_TEST_NODES_ID:-1}
+export ANDON_NODES_PROM_ADDR=${ANDON_TEST_NODES_PROM_ADDR:-127.0.0.1:19093}
+scripts/nodes.sh up 3
+(
+  # shellcheck disable=SC1091
+  source "$ANDON_NODES_DIR/env"
+  cargo test --locked --test nodes -- --ignored --test-threads=1
+)

@@ -17,7 +17,7 @@ use crate::policy::{Policy, ServiceSpec};
 use crate::reconcile::{Reconciler, Restored, ServiceView};
 use crate::record::server::{now_ms, Shared};
 use crate::record::status::{self, DecisionStatus, ServiceStatus};
-use crate::swarm::{ServiceInfo, Swarm, SwarmError, TaskInfo};
+use crate::swarm::{NodeInfo, ServiceInfo, Swarm, SwarmError, TaskInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +43,8 @@ pub struct Controller {
     history_prom: PromSource,
     history_tx: mpsc::UnboundedSender<(String, Vec<SignalHistory>)>,
     history_rx: mpsc::UnboundedReceiver<(String, Vec<SignalHistory>)>,
+    /// Which nodes served at the last tick, and when one last stopped serving.
+    nodes: crate::swarm::NodeWatch,
     pub shared: Arc<Shared>,
 }
 
@@ -69,6 +71,7 @@ impl Controller {
             opts,
             runtime: HashMap::new(),
             history: HistoryClock::default(),
+            nodes: Default::default(),
             shared,
         }
     }
@@ -119,13 +122,18 @@ impl Controller {
         // Reads go out together: Prometheus, the nodes, and every service with its tasks.
         let (observations, nodes, mut reads) = tokio::join!(
             self.prom.observe(&self.policy, &names),
-            self.swarm.node_addresses(),
+            self.swarm.nodes(),
             read_services(&self.swarm, &names),
         );
         if observations.values().any(|o| o.source_error.is_some()) {
             self.shared.metrics.source_error("prometheus");
         }
-        let nodes = nodes.unwrap_or_default();
+        let nodes = nodes.unwrap_or_else(|e| {
+            self.shared.metrics.source_error("docker");
+            tracing::warn!(error = %e, "cannot list the nodes: every node is taken to serve");
+            HashMap::new()
+        });
+        let node_lost_ms = self.nodes.see(&nodes, now_ms());
         let mut statuses = Vec::with_capacity(names.len());
         let mut shedding = HashMap::new();
         for svc in self.policy.services.clone() {
@@ -133,12 +141,15 @@ impl Controller {
             let read = reads
                 .remove(&svc.name)
                 .unwrap_or(Err(SwarmError::NotFound(svc.name.clone())));
-            let (status, shed) = self.reconcile(&svc, &obs, read).await;
+            let (status, shed) = self
+                .reconcile(&svc, &obs, read, (&nodes, node_lost_ms))
+                .await;
             statuses.push(status);
             if let Some(shed) = shed {
                 shedding.insert(svc.name.clone(), shed);
             }
         }
+        let nodes = crate::swarm::addresses(&nodes);
         // The admission limits, to every running task of every service at once (port 0:
         // the replicas have no admission endpoint, e.g. a real erlmcp behind the edge).
         if self.admission.port != 0 {
@@ -174,6 +185,7 @@ impl Controller {
         svc: &ServiceSpec,
         obs: &Observations,
         read: Read,
+        (nodes, node_lost_ms): (&HashMap<String, NodeInfo>, Option<u64>),
     ) -> (ServiceStatus, Option<Shed>) {
         let mut status = ServiceStatus::new(&svc.name);
         let (info, tasks) = match read {
@@ -199,13 +211,19 @@ impl Controller {
             return (status, None);
         };
         status.opted_in = true;
-        let ready = tasks.iter().filter(|t| t.running).count() as u32;
+        // Only tasks running on nodes that serve are capacity, and only they get traffic.
+        let (tasks, mut placement, per_node) = crate::swarm::placement(&tasks, nodes);
+        placement.node_lost_ms = node_lost_ms;
+        let ready = tasks.len() as u32;
         status.ready = Some(ready);
+        status.placement = placement;
+        status.nodes = per_node;
 
         let now = now_ms();
         let view = ServiceView {
             replicas: info.replicas,
             running: ready,
+            placement,
             update: info.update,
             update_started_ms: info.update_started_ms,
             labels: info.labels.clone(),
@@ -271,6 +289,7 @@ impl Controller {
         self.shared
             .metrics
             .record(&svc.name, &d, info.replicas, ready);
+        self.shared.metrics.placement(&svc.name, placement);
         status.tier = d.tier;
         status.stopped = d.stopped;
         status.desired = Some(d.desired);

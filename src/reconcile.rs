@@ -22,6 +22,7 @@
 //!   `--no-control` forget the scale event and its direction, and nothing else.
 
 use crate::act::admission::Admission;
+use crate::core::placement::Placement;
 use crate::core::predict::SeasonalReading;
 use crate::core::seasonal::Profile;
 use crate::core::{
@@ -65,8 +66,10 @@ pub enum UpdateState {
 pub struct ServiceView {
     /// Replicas in the spec.
     pub replicas: u32,
-    /// Tasks running.
+    /// Tasks running on nodes that serve (ready, not draining).
     pub running: u32,
+    /// Tasks that found no node, or sit on a node that is down or draining.
+    pub placement: Placement,
     pub update: UpdateState,
     /// When the update started, if Swarm says (ms, same clock as `now`).
     pub update_started_ms: Option<u64>,
@@ -216,6 +219,7 @@ impl Reconciler {
             current: view.replicas,
             ready: view.running,
             update: self.update_phase(policy, view, now_ms),
+            placement: view.placement,
         };
         let undo = StepUndo::save(&self.state);
         let seasonal = self.seasonal(policy, now_ms);

@@ -53,6 +53,9 @@ pub struct TaskInfo {
     pub id: String,
     pub slot: Option<i64>,
     pub running: bool,
+    /// Swarm could not place it: pending with "no suitable node" (not enough CPU or
+    /// memory on any node, or no node meets its constraints). Not capacity.
+    pub unplaceable: bool,
     pub container_id: Option<String>,
     pub node_id: Option<String>,
     /// Host-mode published ports as (target, published).
@@ -79,6 +82,132 @@ impl TaskInfo {
             .map_or("127.0.0.1", String::as_str);
         Some(format!("{host}:{port}"))
     }
+}
+
+/// A node as andon needs it: where its host-mode ports are, and whether its tasks are
+/// capacity (a node that is down or drained is not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// Swarm's node state is `ready` (not `down`, `unknown` or `disconnected`).
+    pub ready: bool,
+    /// Availability `drain`: Swarm moves its tasks away. (`pause` only stops new
+    /// placements; its running tasks still serve.)
+    pub draining: bool,
+}
+
+impl NodeInfo {
+    /// Whether its running tasks count as capacity.
+    pub fn serves(&self) -> bool {
+        self.ready && !self.draining
+    }
+}
+
+/// A service's tasks per node, for `/status`: where the load sits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeTasks {
+    /// The node's `andon.node` label, or its hostname; its id when Swarm no longer
+    /// lists it.
+    pub node: String,
+    /// `ready`, `down` (or another state that is not ready), or `drain`.
+    pub state: String,
+    /// Tasks of the service meant to run there, and how many run.
+    pub tasks: u32,
+    pub running: u32,
+}
+
+/// What a service's tasks are worth: the ones that run on a node that serves, and the
+/// placement the core needs (tasks with no node, tasks on a node that does not serve).
+/// With no node list (the read failed), every node is taken to serve.
+pub fn placement(
+    tasks: &[TaskInfo],
+    nodes: &HashMap<String, NodeInfo>,
+) -> (
+    Vec<TaskInfo>,
+    crate::core::placement::Placement,
+    Vec<NodeTasks>,
+) {
+    let mut p = crate::core::placement::Placement::default();
+    let mut serving = Vec::new();
+    let mut per_node: Vec<NodeTasks> = Vec::new();
+    for t in tasks {
+        if t.unplaceable {
+            p.unplaceable += 1;
+            continue;
+        }
+        // Not assigned yet (pending, allocating): Swarm is still placing it.
+        let Some(node_id) = &t.node_id else {
+            p.moving += 1;
+            continue;
+        };
+        let node = nodes.get(node_id);
+        let serves = nodes.is_empty() || node.is_some_and(NodeInfo::serves);
+        if serves && t.running {
+            serving.push(t.clone());
+        } else {
+            p.moving += 1;
+        }
+        let name = node.map_or_else(|| node_id.clone(), |n| n.name.clone());
+        let state = match node {
+            Some(n) if !n.ready => "down",
+            Some(n) if n.draining => "drain",
+            Some(_) => "ready",
+            None if nodes.is_empty() => "unknown",
+            None => "gone",
+        };
+        let i = match per_node.iter().position(|n| n.node == name) {
+            Some(i) => i,
+            None => {
+                per_node.push(NodeTasks {
+                    node: name,
+                    state: state.into(),
+                    tasks: 0,
+                    running: 0,
+                });
+                per_node.len() - 1
+            }
+        };
+        per_node[i].tasks += 1;
+        per_node[i].running += t.running as u32;
+    }
+    per_node.sort_by(|a, b| a.node.cmp(&b.node));
+    (serving, p, per_node)
+}
+
+/// Remembers which nodes served, to date the last loss of one (down, or drained). A node
+/// first seen not serving counts as lost then: after a restart, andon cannot know when.
+#[derive(Debug, Default)]
+pub struct NodeWatch {
+    serving: HashMap<String, bool>,
+    lost_ms: Option<u64>,
+}
+
+impl NodeWatch {
+    /// Takes this tick's nodes (none: the list failed, nothing is known); returns when a
+    /// node last stopped serving.
+    pub fn see(&mut self, nodes: &HashMap<String, NodeInfo>, now_ms: u64) -> Option<u64> {
+        for (id, n) in nodes {
+            let was = self.serving.insert(id.clone(), n.serves());
+            if !n.serves() && was != Some(false) {
+                self.lost_ms = Some(now_ms);
+            }
+        }
+        if !nodes.is_empty() {
+            self.serving.retain(|id, _| nodes.contains_key(id));
+        }
+        self.lost_ms
+    }
+}
+
+/// Node id → address, for reaching host-mode ports.
+pub fn addresses(nodes: &HashMap<String, NodeInfo>) -> HashMap<String, String> {
+    nodes
+        .iter()
+        .filter(|(_, n)| !n.address.is_empty())
+        .map(|(id, n)| (id.clone(), n.address.clone()))
+        .collect()
 }
 
 #[derive(Clone)]
@@ -172,10 +301,16 @@ impl Swarm {
                     seen.push(p.0);
                     first
                 });
+                let unplaceable = status.state == Some(TaskState::PENDING)
+                    && status
+                        .err
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("no suitable node"));
                 TaskInfo {
                     id: t.id.unwrap_or_default(),
                     slot: t.slot,
                     running: status.state == Some(TaskState::RUNNING),
+                    unplaceable,
                     container_id: status.container_status.and_then(|c| c.container_id),
                     node_id: t.node_id,
                     ports,
@@ -186,10 +321,34 @@ impl Swarm {
 
     /// Node id → address, for reaching host-mode ports of tasks on other nodes.
     pub async fn node_addresses(&self) -> Result<HashMap<String, String>, SwarmError> {
+        Ok(addresses(&self.nodes().await?))
+    }
+
+    /// The swarm's nodes, by id.
+    pub async fn nodes(&self) -> Result<HashMap<String, NodeInfo>, SwarmError> {
+        use bollard::models::{NodeSpecAvailabilityEnum as A, NodeState as S};
         let nodes = self.docker.list_nodes(None::<ListNodesOptions>).await?;
         Ok(nodes
             .into_iter()
-            .filter_map(|n| Some((n.id?, n.status?.addr?)))
+            .filter_map(|n| {
+                let status = n.status.unwrap_or_default();
+                let spec = n.spec.unwrap_or_default();
+                let labels = spec.labels.unwrap_or_default();
+                let hostname = n.description.and_then(|d| d.hostname).unwrap_or_default();
+                let id = n.id?;
+                Some((
+                    id.clone(),
+                    NodeInfo {
+                        // Nodes on one machine share a hostname: a node label, when the
+                        // operator set one (`andon.node`), names them apart.
+                        name: labels.get("andon.node").cloned().unwrap_or(hostname),
+                        id,
+                        address: status.addr.unwrap_or_default(),
+                        ready: status.state == Some(S::READY),
+                        draining: spec.availability == Some(A::DRAIN),
+                    },
+                ))
+            })
             .collect())
     }
 
@@ -226,4 +385,88 @@ pub fn set_replicas(spec: &mut ServiceSpec, replicas: u32) {
         .replicated
         .get_or_insert_with(Default::default)
         .replicas = Some(replicas as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, ready: bool, draining: bool) -> (String, NodeInfo) {
+        let n = NodeInfo {
+            id: id.into(),
+            name: format!("name-{id}"),
+            address: format!("10.0.0.{}", id.len()),
+            ready,
+            draining,
+        };
+        (id.into(), n)
+    }
+
+    fn task(node: Option<&str>, running: bool, unplaceable: bool) -> TaskInfo {
+        TaskInfo {
+            id: "t".into(),
+            slot: None,
+            running,
+            unplaceable,
+            container_id: None,
+            node_id: node.map(String::from),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_tasks_running_on_serving_nodes_are_capacity() {
+        let nodes = HashMap::from([
+            node("a", true, false),
+            node("b", false, false),
+            node("c", true, true),
+        ]);
+        let tasks = [
+            task(Some("a"), true, false),
+            task(Some("a"), false, false),   // starting
+            task(Some("b"), true, false),    // on a node that is down
+            task(Some("c"), true, false),    // on a draining node
+            task(Some("gone"), true, false), // on a node no longer listed
+            task(None, false, true),         // no suitable node
+            task(None, false, false),        // not assigned yet
+        ];
+        let (serving, p, per_node) = placement(&tasks, &nodes);
+        assert_eq!(serving.len(), 1);
+        assert_eq!((p.unplaceable, p.moving), (1, 5));
+        let states: Vec<(&str, &str, u32, u32)> = per_node
+            .iter()
+            .map(|n| (n.node.as_str(), n.state.as_str(), n.tasks, n.running))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("gone", "gone", 1, 1),
+                ("name-a", "ready", 2, 1),
+                ("name-b", "down", 1, 1),
+                ("name-c", "drain", 1, 1)
+            ]
+        );
+        // With no node list (the read failed), every node is taken to serve.
+        let (serving, p, _) = placement(&tasks, &HashMap::new());
+        assert_eq!((serving.len(), p.moving), (4, 2));
+    }
+
+    #[test]
+    fn a_node_watch_dates_the_last_loss() {
+        let mut w = NodeWatch::default();
+        let all = HashMap::from([node("a", true, false), node("b", true, false)]);
+        assert_eq!(w.see(&all, 1_000), None);
+        let b_down = HashMap::from([node("a", true, false), node("b", false, false)]);
+        assert_eq!(w.see(&b_down, 2_000), Some(2_000));
+        // Still down: the loss keeps its date.
+        assert_eq!(w.see(&b_down, 3_000), Some(2_000));
+        assert_eq!(w.see(&all, 4_000), Some(2_000));
+        let a_drained = HashMap::from([node("a", true, true), node("b", true, false)]);
+        assert_eq!(w.see(&a_drained, 5_000), Some(5_000));
+        // A node first seen not serving counts as lost when first seen.
+        let mut fresh = NodeWatch::default();
+        assert_eq!(fresh.see(&b_down, 9_000), Some(9_000));
+        // A failed node list says nothing.
+        assert_eq!(fresh.see(&HashMap::new(), 10_000), Some(9_000));
+    }
 }

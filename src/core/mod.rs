@@ -12,6 +12,7 @@
 pub mod capacity;
 pub mod jidoka;
 pub mod observation;
+pub mod placement;
 pub mod predict;
 pub mod reason;
 pub mod seasonal;
@@ -149,6 +150,7 @@ pub fn decide_in_place(
     }
 
     let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
+    let tier = placement::tier_floor(policy, &q, replicas.placement, current, tier, &mut reasons);
     let action = policy.action(tier);
 
     match replicas.update {
@@ -289,6 +291,15 @@ pub fn decide_in_place(
         }
     }
 
+    // A lost node's counters leave the sums: the signals need their window to forget them.
+    let grace = policy.latency_window_ms() * 5 / 4;
+    desired = placement::limit(
+        replicas.placement,
+        current,
+        desired,
+        (now_ms, grace),
+        &mut reasons,
+    );
     let bounded = desired.clamp(min, max);
     if bounded != desired {
         reasons.push(Reason::Bounded {

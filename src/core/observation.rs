@@ -135,6 +135,9 @@ pub struct Replicas {
     /// Tasks running and ready.
     pub ready: u32,
     pub update: UpdatePhase,
+    /// Tasks that found no node, or sit on one that is down or draining.
+    #[serde(default)]
+    pub placement: super::placement::Placement,
 }
 
 impl Replicas {
@@ -143,6 +146,7 @@ impl Replicas {
             current: n,
             ready: n,
             update: UpdatePhase::None,
+            placement: Default::default(),
         }
     }
 }

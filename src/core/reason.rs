@@ -133,6 +133,31 @@ pub enum Reason {
         reporting: u32,
         running: u32,
     },
+    /// Tasks found no node ("no suitable node"): no scale-up past what is asked already.
+    Unplaceable {
+        pending: u32,
+        fits: u32,
+        wanted: u32,
+    },
+    /// Demand needs more replicas than the nodes hold: the tier is at least red.
+    CannotPlace {
+        ratio: f64,
+        fits: u32,
+        tier: Tier,
+    },
+    /// Tasks are meant to run but do not yet (starting, or on a node that is down or
+    /// draining): no scale-down until Swarm has placed them.
+    TasksMoving {
+        tasks: u32,
+        wanted: u32,
+    },
+    /// A node stopped serving lately: its tasks' counters vanished from the sums, so no
+    /// scale-down until the signals' window has forgotten them.
+    NodeLost {
+        ago_s: f64,
+        grace_s: f64,
+        wanted: u32,
+    },
     /// No state was remembered: the scale-down window starts full of the current replicas
     /// (HPA's first recommendation), so a cold start never scales down at once.
     WindowSeeded {
@@ -275,6 +300,10 @@ impl Reason {
             Reason::UpdateNotProgressing { .. } => "update_not_progressing",
             Reason::PartialTargets { .. } => "partial_targets",
             Reason::WindowSeeded { .. } => "window_seeded",
+            Reason::Unplaceable { .. } => "unplaceable",
+            Reason::CannotPlace { .. } => "cannot_place",
+            Reason::TasksMoving { .. } => "tasks_moving",
+            Reason::NodeLost { .. } => "node_lost",
             Reason::Scale { .. } => "scale",
             Reason::Hold { .. } => "hold",
         }
@@ -454,6 +483,31 @@ impl fmt::Display for Reason {
             Reason::WindowSeeded { replicas } => write!(
                 f,
                 "no remembered state: the scale-down window starts at the current {replicas} replicas"
+            ),
+            Reason::Unplaceable {
+                pending,
+                fits,
+                wanted,
+            } => write!(
+                f,
+                "{pending} tasks cannot be placed (no suitable node): the nodes hold {fits}; not asking for {wanted}"
+            ),
+            Reason::CannotPlace { ratio, fits, tier } => write!(
+                f,
+                "demand is {:.0}% of what the {fits} replicas the nodes hold can serve: at least {tier}",
+                ratio * 100.0
+            ),
+            Reason::TasksMoving { tasks, wanted } => write!(
+                f,
+                "{tasks} tasks are starting or on nodes that are down or draining: not scaling down to {wanted} until they run"
+            ),
+            Reason::NodeLost {
+                ago_s,
+                grace_s,
+                wanted,
+            } => write!(
+                f,
+                "a node stopped serving {ago_s:.0}s ago: its tasks' metrics left the sums, so not scaling down to {wanted} for {grace_s:.0}s"
             ),
             Reason::Scale { from, to } => write!(f, "scale {from} → {to}"),
             Reason::Hold { replicas } => write!(f, "hold at {replicas}"),

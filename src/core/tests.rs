@@ -515,6 +515,7 @@ fn state_with_no_ready_replicas_still_serialises() {
         current: 2,
         ready: 0,
         update: UpdatePhase::None,
+        placement: Default::default(),
     };
     decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
     let json = serde_json::to_string(&st).unwrap();
@@ -677,6 +678,7 @@ fn rolling_update_holds_replicas() {
         current: 4,
         ready: 4,
         update: UpdatePhase::Progressing,
+        placement: Default::default(),
     };
     let d = decide_in_place(&p, &p.services[0], &obs, reps, &mut st, 0);
     assert_eq!(d.desired, 4, "{}", d.summary());
@@ -695,6 +697,7 @@ fn a_paused_update_does_not_hold_and_a_progressing_one_lets_emergency_through() 
             current: 4,
             ready: 4,
             update: phase,
+            placement: Default::default(),
         };
         let d = decide_in_place(&p, &p.services[0], &obs(0), reps, &mut st, 0);
         assert!(d.desired > 4, "{phase:?}: {}", d.summary());
@@ -706,6 +709,7 @@ fn a_paused_update_does_not_hold_and_a_progressing_one_lets_emergency_through() 
         current: 4,
         ready: 4,
         update: UpdatePhase::Progressing,
+        placement: Default::default(),
     };
     let mut d = None;
     for i in 0..30 {
@@ -975,7 +979,7 @@ proptest! {
         for (i, (o, current, ready, updating)) in seq.iter().enumerate() {
             let now = i as u64 * S;
             let update = if *updating { UpdatePhase::Progressing } else { UpdatePhase::None };
-            let reps = Replicas { current: *current, ready: *ready, update };
+            let reps = Replicas { current: *current, ready: *ready, update, placement: Default::default() };
             let d = decide_in_place(&p, &p.services[0], &to_observations(o, now), reps, &mut st, now);
             prop_assert!((2..=20).contains(&d.desired), "{} out of [2, 20]: {}", d.desired, d.summary());
         }
@@ -1124,4 +1128,82 @@ fn panic_weighs_the_fast_signal_and_ignores_it_when_bad() {
         "the slow 400/s alone: 4 replicas: {}",
         d.summary()
     );
+}
+
+/// Issue 12: replicas that found no node are not capacity. With 8 asked and 2 pending,
+/// demand for 12 holds at 8 (not 12: the queue would only lengthen), and the tier goes
+/// to red (shedding, since the replicas cannot come); a scale-down is not held.
+#[test]
+fn unplaceable_tasks_stop_the_scale_up_and_raise_the_tier() {
+    let p = policy_without_panic();
+    let obs = Observations::values(
+        0,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 120.0)],
+    );
+    let reps = |unplaceable| Replicas {
+        current: 8,
+        ready: 8 - unplaceable,
+        update: UpdatePhase::None,
+        placement: placement::Placement {
+            unplaceable,
+            ..Default::default()
+        },
+    };
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &obs, reps(2), &mut st, 0);
+    assert_eq!(d.desired, 8, "{}", d.summary());
+    assert_eq!(d.tier, Tier::Red, "{}", d.summary());
+    let codes: Vec<&str> = d.reasons.iter().map(|r| r.code()).collect();
+    assert!(
+        codes.contains(&"unplaceable") && codes.contains(&"cannot_place"),
+        "{codes:?}"
+    );
+    // Placed: it scales up again, and the tier is the signals' own.
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &obs, reps(0), &mut st, 0);
+    assert_eq!((d.desired, d.tier), (12, Tier::Green), "{}", d.summary());
+    // Demand the nodes hold (50 connections: 5 replicas of the 6 that fit): no tier.
+    let calm = Observations::values(
+        0,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 50.0)],
+    );
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &calm, reps(2), &mut st, 0);
+    assert_eq!(d.tier, Tier::Green, "{}", d.summary());
+}
+
+/// Issue 12: while Swarm moves tasks (a node lost or drained), their metrics are out of
+/// the sums: demand reads low, and that is no reason to scale down.
+#[test]
+fn moving_tasks_and_a_lost_node_hold_the_scale_down() {
+    let mut p = policy_without_panic();
+    p.behavior.scale_down.stabilization = Duration::ZERO;
+    let low = Observations::values(
+        100 * S,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 30.0)],
+    );
+    let reps = |placement| Replicas {
+        current: 6,
+        ready: 6,
+        update: UpdatePhase::None,
+        placement,
+    };
+    let moving = placement::Placement {
+        moving: 2,
+        ..Default::default()
+    };
+    let lost = |at| placement::Placement {
+        node_lost_ms: Some(at),
+        ..Default::default()
+    };
+    for (what, pl, held) in [
+        ("tasks moving", moving, true),
+        ("a node lost 10 s ago", lost(90 * S), true),
+        ("a node lost 2 min ago", lost(0), false),
+        ("nothing", placement::Placement::default(), false),
+    ] {
+        let mut st = CoreState::default();
+        let d = decide_in_place(&p, &p.services[0], &low, reps(pl), &mut st, 100 * S);
+        assert_eq!(d.desired == 6, held, "{what}: {}", d.summary());
+    }
 }

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub desired: Family<ServiceLabel, Gauge>,
     pub current: Family<ServiceLabel, Gauge>,
     pub ready: Family<ServiceLabel, Gauge>,
+    pub unplaceable: Family<ServiceLabel, Gauge>,
+    pub moving: Family<ServiceLabel, Gauge>,
     pub shed_admit: Family<ServiceLabel, FloatGauge>,
     pub shedding: Family<ServiceLabel, Gauge>,
     pub stopped: Family<ServiceLabel, Gauge>,
@@ -79,6 +81,8 @@ impl Metrics {
             desired: Family::default(),
             current: Family::default(),
             ready: Family::default(),
+            unplaceable: Family::default(),
+            moving: Family::default(),
             shed_admit: Family::default(),
             shedding: Family::default(),
             stopped: Family::default(),
@@ -110,7 +114,21 @@ impl Metrics {
             "Replicas in the service spec",
             m.current.clone(),
         );
-        registry.register("replicas_ready", "Tasks running", m.ready.clone());
+        registry.register(
+            "replicas_ready",
+            "Tasks running on nodes that serve (ready, not draining)",
+            m.ready.clone(),
+        );
+        registry.register(
+            "tasks_unplaceable",
+            "Tasks Swarm found no node for (no suitable node: resources or constraints)",
+            m.unplaceable.clone(),
+        );
+        registry.register(
+            "tasks_moving",
+            "Tasks meant to run that do not yet: starting, or on a node down or draining",
+            m.moving.clone(),
+        );
         registry.register(
             "shed_admit_ratio",
             "Shedding: fraction of capacity admitted (1 when not shedding)",
@@ -252,6 +270,14 @@ impl Metrics {
                 reason: deciding_reason(d).into(),
             })
             .inc();
+    }
+
+    pub fn placement(&self, service: &str, p: crate::core::placement::Placement) {
+        let l = ServiceLabel {
+            service: service.to_string(),
+        };
+        self.unplaceable.get_or_create(&l).set(p.unplaceable as i64);
+        self.moving.get_or_create(&l).set(p.moving as i64);
     }
 
     pub fn source_error(&self, source: &str) {

@@ -82,6 +82,12 @@ pub struct ServiceStatus {
     pub stopped: bool,
     pub replicas: Option<u32>,
     pub ready: Option<u32>,
+    /// Tasks that found no node, and tasks on nodes that are down or draining.
+    #[serde(default)]
+    pub placement: crate::core::placement::Placement,
+    /// The service's tasks per node: a hot node, a dead one.
+    #[serde(default)]
+    pub nodes: Vec<crate::swarm::NodeTasks>,
     pub desired: Option<u32>,
     pub shed_admit: Option<f64>,
     pub version: Option<u64>,
@@ -110,6 +116,8 @@ impl ServiceStatus {
             stopped: false,
             replicas: None,
             ready: None,
+            placement: Default::default(),
+            nodes: Vec::new(),
             desired: None,
             shed_admit: None,
             version: None,

@@ -292,6 +292,18 @@ impl Service {
         labels: &[&str],
         standin_args: &[&str],
     ) -> Service {
+        Service::create_placed(name, replicas, &[], labels, standin_args)
+    }
+
+    /// As `create_with`, with `docker service create` arguments of its own (reservations,
+    /// constraints).
+    pub fn create_placed(
+        name: &str,
+        replicas: u32,
+        service_args: &[&str],
+        labels: &[&str],
+        standin_args: &[&str],
+    ) -> Service {
         let _ = docker(&["service", "rm", name]);
         let replicas = replicas.to_string();
         let image = image();
@@ -311,6 +323,7 @@ impl Service {
         for l in labels {
             args.extend(["--label", *l]);
         }
+        args.extend(service_args);
         // erlmcp's TCP wire, when asked for, on 9000.
         if standin_args.contains(&"--tcp-listen") {
             args.extend(["--publish", "mode=host,target=9000"]);

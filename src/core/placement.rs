@@ -1,0 +1,185 @@
+//! What the cluster can hold. HPA leaves this to the scheduler and the cluster
+//! autoscaler; on Swarm there is no cluster autoscaler, so the controller itself must
+//! see that a replica it asked for found no node, and must not mistake a task on a dead
+//! or drained node for capacity.
+//!
+//! - **Unplaceable tasks** (pending, "no suitable node": no node has the CPU or memory
+//!   they reserve, or none meets their constraints) are not capacity. While there are
+//!   any, the replicas are not raised: the cluster holds `current - unplaceable`, and
+//!   the pending tasks are Swarm's own queue, placed the moment capacity returns (a node
+//!   joins, another service shrinks). Asking for more would only lengthen that queue.
+//!   Scaling down is not held: it removes pending tasks first.
+//! - **Demand past what fits** raises the tier to at least red, so the line is shed
+//!   (red's action) instead of waiting for replicas that cannot come. The tier's own
+//!   state machine does not see it: when the tasks are placed the floor goes with them.
+//! - **Moving tasks** (meant to run but not running yet: starting, or on a node that is
+//!   down or draining) are not ready capacity (the shell does not count them), and while
+//!   there are any, no scale-down: Swarm has yet to place them, and their metrics are
+//!   not in the sums (Jidoka: a partial view is bad data for a scale-down).
+//! - **A lost node.** When a node stops serving, Swarm re-places its tasks at once (or
+//!   leaves them pending when nothing fits), but their counters vanished from the sums,
+//!   and a rate reads low until its window has forgotten them. So for the signals'
+//!   window (plus a quarter, for the scrape) after a node is lost, no scale-down.
+
+use super::capacity;
+use super::reason::Reason;
+use crate::policy::{Policy, Tier};
+use serde::{Deserialize, Serialize};
+
+/// The service's tasks as Swarm placed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// Tasks pending with "no suitable node".
+    #[serde(default)]
+    pub unplaceable: u32,
+    /// Tasks meant to run that do not yet: starting, or on a node that is down or
+    /// draining.
+    #[serde(default)]
+    pub moving: u32,
+    /// When a node last stopped serving (down, or drained), as the shell saw it.
+    #[serde(default)]
+    pub node_lost_ms: Option<u64>,
+}
+
+impl Placement {
+    /// The replicas the nodes hold, when some of the current ones found no node.
+    pub fn fits(self, current: u32) -> Option<u32> {
+        (self.unplaceable > 0).then(|| current.saturating_sub(self.unplaceable))
+    }
+}
+
+/// The tier, raised to red when demand needs more replicas than the nodes hold.
+pub fn tier_floor(
+    policy: &Policy,
+    q: &super::tier::Qualities,
+    placement: Placement,
+    current: u32,
+    tier: Tier,
+    reasons: &mut Vec<Reason>,
+) -> Tier {
+    let Some(fits) = placement.fits(current) else {
+        return tier;
+    };
+    let Some(ratio) = capacity::load_ratio(&policy.capacity, q, fits) else {
+        return tier;
+    };
+    // Past the tolerance band: the same test that would ask for another replica.
+    if ratio <= 1.0 + policy.capacity.tolerance || tier >= Tier::Red {
+        return tier;
+    }
+    reasons.push(Reason::CannotPlace {
+        ratio,
+        fits,
+        tier: Tier::Red,
+    });
+    Tier::Red
+}
+
+/// Caps a scale-up while tasks cannot be placed, and holds a scale-down while tasks move
+/// or for `grace_ms` after a node was lost. Returns the replicas to ask for.
+pub fn limit(
+    placement: Placement,
+    current: u32,
+    desired: u32,
+    (now_ms, grace_ms): (u64, u64),
+    reasons: &mut Vec<Reason>,
+) -> u32 {
+    if desired > current && placement.unplaceable > 0 {
+        reasons.push(Reason::Unplaceable {
+            pending: placement.unplaceable,
+            fits: current.saturating_sub(placement.unplaceable),
+            wanted: desired,
+        });
+        return current;
+    }
+    if desired >= current {
+        return desired;
+    }
+    if placement.moving > 0 {
+        reasons.push(Reason::TasksMoving {
+            tasks: placement.moving,
+            wanted: desired,
+        });
+        return current;
+    }
+    let since_lost = placement.node_lost_ms.map(|at| now_ms.saturating_sub(at));
+    if let Some(ago) = since_lost.filter(|ago| *ago < grace_ms) {
+        reasons.push(Reason::NodeLost {
+            ago_s: ago as f64 / 1000.0,
+            grace_s: grace_ms as f64 / 1000.0,
+            wanted: desired,
+        });
+        return current;
+    }
+    desired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_only_when_something_is_pending() {
+        let p = Placement::default();
+        assert_eq!(p.fits(8), None);
+        let p = Placement {
+            unplaceable: 2,
+            ..Default::default()
+        };
+        assert_eq!(p.fits(8), Some(6));
+        assert_eq!(p.fits(1), Some(0));
+    }
+
+    #[test]
+    fn unplaceable_caps_a_scale_up_but_not_a_scale_down() {
+        let p = Placement {
+            unplaceable: 2,
+            ..Default::default()
+        };
+        let mut r = Vec::new();
+        assert_eq!(limit(p, 8, 12, NOW, &mut r), 8);
+        assert!(matches!(
+            r[0],
+            Reason::Unplaceable {
+                pending: 2,
+                fits: 6,
+                wanted: 12
+            }
+        ));
+        assert_eq!(limit(p, 8, 5, NOW, &mut Vec::new()), 5);
+        assert_eq!(limit(Placement::default(), 8, 12, NOW, &mut Vec::new()), 12);
+    }
+
+    const NOW: (u64, u64) = (100_000, 75_000);
+
+    #[test]
+    fn moving_tasks_hold_a_scale_down_but_not_a_scale_up() {
+        let p = Placement {
+            moving: 3,
+            ..Default::default()
+        };
+        let mut r = Vec::new();
+        assert_eq!(limit(p, 6, 4, NOW, &mut r), 6);
+        assert!(matches!(
+            r[0],
+            Reason::TasksMoving {
+                tasks: 3,
+                wanted: 4
+            }
+        ));
+        assert_eq!(limit(p, 6, 9, NOW, &mut Vec::new()), 9);
+    }
+
+    #[test]
+    fn a_lost_node_holds_a_scale_down_for_the_grace_only() {
+        let lost = |ago: u64| Placement {
+            node_lost_ms: Some(NOW.0 - ago),
+            ..Default::default()
+        };
+        let mut r = Vec::new();
+        assert_eq!(limit(lost(10_000), 6, 4, NOW, &mut r), 6);
+        assert!(matches!(r[0], Reason::NodeLost { wanted: 4, .. }), "{r:?}");
+        assert_eq!(limit(lost(80_000), 6, 4, NOW, &mut Vec::new()), 4);
+        assert_eq!(limit(lost(10_000), 6, 9, NOW, &mut Vec::new()), 9);
+    }
+}
