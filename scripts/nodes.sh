@@ -161,6 +161,9 @@ up() {
     log "need 1 <= MANAGERS <= N <= 9 (got N=$n MANAGERS=$m)"; exit 2
   fi
   [ "$(id -u)" = 0 ] || { log "needs root (network namespaces, a bridge, iptables)"; exit 2; }
+  if [ -f "$DIR/env" ] && alive "$DIR/n1/dockerd.pid"; then
+    log "already up ($DIR); scripts/nodes.sh down first for another shape"; return
+  fi
   install_missing
   mkdir -p "$DIR"
   echo "$n" >"$DIR/count"
@@ -205,6 +208,8 @@ down() {
     alive "$DIR/n$i/dockerd.pid" && dk "$i" swarm leave --force >/dev/null 2>&1
   done
   for i in $(seq "$n"); do [ -d "$DIR/n$i" ] && stop_pid "$DIR/n$i/dockerd.pid" "node $i's dockerd"; done
+  # A daemon killed (not stopped) leaves its containerd, shims and containers behind.
+  pkill -9 -f "$DIR/n[0-9]/" 2>/dev/null
   grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r mnt; do umount -l "$mnt" 2>/dev/null; done
   for i in $(seq "$n"); do
     ip netns del "$NS_PREFIX$i" 2>/dev/null

@@ -37,6 +37,11 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
 
+# The multi-node cluster, apart from one a developer may have up (ID 0): set before the
+# trap, so that tearing down never touches theirs.
+export ANDON_NODES_DIR=${ANDON_TEST_NODES_DIR:-/tmp/andon-test-nodes}
+export ANDON_NODES_ID=${ANDON_TEST_NODES_ID:-1}
+export ANDON_NODES_PROM_ADDR=${ANDON_TEST_NODES_PROM_ADDR:-127.0.0.1:19093}
 trap 'scripts/env.sh down; scripts/nodes.sh down' EXIT
 scripts/env.sh up
 (
@@ -47,10 +52,6 @@ scripts/env.sh up
 )
 scripts/env.sh down
 
-# The multi-node cluster, apart from one a developer may have up (ID 0).
-export ANDON_NODES_DIR=${ANDON_TEST_NODES_DIR:-/tmp/andon-test-nodes}
-export ANDON_NODES_ID=${ANDON_TEST_NODES_ID:-1}
-export ANDON_NODES_PROM_ADDR=${ANDON_TEST_NODES_PROM_ADDR:-127.0.0.1:19093}
 scripts/nodes.sh up 3
 (
   # shellcheck disable=SC1091

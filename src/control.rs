@@ -212,7 +212,8 @@ impl Controller {
         };
         status.opted_in = true;
         // Only tasks running on nodes that serve are capacity, and only they get traffic.
-        let (tasks, mut placement, per_node) = crate::swarm::placement(&tasks, nodes);
+        let (tasks, mut placement, per_node) =
+            crate::swarm::placement(&tasks, nodes, (now_ms(), self.policy.placement_grace_ms()));
         placement.node_lost_ms = node_lost_ms;
         let ready = tasks.len() as u32;
         status.ready = Some(ready);

@@ -10,7 +10,7 @@
 //! it would have done is remembered as done.
 
 use crate::core::Decision;
-use crate::model::{Cluster, Load, ModelPrometheus, ModelSwarm, ReplicaParams};
+use crate::model::{Cluster, Load, ModelNodes, ModelPrometheus, ModelSwarm, ReplicaParams};
 use crate::policy::{Policy, ServiceSpec, Tier};
 use crate::reconcile::Reconciler;
 use crate::scenario::expect::{Outcome, Point};
@@ -341,7 +341,11 @@ pub fn run_judged(
         let window = crate::policy::promql::longest_range(&f.query).unwrap_or(opts.tick);
         prom.fast_ticks = (window.as_secs_f64() / dt).round().max(1.0) as usize;
     }
-    let mut swarm = ModelSwarm::new();
+    let mut swarm = ModelSwarm::new().with_nodes(
+        scenario
+            .nodes
+            .map(|n| ModelNodes::new(n.count, n.tasks_per_node)),
+    );
     let history = history_series(scenario, policy);
     let mut controller = Reconciler::new();
     load_history(&mut controller, policy, &history);
@@ -383,6 +387,13 @@ pub fn run_judged(
             let until = |d: &Duration| (t + *d).as_millis() as u64;
             match &f.kind {
                 FaultKind::KillTasks(n) => cluster.kill(*n, opts.restart_delay.as_secs_f64()),
+                FaultKind::NodeDown { node, duration }
+                | FaultKind::NodeDrain { node, duration } => {
+                    // `n1` .. `nN`, checked when the scenario was read.
+                    let index = node[1..].parse::<usize>().unwrap_or(1).saturating_sub(1);
+                    let down = matches!(f.kind, FaultKind::NodeDown { .. });
+                    swarm.node_out(&mut cluster, index, (now_ms, until(duration)), down);
+                }
                 FaultKind::PauseTasks { count, duration } => {
                     cluster.pause(*count, duration.as_secs_f64())
                 }
@@ -424,7 +435,7 @@ pub fn run_judged(
 
         if k % interval_ticks == 0 && t >= controller_down_until {
             let obs = prom.observe(policy, now_ms);
-            let view = swarm.read(&cluster, now_ms);
+            let view = swarm.read(&mut cluster, now_ms);
             let plan = controller.step(policy, service, &obs, view, now_ms, opts.controlled);
             let d = &plan.decision;
             if opts.record {

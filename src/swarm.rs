@@ -4,6 +4,7 @@
 //! it back with that version. A stale version is answered with a 500 "update out of
 //! sequence" (not a 409); `update` maps it to [`SwarmError::OutOfSequence`].
 
+use crate::core::placement::Placement;
 use crate::reconcile::UpdateState;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ServiceSpec, ServiceUpdateStatusStateEnum, TaskState};
@@ -56,6 +57,8 @@ pub struct TaskInfo {
     /// Swarm could not place it: pending with "no suitable node" (not enough CPU or
     /// memory on any node, or no node meets its constraints). Not capacity.
     pub unplaceable: bool,
+    /// When its state last changed (ms since the epoch), if Swarm says.
+    pub since_ms: Option<u64>,
     pub container_id: Option<String>,
     pub node_id: Option<String>,
     /// Host-mode published ports as (target, published).
@@ -91,7 +94,9 @@ pub struct NodeInfo {
     pub id: String,
     pub name: String,
     pub address: String,
-    /// Swarm's node state is `ready` (not `down`, `unknown` or `disconnected`).
+    /// Swarm's node state is not `down`. `unknown` (every node, for a moment, after the
+    /// manager leader changes) and `disconnected` leave the node's tasks where they are,
+    /// so they still serve; only `down` makes Swarm re-place them.
     pub ready: bool,
     /// Availability `drain`: Swarm moves its tasks away. (`pause` only stops new
     /// placements; its running tasks still serve.)
@@ -108,10 +113,12 @@ impl NodeInfo {
 /// A service's tasks per node, for `/status`: where the load sits.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeTasks {
+    pub id: String,
     /// The node's `andon.node` label, or its hostname; its id when Swarm no longer
     /// lists it.
     pub node: String,
-    /// `ready`, `down` (or another state that is not ready), or `drain`.
+    /// `ready`, `down`, `drain`, `gone` (no longer a node of the swarm), or `unknown`
+    /// (the node list could not be read).
     pub state: String,
     /// Tasks of the service meant to run there, and how many run.
     pub tasks: u32,
@@ -119,19 +126,23 @@ pub struct NodeTasks {
 }
 
 /// What a service's tasks are worth: the ones that run on a node that serves, and the
-/// placement the core needs (tasks with no node, tasks on a node that does not serve).
-/// With no node list (the read failed), every node is taken to serve.
+/// placement the core needs (tasks with no node, tasks on their way). With no node list
+/// (the read failed), every node is taken to serve. A task that has been on its way
+/// (starting, assigned) for longer than `max_moving_ms` is not counted as moving: one
+/// that never starts (a failing healthcheck, a hung pull) must not hold scale-down for
+/// good.
 pub fn placement(
     tasks: &[TaskInfo],
     nodes: &HashMap<String, NodeInfo>,
-) -> (
-    Vec<TaskInfo>,
-    crate::core::placement::Placement,
-    Vec<NodeTasks>,
-) {
-    let mut p = crate::core::placement::Placement::default();
+    (now_ms, max_moving_ms): (u64, u64),
+) -> (Vec<TaskInfo>, Placement, Vec<NodeTasks>) {
+    let mut p = Placement::default();
     let mut serving = Vec::new();
     let mut per_node: Vec<NodeTasks> = Vec::new();
+    let recent = |t: &TaskInfo| {
+        t.since_ms
+            .is_none_or(|s| now_ms.saturating_sub(s) <= max_moving_ms)
+    };
     for t in tasks {
         if t.unplaceable {
             p.unplaceable += 1;
@@ -139,14 +150,14 @@ pub fn placement(
         }
         // Not assigned yet (pending, allocating): Swarm is still placing it.
         let Some(node_id) = &t.node_id else {
-            p.moving += 1;
+            p.moving += recent(t) as u32;
             continue;
         };
         let node = nodes.get(node_id);
         let serves = nodes.is_empty() || node.is_some_and(NodeInfo::serves);
         if serves && t.running {
             serving.push(t.clone());
-        } else {
+        } else if !serves || recent(t) {
             p.moving += 1;
         }
         let name = node.map_or_else(|| node_id.clone(), |n| n.name.clone());
@@ -157,10 +168,11 @@ pub fn placement(
             None if nodes.is_empty() => "unknown",
             None => "gone",
         };
-        let i = match per_node.iter().position(|n| n.node == name) {
+        let i = match per_node.iter().position(|n| n.id == *node_id) {
             Some(i) => i,
             None => {
                 per_node.push(NodeTasks {
+                    id: node_id.clone(),
                     node: name,
                     state: state.into(),
                     tasks: 0,
@@ -172,7 +184,7 @@ pub fn placement(
         per_node[i].tasks += 1;
         per_node[i].running += t.running as u32;
     }
-    per_node.sort_by(|a, b| a.node.cmp(&b.node));
+    per_node.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
     (serving, p, per_node)
 }
 
@@ -195,6 +207,13 @@ impl NodeWatch {
             }
         }
         if !nodes.is_empty() {
+            // A serving node removed from the swarm (`node rm --force`) is lost too.
+            let before = self.serving.len();
+            self.serving
+                .retain(|id, serving| nodes.contains_key(id) || !*serving);
+            if self.serving.len() < before {
+                self.lost_ms = Some(now_ms);
+            }
             self.serving.retain(|id, _| nodes.contains_key(id));
         }
         self.lost_ms
@@ -306,11 +325,18 @@ impl Swarm {
                         .err
                         .as_deref()
                         .is_some_and(|e| e.starts_with("no suitable node"));
+                let since_ms = status
+                    .timestamp
+                    .as_deref()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64);
                 TaskInfo {
                     id: t.id.unwrap_or_default(),
                     slot: t.slot,
                     running: status.state == Some(TaskState::RUNNING),
                     unplaceable,
+                    since_ms,
                     container_id: status.container_status.and_then(|c| c.container_id),
                     node_id: t.node_id,
                     ports,
@@ -344,7 +370,7 @@ impl Swarm {
                         name: labels.get("andon.node").cloned().unwrap_or(hostname),
                         id,
                         address: status.addr.unwrap_or_default(),
-                        ready: status.state == Some(S::READY),
+                        ready: status.state != Some(S::DOWN),
                         draining: spec.availability == Some(A::DRAIN),
                     },
                 ))
@@ -408,6 +434,7 @@ mod tests {
             slot: None,
             running,
             unplaceable,
+            since_ms: None,
             container_id: None,
             node_id: node.map(String::from),
             ports: Vec::new(),
@@ -430,7 +457,7 @@ mod tests {
             task(None, false, true),         // no suitable node
             task(None, false, false),        // not assigned yet
         ];
-        let (serving, p, per_node) = placement(&tasks, &nodes);
+        let (serving, p, per_node) = placement(&tasks, &nodes, (0, 1));
         assert_eq!(serving.len(), 1);
         assert_eq!((p.unplaceable, p.moving), (1, 5));
         let states: Vec<(&str, &str, u32, u32)> = per_node
@@ -447,8 +474,17 @@ mod tests {
             ]
         );
         // With no node list (the read failed), every node is taken to serve.
-        let (serving, p, _) = placement(&tasks, &HashMap::new());
+        let (serving, p, _) = placement(&tasks, &HashMap::new(), (0, 1));
         assert_eq!((serving.len(), p.moving), (4, 2));
+        // A task starting for longer than the bound no longer holds anything; one on a
+        // lost node still does (Swarm moves it away).
+        let mut stuck = task(Some("a"), false, false);
+        stuck.since_ms = Some(1_000);
+        let lost = task(Some("b"), true, false);
+        let (_, p, _) = placement(&[stuck.clone(), lost], &nodes, (100_000, 75_000));
+        assert_eq!(p.moving, 1);
+        let (_, p, _) = placement(&[stuck], &nodes, (50_000, 75_000));
+        assert_eq!(p.moving, 1);
     }
 
     #[test]
@@ -468,5 +504,10 @@ mod tests {
         assert_eq!(fresh.see(&b_down, 9_000), Some(9_000));
         // A failed node list says nothing.
         assert_eq!(fresh.see(&HashMap::new(), 10_000), Some(9_000));
+        // A serving node removed from the swarm is lost; a down one removed is not news.
+        let mut w = NodeWatch::default();
+        w.see(&all, 1_000);
+        let only_a = HashMap::from([node("a", true, false)]);
+        assert_eq!(w.see(&only_a, 2_000), Some(2_000));
     }
 }

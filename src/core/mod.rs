@@ -150,8 +150,12 @@ pub fn decide_in_place(
     }
 
     let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
+    // A tier raised for want of nodes is shown (and alerts), but acts as the signals'
+    // tier: its floor cannot be placed, and its shedding was meant for latency, which
+    // the shedding loop still answers (see placement).
+    let signals_tier = tier;
     let tier = placement::tier_floor(policy, &q, replicas.placement, current, tier, &mut reasons);
-    let action = policy.action(tier);
+    let action = policy.action(signals_tier);
 
     match replicas.update {
         UpdatePhase::None => {}
@@ -291,8 +295,9 @@ pub fn decide_in_place(
         }
     }
 
-    // A lost node's counters leave the sums: the signals need their window to forget them.
-    let grace = policy.latency_window_ms() * 5 / 4;
+    // A lost node's counters leave the sums: the demand signals need their window to
+    // forget them.
+    let grace = policy.placement_grace_ms();
     desired = placement::limit(
         replicas.placement,
         current,

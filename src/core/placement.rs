@@ -9,9 +9,14 @@
 //!   the pending tasks are Swarm's own queue, placed the moment capacity returns (a node
 //!   joins, another service shrinks). Asking for more would only lengthen that queue.
 //!   Scaling down is not held: it removes pending tasks first.
-//! - **Demand past what fits** raises the tier to at least red, so the line is shed
-//!   (red's action) instead of waiting for replicas that cannot come. The tier's own
-//!   state machine does not see it: when the tasks are placed the floor goes with them.
+//! - **Demand past what fits** raises the tier to at least red: shown in `/status`, the
+//!   metrics and the alerts, so an operator adds a node. It does not take red's action:
+//!   red's floor cannot be placed, and red's shedding starts at a fraction of the
+//!   policy's capacity, which is conservative (a target utilisation below 1): on the
+//!   modelled cluster it shed 16% of a drained peak whose latency was fine, and those
+//!   sheds, counted as errors, lifted the tier to emergency (chaos/node-drain-at-peak).
+//!   Latency is what shedding answers, and the latency tiers still do. The tier's own
+//!   state machine does not see this raise: when the tasks are placed it is gone.
 //! - **Moving tasks** (meant to run but not running yet: starting, or on a node that is
 //!   down or draining) are not ready capacity (the shell does not count them), and while
 //!   there are any, no scale-down: Swarm has yet to place them, and their metrics are
@@ -48,7 +53,8 @@ impl Placement {
     }
 }
 
-/// The tier, raised to red when demand needs more replicas than the nodes hold.
+/// The tier, raised to red when demand needs more replicas than the nodes hold. The
+/// decision acts as the signals' tier (no floor, no shedding of its own).
 pub fn tier_floor(
     policy: &Policy,
     q: &super::tier::Qualities,

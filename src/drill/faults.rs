@@ -1,5 +1,5 @@
 //! Faults at their scenario times: kill or pause tasks' containers, stop Prometheus (or
-//! make it unreachable), SIGKILL the controller and let Swarm restart it.
+//! make it unreachable), SIGKILL the controller and let Swarm restart it, drain a node.
 
 use super::FaultEvent;
 use crate::scenario::{Fault, FaultKind};
@@ -53,6 +53,52 @@ async fn containers(swarm: &Swarm, service: &str, n: u32) -> crate::Result<Vec<S
         .collect())
 }
 
+/// Sets a node's availability to drain (or back to active); the node is named by its
+/// `andon.node` label, its hostname or its id. Returns its id.
+async fn drain(swarm: &Swarm, name: &str, on: bool) -> Result<String, String> {
+    use bollard::models::NodeSpecAvailabilityEnum as A;
+    use bollard::query_parameters::{ListNodesOptions, UpdateNodeOptions};
+    let nodes = swarm
+        .docker
+        .list_nodes(None::<ListNodesOptions>)
+        .await
+        .map_err(|e| format!("list nodes: {e}"))?;
+    let named = |n: &&bollard::models::Node| {
+        let label = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.labels.as_ref())
+            .and_then(|l| l.get("andon.node"));
+        let host = n.description.as_ref().and_then(|d| d.hostname.as_ref());
+        label.is_some_and(|l| l == name)
+            || n.id.as_deref() == Some(name)
+            || host.is_some_and(|h| h == name)
+    };
+    let matching: Vec<_> = nodes.iter().filter(named).collect();
+    let [node] = matching.as_slice() else {
+        return Err(format!(
+            "node `{name}`: {} nodes match (by the andon.node label, hostname or id); allowed: exactly one",
+            matching.len()
+        ));
+    };
+    let id = node.id.clone().unwrap_or_default();
+    let mut spec = node.spec.clone().unwrap_or_default();
+    spec.availability = Some(if on { A::DRAIN } else { A::ACTIVE });
+    let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+    swarm
+        .docker
+        .update_node(
+            &id,
+            spec,
+            UpdateNodeOptions {
+                version: version as i64,
+            },
+        )
+        .await
+        .map_err(|e| format!("update node {id}: {e}"))?;
+    Ok(id)
+}
+
 fn signal_pidfile(pidfile: &str, sig: &str) -> crate::Result<()> {
     use crate::Error::Runtime;
     let pid = std::fs::read_to_string(pidfile).map_err(|e| Runtime(format!("{pidfile}: {e}")))?;
@@ -101,6 +147,34 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                 Err(e) => (false, e.to_string()),
             }
         }
+        FaultKind::NodeDrain { node, duration } => {
+            let Some(sw) = &ctx.swarm else {
+                return (false, "draining a node needs --target swarm:SERVICE".into());
+            };
+            match drain(sw, node, true).await {
+                Ok(id) => {
+                    let (sw, node2, d) = (sw.clone(), node.clone(), *duration);
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(d).await;
+                        if let Err(e) = drain(&sw, &node2, false).await {
+                            tracing::warn!(node = %node2, error = %e, "could not make the node active again");
+                        }
+                    });
+                    (
+                        true,
+                        format!(
+                            "node {node} ({id}) drained for {}",
+                            humantime::format_duration(*duration)
+                        ),
+                    )
+                }
+                Err(e) => (false, e),
+            }
+        }
+        FaultKind::NodeDown { .. } => (
+            false,
+            "a drill cannot stop a node through the Docker API; on the local cluster, scripts/nodes.sh cut-node takes one off the network (tests/nodes does)".into(),
+        ),
         FaultKind::PauseTasks { count, duration } => {
             let (Some(sw), Some(svc)) = (&ctx.swarm, &ctx.service) else {
                 return (false, "pausing tasks needs --target swarm:SERVICE".into());

@@ -192,6 +192,14 @@ impl Cluster {
         self.tasks.len() as u32
     }
 
+    /// Tasks starting (Swarm shows them starting, not running).
+    pub fn starting(&self) -> u32 {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t.state, TaskState::Starting { .. }))
+            .count() as u32
+    }
+
     pub fn ready(&self) -> u32 {
         self.tasks
             .iter()

@@ -10,4 +10,4 @@ pub mod swarm;
 pub use cluster::{Cluster, Load, TickMetrics};
 pub use prometheus::ModelPrometheus;
 pub use replica::ReplicaParams;
-pub use swarm::ModelSwarm;
+pub use swarm::{ModelNodes, ModelSwarm};

@@ -1,13 +1,54 @@
 //! The modelled Swarm service around the modelled cluster: its spec labels (so the core's
 //! state survives a modelled controller restart exactly as it does on a real Swarm),
-//! rolling updates (progressing or paused), and writes that fail.
+//! rolling updates (progressing or paused), writes that fail, and, with `nodes:` in the
+//! scenario, the nodes that hold its tasks (how many fit, a node down or drained).
 
 use super::Cluster;
+use crate::core::placement::Placement;
 use crate::reconcile::{Desired, ServiceView, UpdateState};
+
+/// How long the managers take to mark a dead node down and re-place its tasks: measured
+/// 14.3 s on the local three-node swarm (tests/nodes, README "Many nodes"); Swarm's
+/// dispatcher heartbeat is 5 s, and a node is declared down after missing several.
+pub const NODE_DOWN_NOTICE_S: f64 = 15.0;
+
+/// The modelled nodes. Swarm spreads a service's tasks evenly, so a node holds its share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelNodes {
+    /// Per node: serving, or out (down or drained) until this time (ms).
+    out_until_ms: Vec<Option<u64>>,
+    /// Tasks of the service one node holds (its CPU or memory over the reservation);
+    /// `None`: as many as asked.
+    per_node: Option<u32>,
+    /// When a node last stopped serving.
+    lost_ms: Option<u64>,
+}
+
+impl ModelNodes {
+    pub fn new(count: u32, per_node: Option<u32>) -> Self {
+        ModelNodes {
+            out_until_ms: vec![None; count.max(1) as usize],
+            per_node,
+            lost_ms: None,
+        }
+    }
+
+    fn serving(&self) -> u32 {
+        self.out_until_ms.iter().filter(|o| o.is_none()).count() as u32
+    }
+
+    /// The tasks the serving nodes hold.
+    fn capacity(&self) -> Option<u32> {
+        self.per_node.map(|m| m.saturating_mul(self.serving()))
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ModelSwarm {
     view: ServiceView,
+    /// Replicas in the spec; the cluster runs as many as the nodes hold.
+    spec: Option<u32>,
+    nodes: Option<ModelNodes>,
     write_fail_until_ms: u64,
     update_until_ms: u64,
     update_paused: bool,
@@ -19,6 +60,54 @@ pub struct ModelSwarm {
 impl ModelSwarm {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A service on these nodes (`nodes:` in the scenario).
+    pub fn with_nodes(mut self, nodes: Option<ModelNodes>) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Node `index` (0-based) stops serving until `until_ms`: down (its tasks are
+    /// re-placed once the managers notice, [`NODE_DOWN_NOTICE_S`]) or drained (at once).
+    /// Its share of the tasks dies; their clients reconnect to the others.
+    pub fn node_out(
+        &mut self,
+        cluster: &mut Cluster,
+        index: usize,
+        (now_ms, until_ms): (u64, u64),
+        down: bool,
+    ) {
+        let Some(nodes) = self.nodes.as_mut() else {
+            return;
+        };
+        let serving = nodes.serving();
+        let Some(slot) = nodes.out_until_ms.get_mut(index) else {
+            return;
+        };
+        if slot.is_none() && serving > 0 {
+            // Its share of the tasks, rounded to the nearest.
+            let tasks = cluster.replicas();
+            let share = (tasks * 2 + serving) / (2 * serving);
+            let delay = if down { NODE_DOWN_NOTICE_S } else { 0.0 };
+            cluster.kill(share, delay);
+        }
+        *slot = Some(until_ms.max(slot.unwrap_or(0)));
+        nodes.lost_ms = Some(now_ms);
+        self.place(cluster);
+    }
+
+    /// The cluster runs what the spec asks, up to what the serving nodes hold.
+    fn place(&mut self, cluster: &mut Cluster) {
+        let spec = *self.spec.get_or_insert(cluster.replicas());
+        let fits = self
+            .nodes
+            .as_ref()
+            .and_then(ModelNodes::capacity)
+            .map_or(spec, |c| spec.min(c));
+        if cluster.replicas() != fits {
+            cluster.scale(fits);
+        }
     }
 
     /// Every write fails until `until_ms` ("update out of sequence" forever, or the Docker
@@ -36,9 +125,24 @@ impl ModelSwarm {
     }
 
     /// The service as the Docker API would show it now.
-    pub fn read(&mut self, cluster: &Cluster, now_ms: u64) -> &ServiceView {
-        self.view.replicas = cluster.replicas();
+    pub fn read(&mut self, cluster: &mut Cluster, now_ms: u64) -> &ServiceView {
+        if let Some(nodes) = self.nodes.as_mut() {
+            for o in &mut nodes.out_until_ms {
+                if o.is_some_and(|until| until <= now_ms) {
+                    *o = None;
+                }
+            }
+        }
+        self.place(cluster);
+        let spec = self.spec.unwrap_or(0);
+        self.view.replicas = spec;
         self.view.running = cluster.ready();
+        // As `andon run` reads a real service: tasks no node holds, tasks starting.
+        self.view.placement = Placement {
+            unplaceable: spec.saturating_sub(cluster.replicas()),
+            moving: cluster.starting(),
+            node_lost_ms: self.nodes.as_ref().and_then(|n| n.lost_ms),
+        };
         self.view.update = if now_ms < self.update_until_ms {
             if self.update_paused {
                 UpdateState::Paused
@@ -64,7 +168,8 @@ impl ModelSwarm {
         }
         self.writes += 1;
         if let Some(r) = desired.replicas {
-            cluster.scale(r);
+            self.spec = Some(r);
+            self.place(cluster);
         }
         desired.apply_labels(&mut self.view.labels);
         true

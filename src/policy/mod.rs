@@ -473,9 +473,19 @@ pub struct Policy {
     /// How long the p95 signal remembers the past: its query's longest range (`[1m]`),
     /// 1 m when it has none. The shedding loop waits this long before cutting again.
     pub latency_window: std::time::Duration,
+    /// How long the demand signals remember the past: the longest range of their
+    /// queries (1 m when none has one). After a node is lost, its tasks' counters take
+    /// this long to leave the sums.
+    pub demand_window: std::time::Duration,
 }
 
 impl Policy {
+    /// How long Swarm's moves may hold a scale-down: the demand window and a quarter more
+    /// for the scrape ([`crate::core::placement`]).
+    pub fn placement_grace_ms(&self) -> u64 {
+        self.demand_window.as_millis() as u64 * 5 / 4
+    }
+
     pub fn latency_window_ms(&self) -> u64 {
         self.latency_window.as_millis() as u64
     }

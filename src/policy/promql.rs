@@ -107,8 +107,12 @@ fn each_node<'e>(e: &'e Expr, f: &mut impl FnMut(&'e Expr)) {
     }
 }
 
-/// The query parsed as andon sends it (`$service` substituted); `None` if it does not parse.
+/// The query parsed as andon sends it (`$service` substituted); `None` if it does not parse
+/// or nests too deep for the parser's recursion (the check reports that).
 fn parsed(query: &str) -> Option<Expr> {
+    if nesting(query) > MAX_NESTING {
+        return None;
+    }
     parser::parse(&query.replace(SERVICE_PLACEHOLDER, STAND_IN)).ok()
 }
 

@@ -156,6 +156,14 @@ impl Checker<'_> {
             .find(|s| s.kind == SignalKind::P95Latency)
             .and_then(|s| promql::longest_range(&s.query))
             .unwrap_or(Duration::from_secs(60));
+        // What a vanished task's counters leave in the demand sums: the longest range of a
+        // demand signal's query (1 m when none has one).
+        let demand_window = signals
+            .iter()
+            .filter(|s| capacity.per_replica.iter().any(|(k, _)| *k == s.kind))
+            .filter_map(|s| promql::longest_range(&s.query))
+            .max()
+            .unwrap_or(Duration::from_secs(60));
         Policy {
             source: self.file.to_string(),
             services,
@@ -166,6 +174,7 @@ impl Checker<'_> {
             jidoka,
             targets,
             latency_window,
+            demand_window,
             panic_fast,
         }
     }

@@ -26,6 +26,25 @@ pub struct ScenarioFile {
     pub history: Option<super::history::HistoryFile>,
     /// The wire a drill speaks to a Swarm service: http (default), ws or tcp.
     pub transport: Option<super::Transport>,
+    /// The nodes the service runs on, for node faults.
+    pub nodes: Option<NodesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesFile {
+    pub count: i64,
+    /// Tasks of the service one node holds; without it, as many as asked.
+    pub tasks_per_node: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFaultFile {
+    /// `n1` .. `nN` (a real node: its `andon.node` label).
+    pub node: String,
+    #[serde(rename = "for")]
+    pub for_: String,
 }
 
 fn default_timeout() -> String {
@@ -106,6 +125,8 @@ pub struct FaultFile {
     pub rolling_update: Option<RollingUpdateFile>,
     pub scrape_gap: Option<ScrapeGapFile>,
     pub prometheus_stale: Option<String>,
+    pub node_down: Option<NodeFaultFile>,
+    pub node_drain: Option<NodeFaultFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,7 +22,7 @@ pub const MAX_SCENARIO: Duration = Duration::from_secs(31 * 24 * 3600);
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The fault kinds a scenario may name.
-pub const FAULT_KINDS: [&str; 8] = [
+pub const FAULT_KINDS: [&str; 10] = [
     "kill_tasks",
     "pause_tasks",
     "prometheus_down",
@@ -31,6 +31,8 @@ pub const FAULT_KINDS: [&str; 8] = [
     "rolling_update",
     "scrape_gap",
     "prometheus_stale",
+    "node_down",
+    "node_drain",
 ];
 
 /// MCP methods a mix may name: what erlmcp and the stand-in answer.
@@ -109,6 +111,18 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     KillTasks(u32),
+    /// A node stops (its daemon, or its network): the managers mark it down, its tasks
+    /// die and are placed elsewhere; back after `duration`.
+    NodeDown {
+        node: String,
+        duration: Duration,
+    },
+    /// A node drained (availability `drain`): Swarm moves its tasks at once; active
+    /// again after `duration`.
+    NodeDrain {
+        node: String,
+        duration: Duration,
+    },
     PauseTasks {
         count: u32,
         duration: Duration,
@@ -144,6 +158,14 @@ impl Fault {
         let at = humantime::format_duration(self.at);
         match &self.kind {
             FaultKind::KillTasks(n) => format!("{at}: kill {n} task(s)"),
+            FaultKind::NodeDown { node, duration } => format!(
+                "{at}: node {node} down for {}",
+                humantime::format_duration(*duration)
+            ),
+            FaultKind::NodeDrain { node, duration } => format!(
+                "{at}: node {node} drained for {}",
+                humantime::format_duration(*duration)
+            ),
             FaultKind::PauseTasks { count, duration } => {
                 format!(
                     "{at}: pause {count} task(s) for {}",
@@ -214,6 +236,15 @@ pub struct Scenario {
     pub expect: Vec<Expectation>,
     /// Earlier days for the seasonal forecast (`history:`).
     pub history: Option<history::History>,
+    /// The nodes the service runs on (`nodes:`), named `n1` .. `nN`.
+    pub nodes: Option<Nodes>,
+}
+
+/// `nodes:` in a scenario: how many, and how many of the service's tasks each holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nodes {
+    pub count: u32,
+    pub tasks_per_node: Option<u32>,
 }
 
 impl Scenario {
@@ -265,7 +296,9 @@ impl Scenario {
                 FaultKind::RestartController { down_for } => *down_for = f(*down_for),
                 FaultKind::WriteFailures(d) | FaultKind::PrometheusStale(d) => *d = f(*d),
                 FaultKind::RollingUpdate { duration, .. }
-                | FaultKind::ScrapeGap { duration, .. } => *duration = f(*duration),
+                | FaultKind::ScrapeGap { duration, .. }
+                | FaultKind::NodeDown { duration, .. }
+                | FaultKind::NodeDrain { duration, .. } => *duration = f(*duration),
                 FaultKind::KillTasks(_) => {}
             }
         }
@@ -303,6 +336,39 @@ pub fn from_str(file: &str, text: &str) -> Result<Scenario, FileErrors> {
 
 fn count(c: &mut Checker, path: &str, v: i64) -> u32 {
     count_from(c, path, v, 0)
+}
+
+fn count_in(c: &mut Checker, path: &str, v: i64, min: i64, max: i64) -> u32 {
+    if !(min..=max).contains(&v) {
+        c.error(
+            path,
+            format!("{v} is out of range; allowed: {min} to {max}"),
+        );
+        return min as u32;
+    }
+    v as u32
+}
+
+/// A node a fault names: `n1` .. `nN` of the scenario's `nodes:`, which must be there.
+fn node_name(c: &mut Checker, path: &str, name: &str, nodes: Option<Nodes>) -> String {
+    let Some(n) = nodes else {
+        c.error(
+            path,
+            "a node fault needs `nodes: {count, tasks_per_node}` in the scenario; allowed: a node n1 .. nN of it".to_string(),
+        );
+        return name.to_string();
+    };
+    let index = name.strip_prefix('n').and_then(|i| i.parse::<u32>().ok());
+    if !index.is_some_and(|i| (1..=n.count).contains(&i)) {
+        c.error(
+            path,
+            format!(
+                "`{name}` is not a node of the scenario; allowed: n1 to n{}",
+                n.count
+            ),
+        );
+    }
+    name.to_string()
 }
 
 fn count_from(c: &mut Checker, path: &str, v: i64, min: i64) -> u32 {
@@ -468,6 +534,12 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
             ),
         );
     }
+    let nodes = raw.nodes.as_ref().map(|n| Nodes {
+        count: count_in(c, "nodes.count", n.count, 1, 100),
+        tasks_per_node: n
+            .tasks_per_node
+            .map(|m| count_in(c, "nodes.tasks_per_node", m, 1, 10_000)),
+    });
     let mut faults = Vec::new();
     for (i, f) in raw.faults.iter().enumerate() {
         let path = format!("faults[{i}]");
@@ -522,6 +594,19 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                 duration: c.positive_duration(&format!("{path}.scrape_gap.for"), &g.for_),
             });
         }
+        for (key, nf, down) in [
+            ("node_down", &f.node_down, true),
+            ("node_drain", &f.node_drain, false),
+        ] {
+            let Some(nf) = nf else { continue };
+            let node = node_name(c, &format!("{path}.{key}.node"), &nf.node, nodes);
+            let duration = c.positive_duration(&format!("{path}.{key}.for"), &nf.for_);
+            kinds.push(if down {
+                FaultKind::NodeDown { node, duration }
+            } else {
+                FaultKind::NodeDrain { node, duration }
+            });
+        }
         if let Some(d) = &f.prometheus_stale {
             kinds.push(FaultKind::PrometheusStale(
                 c.positive_duration(&format!("{path}.prometheus_stale"), d),
@@ -561,6 +646,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
         client_timeout,
         scrape_interval,
         transport: raw.transport,
+        nodes,
         phases,
         faults,
         expect,
