@@ -9,7 +9,7 @@
 # 3. scripts/env.sh up: dockerd on its own socket, swarm init, the scratch image andon:dev,
 #    Prometheus; then the live tests against them (tests/live, tests/e2e), then
 #    scripts/env.sh down;
-# 4. scripts/nodes.sh up 3 3: a swarm of three managers (a dockerd per network namespace); the
+# 4. scripts/nodes.sh up: a three-node swarm (a dockerd per network namespace); the
 #    multi-node tests (tests/nodes); scripts/nodes.sh down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +52,7 @@ scripts/env.sh up
 )
 scripts/env.sh down
 
-scripts/nodes.sh up 3 3
+scripts/nodes.sh up 3
 (
   # shellcheck disable=SC1091
   source "$ANDON_NODES_DIR/env"

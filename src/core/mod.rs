@@ -150,11 +150,12 @@ pub fn decide_in_place(
     }
 
     let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
-    // A tier raised for want of nodes is shown (and alerts), but the decision acts as
-    // the signals' tier: its floor cannot be placed, and its shedding was meant for
-    // latency, which the shedding loop still answers (see placement).
-    let shown = placement::tier_floor(policy, &q, replicas.placement, current, tier, &mut reasons);
-    let action = policy.action(tier);
+    // A tier raised for want of nodes is shown (and alerts), but acts as the signals'
+    // tier: its floor cannot be placed, and its shedding was meant for latency, which
+    // the shedding loop still answers (see placement).
+    let signals_tier = tier;
+    let tier = placement::tier_floor(policy, &q, replicas.placement, current, tier, &mut reasons);
+    let action = policy.action(signals_tier);
 
     match replicas.update {
         UpdatePhase::None => {}
@@ -331,7 +332,7 @@ pub fn decide_in_place(
     );
     finish(state, policy, current, desired, now_ms, &mut reasons);
     Decision {
-        tier: shown,
+        tier,
         desired,
         shed_admit,
         stopped: false,
