@@ -9,10 +9,11 @@
 //!   the pending tasks are Swarm's own queue, placed the moment capacity returns (a node
 //!   joins, another service shrinks). Asking for more would only lengthen that queue.
 //!   Scaling down is not held: it removes pending tasks first.
-//! - **Demand past what fits** raises the tier to at least red: shown in `/status`, the
-//!   metrics and the alerts, so an operator adds a node. It does not take red's action:
-//!   red's floor cannot be placed, and red's shedding starts at a fraction of the
-//!   policy's capacity, which is conservative (a target utilisation below 1): on the
+//! - **Demand past what fits** raises the tier to at least red: shown in `/status` and
+//!   the metrics (not in the generated alerts, which read the signals), so an operator
+//!   adds a node. It does not take red's action: red's floor cannot be placed, and
+//!   red's shedding starts at a fraction of the policy's capacity, which is
+//!   conservative (a target utilisation below 1): on the
 //!   modelled cluster it shed 16% of a drained peak whose latency was fine, and those
 //!   sheds, counted as errors, lifted the tier to emergency (chaos/node-drain-at-peak).
 //!   Latency is what shedding answers, and the latency tiers still do. The tier's own
