@@ -208,13 +208,15 @@ impl NodeWatch {
         }
         if !nodes.is_empty() {
             // A serving node removed from the swarm (`node rm --force`) is lost too.
-            let before = self.serving.len();
-            self.serving
-                .retain(|id, serving| nodes.contains_key(id) || !*serving);
-            if self.serving.len() < before {
+            let mut removed_serving = false;
+            self.serving.retain(|id, serving| {
+                let listed = nodes.contains_key(id);
+                removed_serving |= !listed && *serving;
+                listed
+            });
+            if removed_serving {
                 self.lost_ms = Some(now_ms);
             }
-            self.serving.retain(|id, _| nodes.contains_key(id));
         }
         self.lost_ms
     }
