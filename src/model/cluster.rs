@@ -208,7 +208,10 @@ impl Cluster {
     }
 
     /// Swarm's reaction to a new replica count: new tasks start (ready after the start
-    /// delay); removed tasks go at once and their clients reconnect elsewhere.
+    /// delay); removed tasks go at once and their clients reconnect elsewhere. Tasks not
+    /// yet running go first, as Swarm's orchestrator removes them first
+    /// (swarmkit's `slotsByRunningState`): a node lost while the spec shrinks must not
+    /// cost the survivors too.
     pub fn scale(&mut self, desired: u32) {
         let desired = desired as usize;
         while self.tasks.len() < desired {
@@ -221,9 +224,18 @@ impl Cluster {
             });
         }
         while self.tasks.len() > desired {
-            if let Some(t) = self.tasks.pop() {
-                self.unplaced += t.conns;
-            }
+            let last_starting = self
+                .tasks
+                .iter()
+                .rposition(|t| matches!(t.state, TaskState::Starting { .. }));
+            let t = match last_starting {
+                Some(i) => self.tasks.remove(i),
+                None => match self.tasks.pop() {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            self.unplaced += t.conns;
         }
     }
 

@@ -142,6 +142,7 @@ impl ModelSwarm {
             unplaceable: spec.saturating_sub(cluster.replicas()),
             moving: cluster.starting(),
             node_lost_ms: self.nodes.as_ref().and_then(|n| n.lost_ms),
+            serving_nodes: self.nodes.as_ref().map(ModelNodes::serving),
         };
         self.view.update = if now_ms < self.update_until_ms {
             if self.update_paused {
@@ -173,5 +174,28 @@ impl ModelSwarm {
         }
         desired.apply_labels(&mut self.view.labels);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ReplicaParams;
+
+    /// 20 tasks on 3 nodes of 8: one node lost leaves 16 places. Its share (7) dies and
+    /// the cluster shrinks to what fits by removing tasks that are not running first, as
+    /// Swarm does: 13 survivors stay ready, 3 are re-placed. (The old model removed from
+    /// the end of its list, ready survivors included: 9 ready, 7 starting.)
+    #[test]
+    fn a_lost_node_costs_its_share_and_no_survivor() {
+        let mut cluster = Cluster::new(ReplicaParams::default(), 20);
+        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, Some(8))));
+        swarm.read(&mut cluster, 0);
+        swarm.node_out(&mut cluster, 0, (1_000, 60_000), false);
+        assert_eq!(cluster.replicas(), 16);
+        assert_eq!(cluster.ready(), 13);
+        assert_eq!(cluster.starting(), 3);
+        let view = swarm.read(&mut cluster, 2_000);
+        assert_eq!(view.placement.unplaceable, 4);
     }
 }
