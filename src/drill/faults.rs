@@ -4,16 +4,107 @@
 use super::FaultEvent;
 use crate::scenario::{Fault, FaultKind};
 use crate::swarm::Swarm;
+use bollard::models::NodeSpecAvailabilityEnum as Availability;
 use bollard::query_parameters::KillContainerOptions;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct Context {
     pub swarm: Option<Swarm>,
     pub service: Option<String>,
     pub controller_service: Option<String>,
     pub prometheus_pidfile: Option<String>,
+    pub pending: Pending,
+}
+
+/// What an injected fault leaves to give back: a node's availability as it was, paused
+/// containers, a stopped Prometheus.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    Availability {
+        node: String,
+        previous: Availability,
+    },
+    Unpause(Vec<String>),
+    ResumePrometheus(String),
+}
+
+/// The undos not yet done. Each is done at its fault's end, or, when the drill ends
+/// first (a `for` past its end) or is interrupted, by [`undo_all`]: a drill never
+/// leaves a node drained, tasks paused or Prometheus stopped behind it.
+#[derive(Debug, Clone, Default)]
+pub struct Pending(Rc<RefCell<BTreeMap<u32, Undo>>>);
+
+impl Pending {
+    fn add(&self, undo: Undo) -> u32 {
+        let mut m = self.0.borrow_mut();
+        let key = m.keys().next_back().map_or(0, |k| k + 1);
+        m.insert(key, undo);
+        key
+    }
+
+    /// Does undo `key` after `after`, unless [`undo_all`] did it first.
+    fn schedule(&self, key: u32, after: Duration, swarm: Option<Swarm>) {
+        let pending = self.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(after).await;
+            let undo = pending.0.borrow_mut().remove(&key);
+            if let Some(u) = undo {
+                u.apply(swarm.as_ref()).await;
+            }
+        });
+    }
+}
+
+/// Does every pending undo now. Returns what it did, for the log and the user.
+pub async fn undo_all(pending: &Pending, swarm: Option<&Swarm>) -> Vec<String> {
+    let all = std::mem::take(&mut *pending.0.borrow_mut());
+    let mut done = Vec::new();
+    for (_, u) in all {
+        done.push(u.apply(swarm).await);
+    }
+    done
+}
+
+impl Undo {
+    /// Gives back what the fault took, retrying a failed node update (another writer
+    /// bumped its version, or the managers are electing a leader). Returns what it did.
+    async fn apply(&self, swarm: Option<&Swarm>) -> String {
+        match self {
+            Undo::Availability { node, previous } => {
+                let Some(sw) = swarm else {
+                    return format!("node {node}: no Docker connection to give it back");
+                };
+                let mut last = String::new();
+                for attempt in 0..5u32 {
+                    if attempt > 0 {
+                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                    }
+                    match set_availability(sw, node, *previous).await {
+                        Ok(_) => return format!("node {node} back to {previous}"),
+                        Err(e) => last = e,
+                    }
+                }
+                tracing::error!(%node, error = %last, "could not give the node its availability back: docker node update --availability {previous} {node}");
+                format!("node {node} NOT given back ({last})")
+            }
+            Undo::Unpause(ids) => {
+                let Some(sw) = swarm else {
+                    return "no Docker connection to unpause".into();
+                };
+                for id in ids {
+                    let _ = sw.docker.unpause_container(id).await;
+                }
+                format!("unpaused {}", ids.len())
+            }
+            Undo::ResumePrometheus(pf) => {
+                resume_prometheus(pf);
+                "Prometheus resumed".into()
+            }
+        }
+    }
 }
 
 pub async fn run(
@@ -53,10 +144,13 @@ async fn containers(swarm: &Swarm, service: &str, n: u32) -> crate::Result<Vec<S
         .collect())
 }
 
-/// Sets a node's availability to drain (or back to active); the node is named by its
-/// `andon.node` label, its hostname or its id. Returns its id.
-async fn drain(swarm: &Swarm, name: &str, on: bool) -> Result<String, String> {
-    use bollard::models::NodeSpecAvailabilityEnum as A;
+/// Sets a node's availability; the node is named by its `andon.node` label, its hostname
+/// or its id. Returns its id and the availability it had.
+async fn set_availability(
+    swarm: &Swarm,
+    name: &str,
+    to: Availability,
+) -> Result<(String, Availability), String> {
     use bollard::query_parameters::{ListNodesOptions, UpdateNodeOptions};
     let nodes = swarm
         .docker
@@ -83,7 +177,8 @@ async fn drain(swarm: &Swarm, name: &str, on: bool) -> Result<String, String> {
     };
     let id = node.id.clone().unwrap_or_default();
     let mut spec = node.spec.clone().unwrap_or_default();
-    spec.availability = Some(if on { A::DRAIN } else { A::ACTIVE });
+    let previous = spec.availability.unwrap_or(Availability::ACTIVE);
+    spec.availability = Some(to);
     let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
     swarm
         .docker
@@ -96,7 +191,7 @@ async fn drain(swarm: &Swarm, name: &str, on: bool) -> Result<String, String> {
         )
         .await
         .map_err(|e| format!("update node {id}: {e}"))?;
-    Ok(id)
+    Ok((id, previous))
 }
 
 fn signal_pidfile(pidfile: &str, sig: &str) -> crate::Result<()> {
@@ -151,19 +246,18 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             let Some(sw) = &ctx.swarm else {
                 return (false, "draining a node needs --target swarm:SERVICE".into());
             };
-            match drain(sw, node, true).await {
-                Ok(id) => {
-                    let (sw, node2, d) = (sw.clone(), node.clone(), *duration);
-                    tokio::task::spawn_local(async move {
-                        tokio::time::sleep(d).await;
-                        if let Err(e) = drain(&sw, &node2, false).await {
-                            tracing::warn!(node = %node2, error = %e, "could not make the node active again");
-                        }
-                    });
+            match set_availability(sw, node, Availability::DRAIN).await {
+                Ok((id, previous)) => {
+                    let undo = Undo::Availability {
+                        node: node.clone(),
+                        previous,
+                    };
+                    let key = ctx.pending.add(undo);
+                    ctx.pending.schedule(key, *duration, Some(sw.clone()));
                     (
                         true,
                         format!(
-                            "node {node} ({id}) drained for {}",
+                            "node {node} ({id}) drained for {} (was {previous})",
                             humantime::format_duration(*duration)
                         ),
                     )
@@ -186,13 +280,8 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                             return (false, format!("pause {id}: {e}"));
                         }
                     }
-                    let (sw, ids2, d) = (sw.clone(), ids.clone(), *duration);
-                    tokio::task::spawn_local(async move {
-                        tokio::time::sleep(d).await;
-                        for id in &ids2 {
-                            let _ = sw.docker.unpause_container(id).await;
-                        }
-                    });
+                    let key = ctx.pending.add(Undo::Unpause(ids.clone()));
+                    ctx.pending.schedule(key, *duration, Some(sw.clone()));
                     (
                         true,
                         format!(
@@ -217,13 +306,8 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             if let Err(e) = signal_pidfile(pf, "-STOP") {
                 return (false, e.to_string());
             }
-            let (pf2, d2) = (pf.clone(), *d);
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(d2).await;
-                if let Err(e) = signal_pidfile(&pf2, "-CONT") {
-                    tracing::error!(error = %e, "could not resume Prometheus: resume it by hand (kill -CONT)");
-                }
-            });
+            let key = ctx.pending.add(Undo::ResumePrometheus(pf.clone()));
+            ctx.pending.schedule(key, *d, None);
             (
                 true,
                 format!(
@@ -263,8 +347,8 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
 }
 
 /// Sends SIGCONT to Prometheus (harmless when it runs).
-pub fn resume_prometheus(pidfile: &str) {
+fn resume_prometheus(pidfile: &str) {
     if let Err(e) = signal_pidfile(pidfile, "-CONT") {
-        tracing::warn!(error = %e, "could not resume Prometheus");
+        tracing::error!(error = %e, "could not resume Prometheus: resume it by hand (kill -CONT)");
     }
 }

@@ -213,13 +213,33 @@ pub struct DrillResult {
 
 /// Runs a drill. Errors before the load starts (bad target, no Docker) are returned as
 /// Err (exit 2); everything after is in the result.
+/// On Ctrl-C the drill stops, gives back what its faults took (a drained node, paused
+/// tasks, a stopped Prometheus) and fails (exit 1).
 pub fn run(scenario: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     let rt = crate::run::single_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, drill(scenario, opts))
+    let pending = faults::Pending::default();
+    local.block_on(&rt, async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| crate::Error::Environment(format!("SIGINT handler: {e}")))?;
+        tokio::select! {
+            r = drill(scenario, opts, pending.clone()) => r,
+            _ = int.recv() => {
+                let swarm = Swarm::connect().await.ok();
+                let done = faults::undo_all(&pending, swarm.as_ref()).await;
+                let done = if done.is_empty() { "nothing to give back".into() } else { done.join("; ") };
+                Err(crate::Error::Runtime(format!("interrupted (SIGINT); the faults' effects: {done}")))
+            }
+        }
+    })
 }
 
-async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
+async fn drill(
+    full: &Scenario,
+    opts: Options,
+    pending: faults::Pending,
+) -> crate::Result<DrillResult> {
     use crate::Error::Environment;
     let scenario = if (opts.speed - 1.0).abs() > 1e-9 {
         full.compressed(opts.speed)
@@ -328,6 +348,7 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
             service: opts.target.service().map(str::to_string),
             controller_service: opts.controller_service.clone(),
             prometheus_pidfile: opts.prometheus_pidfile.clone(),
+            pending: pending.clone(),
         };
         tokio::task::spawn_local(async move { faults::run(ctx, faults, start, log).await });
     }
@@ -380,15 +401,10 @@ async fn drill(full: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     }
     engine.follow_sessions(0);
     *stop.borrow_mut() = true;
-    // Whatever happened, never leave Prometheus stopped behind us.
-    if let Some(pf) = &opts.prometheus_pidfile {
-        if !scenario
-            .faults
-            .iter()
-            .all(|f| !matches!(f.kind, crate::scenario::FaultKind::PrometheusDown(_)))
-        {
-            faults::resume_prometheus(pf);
-        }
+    // A fault whose `for` outlasts the drill is given back now: never leave a node
+    // drained, tasks paused or Prometheus stopped behind us.
+    for done in faults::undo_all(&pending, swarm.as_ref()).await {
+        tracing::info!(%done, "the drill ended before a fault's end: given back");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     progress.finish();
