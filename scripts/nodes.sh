@@ -82,6 +82,9 @@ network_up() { # nodes
     || iptables -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
 }
 
+# Each daemon also listens on tcp://127.0.0.1:2375 inside its own namespace: all nodes
+# share one mount namespace, so a socket path cannot mean "this node's daemon", but on a
+# node's host network 127.0.0.1:2375 does (andon as a service on whichever manager).
 # DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1: a task's image is taken from the node when it is
 # there. Without it each task first tries a registry (unreachable from the namespaces)
 # and waits out a DNS timeout, so a task takes tens of seconds to start.
@@ -91,7 +94,7 @@ start_node() { # i
   rm -rf "$d"
   mkdir -p "$d/data" "$d/x"
   DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net="/run/netns/$NS_PREFIX$i" dockerd --data-root "$d/data" --exec-root "$d/x" \
-    -H "unix://$d/docker.sock" --pidfile "$d/dockerd.pid" >"$d/dockerd.log" 2>&1 &
+    -H "unix://$d/docker.sock" -H tcp://127.0.0.1:2375 --pidfile "$d/dockerd.pid" >"$d/dockerd.log" 2>&1 &
 }
 
 # Restarts a node's daemon after a test stopped it (a `node_down` fault): same data root,
@@ -100,7 +103,7 @@ restart_node() { # i
   local i=$1 d=$DIR/n$1
   alive "$d/dockerd.pid" && return
   DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 nsenter --net="/run/netns/$NS_PREFIX$i" dockerd --data-root "$d/data" --exec-root "$d/x" \
-    -H "unix://$d/docker.sock" --pidfile "$d/dockerd.pid" >>"$d/dockerd.log" 2>&1 &
+    -H "unix://$d/docker.sock" -H tcp://127.0.0.1:2375 --pidfile "$d/dockerd.pid" >>"$d/dockerd.log" 2>&1 &
   wait_for 60 "node $i's dockerd" dk "$i" version || { tail -20 "$d/dockerd.log" >&2; exit 1; }
 }
 

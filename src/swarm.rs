@@ -185,6 +185,8 @@ pub fn placement(
         per_node[i].running += t.running as u32;
     }
     per_node.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
+    p.serving_nodes =
+        (!nodes.is_empty()).then(|| nodes.values().filter(|n| n.serves()).count() as u32);
     (serving, p, per_node)
 }
 
@@ -462,6 +464,9 @@ mod tests {
         let (serving, p, per_node) = placement(&tasks, &nodes, (0, 1));
         assert_eq!(serving.len(), 1);
         assert_eq!((p.unplaceable, p.moving), (1, 5));
+        assert_eq!(p.serving_nodes, Some(1), "a: ready and active");
+        let (_, unknown, _) = placement(&tasks, &HashMap::new(), (0, 1));
+        assert_eq!(unknown.serving_nodes, None, "no node list: unknown");
         let states: Vec<(&str, &str, u32, u32)> = per_node
             .iter()
             .map(|n| (n.node.as_str(), n.state.as_str(), n.tasks, n.running))

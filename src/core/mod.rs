@@ -150,12 +150,19 @@ pub fn decide_in_place(
     }
 
     let tier = tier::evaluate(policy, &q, &mut state.tiers, current, now_ms, &mut reasons);
-    // A tier raised for want of nodes is shown (and alerts), but acts as the signals'
-    // tier: its floor cannot be placed, and its shedding was meant for latency, which
-    // the shedding loop still answers (see placement).
-    let signals_tier = tier;
-    let tier = placement::tier_floor(policy, &q, replicas.placement, current, tier, &mut reasons);
-    let action = policy.action(signals_tier);
+    // A tier raised for want of nodes is shown (and alerts), but the decision acts as
+    // the signals' tier: its floor cannot be placed, and its shedding was meant for
+    // latency, which the shedding loop still answers (see placement).
+    let node_bound = replicas.placement.node_bound(service.max_replicas_per_node);
+    let shown = placement::tier_floor(
+        policy,
+        &q,
+        (replicas.placement, node_bound),
+        current,
+        tier,
+        &mut reasons,
+    );
+    let action = policy.action(tier);
 
     match replicas.update {
         UpdatePhase::None => {}
@@ -299,7 +306,7 @@ pub fn decide_in_place(
     // forget them.
     let grace = policy.placement_grace_ms();
     desired = placement::limit(
-        replicas.placement,
+        (replicas.placement, node_bound),
         current,
         desired,
         (now_ms, grace),
@@ -332,7 +339,7 @@ pub fn decide_in_place(
     );
     finish(state, policy, current, desired, now_ms, &mut reasons);
     Decision {
-        tier,
+        tier: shown,
         desired,
         shed_admit,
         stopped: false,

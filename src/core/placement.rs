@@ -45,6 +45,9 @@ pub struct Placement {
     /// When a node last stopped serving (down, or drained), as the shell saw it.
     #[serde(default)]
     pub node_lost_ms: Option<u64>,
+    /// Nodes that serve (ready, not drained); `None` when not known.
+    #[serde(default)]
+    pub serving_nodes: Option<u32>,
 }
 
 impl Placement {
@@ -52,20 +55,32 @@ impl Placement {
     pub fn fits(self, current: u32) -> Option<u32> {
         (self.unplaceable > 0).then(|| current.saturating_sub(self.unplaceable))
     }
+
+    /// The policy's bound: `per_node` replicas to each serving node.
+    pub fn node_bound(self, per_node: Option<u32>) -> Option<u32> {
+        per_node
+            .zip(self.serving_nodes)
+            .map(|(p, n)| p.saturating_mul(n))
+    }
 }
 
-/// The tier, raised to red when demand needs more replicas than the nodes hold. The
-/// decision acts as the signals' tier (no floor, no shedding of its own).
+/// The tier, raised to red when demand needs more replicas than the nodes hold (tasks
+/// pending for want of a node, or the policy's replicas per node). The decision acts
+/// as the signals' tier (no floor, no shedding of its own).
 pub fn tier_floor(
     policy: &Policy,
     q: &super::tier::Qualities,
-    placement: Placement,
+    (placement, node_bound): (Placement, Option<u32>),
     current: u32,
     tier: Tier,
     reasons: &mut Vec<Reason>,
 ) -> Tier {
-    let Some(fits) = placement.fits(current) else {
-        return tier;
+    let fits = match (placement.fits(current), node_bound) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => match a.or(b) {
+            Some(f) => f,
+            None => return tier,
+        },
     };
     let Some(ratio) = capacity::load_ratio(&policy.capacity, q, fits) else {
         return tier;
@@ -82,15 +97,26 @@ pub fn tier_floor(
     Tier::Red
 }
 
-/// Caps a scale-up while tasks cannot be placed, and holds a scale-down while tasks move
-/// or for `grace_ms` after a node was lost. Returns the replicas to ask for.
+/// Caps a scale-up while tasks cannot be placed or at the policy's replicas per node,
+/// and holds a scale-down while tasks move or for `grace_ms` after a node was lost.
+/// Returns the replicas to ask for. A node bound below the current replicas (a node
+/// lost) does not scale down: Swarm keeps those tasks pending until a node returns.
 pub fn limit(
-    placement: Placement,
+    (placement, node_bound): (Placement, Option<u32>),
     current: u32,
     desired: u32,
     (now_ms, grace_ms): (u64, u64),
     reasons: &mut Vec<Reason>,
 ) -> u32 {
+    if let Some(bound) = node_bound.filter(|b| desired > current && desired > *b) {
+        let to = bound.max(current);
+        reasons.push(Reason::NodesHold {
+            wanted: desired,
+            bound,
+            nodes: placement.serving_nodes.unwrap_or(0),
+        });
+        return limit((placement, None), current, to, (now_ms, grace_ms), reasons);
+    }
     if desired > current && placement.unplaceable > 0 {
         reasons.push(Reason::Unplaceable {
             pending: placement.unplaceable,
@@ -144,7 +170,7 @@ mod tests {
             ..Default::default()
         };
         let mut r = Vec::new();
-        assert_eq!(limit(p, 8, 12, NOW, &mut r), 8);
+        assert_eq!(limit((p, None), 8, 12, NOW, &mut r), 8);
         assert!(matches!(
             r[0],
             Reason::Unplaceable {
@@ -153,8 +179,11 @@ mod tests {
                 wanted: 12
             }
         ));
-        assert_eq!(limit(p, 8, 5, NOW, &mut Vec::new()), 5);
-        assert_eq!(limit(Placement::default(), 8, 12, NOW, &mut Vec::new()), 12);
+        assert_eq!(limit((p, None), 8, 5, NOW, &mut Vec::new()), 5);
+        assert_eq!(
+            limit((Placement::default(), None), 8, 12, NOW, &mut Vec::new()),
+            12
+        );
     }
 
     const NOW: (u64, u64) = (100_000, 75_000);
@@ -166,7 +195,7 @@ mod tests {
             ..Default::default()
         };
         let mut r = Vec::new();
-        assert_eq!(limit(p, 6, 4, NOW, &mut r), 6);
+        assert_eq!(limit((p, None), 6, 4, NOW, &mut r), 6);
         assert!(matches!(
             r[0],
             Reason::TasksMoving {
@@ -174,7 +203,7 @@ mod tests {
                 wanted: 4
             }
         ));
-        assert_eq!(limit(p, 6, 9, NOW, &mut Vec::new()), 9);
+        assert_eq!(limit((p, None), 6, 9, NOW, &mut Vec::new()), 9);
     }
 
     #[test]
@@ -184,9 +213,39 @@ mod tests {
             ..Default::default()
         };
         let mut r = Vec::new();
-        assert_eq!(limit(lost(10_000), 6, 4, NOW, &mut r), 6);
+        assert_eq!(limit((lost(10_000), None), 6, 4, NOW, &mut r), 6);
         assert!(matches!(r[0], Reason::NodeLost { wanted: 4, .. }), "{r:?}");
-        assert_eq!(limit(lost(80_000), 6, 4, NOW, &mut Vec::new()), 4);
-        assert_eq!(limit(lost(10_000), 6, 9, NOW, &mut Vec::new()), 9);
+        assert_eq!(limit((lost(80_000), None), 6, 4, NOW, &mut Vec::new()), 4);
+        assert_eq!(limit((lost(10_000), None), 6, 9, NOW, &mut Vec::new()), 9);
+    }
+
+    /// Three replicas to a node on two serving nodes: a scale-up stops at 6, a scale-up
+    /// from past it (a node lost) is no scale-down, and unknown nodes bound nothing.
+    #[test]
+    fn replicas_per_node_bound_a_scale_up_only() {
+        let p = Placement {
+            serving_nodes: Some(2),
+            ..Default::default()
+        };
+        let bound = p.node_bound(Some(3));
+        assert_eq!(bound, Some(6));
+        let mut r = Vec::new();
+        assert_eq!(limit((p, bound), 4, 9, NOW, &mut r), 6);
+        assert!(
+            matches!(
+                r[0],
+                Reason::NodesHold {
+                    wanted: 9,
+                    bound: 6,
+                    nodes: 2
+                }
+            ),
+            "{r:?}"
+        );
+        assert_eq!(limit((p, bound), 8, 9, NOW, &mut Vec::new()), 8);
+        assert_eq!(limit((p, bound), 8, 5, NOW, &mut Vec::new()), 5);
+        assert_eq!(limit((p, bound), 4, 6, NOW, &mut Vec::new()), 6);
+        assert_eq!(Placement::default().node_bound(Some(3)), None);
+        assert_eq!(p.node_bound(None), None);
     }
 }

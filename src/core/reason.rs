@@ -139,6 +139,12 @@ pub enum Reason {
         fits: u32,
         wanted: u32,
     },
+    /// The policy's replicas per node, times the serving nodes, bound a scale-up.
+    NodesHold {
+        wanted: u32,
+        bound: u32,
+        nodes: u32,
+    },
     /// Demand needs more replicas than the nodes hold: the tier is at least red.
     CannotPlace {
         ratio: f64,
@@ -301,6 +307,7 @@ impl Reason {
             Reason::PartialTargets { .. } => "partial_targets",
             Reason::WindowSeeded { .. } => "window_seeded",
             Reason::Unplaceable { .. } => "unplaceable",
+            Reason::NodesHold { .. } => "nodes_hold",
             Reason::CannotPlace { .. } => "cannot_place",
             Reason::TasksMoving { .. } => "tasks_moving",
             Reason::NodeLost { .. } => "node_lost",
@@ -483,6 +490,14 @@ impl fmt::Display for Reason {
             Reason::WindowSeeded { replicas } => write!(
                 f,
                 "no remembered state: the scale-down window starts at the current {replicas} replicas"
+            ),
+            Reason::NodesHold {
+                wanted,
+                bound,
+                nodes,
+            } => write!(
+                f,
+                "{nodes} serving nodes hold {bound} (max_replicas_per_node); not asking for {wanted}"
             ),
             Reason::Unplaceable {
                 pending,

@@ -1172,6 +1172,44 @@ fn unplaceable_tasks_stop_the_scale_up_and_raise_the_tier() {
     assert_eq!(d.tier, Tier::Green, "{}", d.summary());
 }
 
+/// Issue 12: a policy's `max_replicas_per_node` (3) on 2 serving nodes: demand for 12
+/// stops at 6, shown red (the nodes cannot hold the demand); a third node lifts it.
+#[test]
+fn replicas_per_node_bound_the_scale_up_by_the_serving_nodes() {
+    let mut p = policy_without_panic();
+    p.services[0].max_replicas_per_node = Some(3);
+    let obs = Observations::values(
+        0,
+        &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, 120.0)],
+    );
+    let reps = |nodes| Replicas {
+        current: 4,
+        ready: 4,
+        update: UpdatePhase::None,
+        placement: placement::Placement {
+            serving_nodes: Some(nodes),
+            ..Default::default()
+        },
+    };
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &obs, reps(2), &mut st, 0);
+    assert_eq!((d.desired, d.tier), (6, Tier::Red), "{}", d.summary());
+    let codes: Vec<&str> = d.reasons.iter().map(|r| r.code()).collect();
+    assert!(
+        codes.contains(&"nodes_hold") && codes.contains(&"cannot_place"),
+        "{codes:?}"
+    );
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &obs, reps(4), &mut st, 0);
+    // 12 fit: only the step limit (4 → 8) stands in the way.
+    assert_eq!((d.desired, d.tier), (8, Tier::Green), "{}", d.summary());
+    assert!(
+        d.reasons.iter().all(|r| r.code() != "nodes_hold"),
+        "{}",
+        d.summary()
+    );
+}
+
 /// Issue 12: while Swarm moves tasks (a node lost or drained), their metrics are out of
 /// the sums: demand reads low, and that is no reason to scale down.
 #[test]

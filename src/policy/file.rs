@@ -25,6 +25,8 @@ pub struct ServiceFile {
     pub name: String,
     pub min_replicas: i64,
     pub max_replicas: i64,
+    #[serde(default)]
+    pub max_replicas_per_node: Option<i64>,
 }
 
 /// The signals andon understands. Each is optional in the file, but a policy needs at

@@ -231,10 +231,14 @@ impl Checker<'_> {
                     format!("min_replicas {min} is above max_replicas {max}; allowed: min_replicas ≤ max_replicas"),
                 );
             }
+            let per_node = s
+                .max_replicas_per_node
+                .map(|n| self.count(&format!("{p}.max_replicas_per_node"), n, 1, MAX_REPLICAS));
             out.push(ServiceSpec {
                 name: s.name.clone(),
                 min_replicas: min,
                 max_replicas: max.max(min),
+                max_replicas_per_node: per_node,
             });
         }
         out

@@ -169,6 +169,12 @@ impl Prom {
     /// `# EOF`) is turned into TSDB blocks by `promtool tsdb create-blocks-from
     /// openmetrics`, written into the data directory Prometheus then opens.
     pub fn start_with_history(name: &str, target: SocketAddr, openmetrics: Option<&str>) -> Prom {
+        Self::start_at(name, target, openmetrics, "127.0.0.1")
+    }
+
+    /// As `start_with_history`, listening on `host` (an address other network
+    /// namespaces reach, for a controller running as a service on a node).
+    pub fn start_at(name: &str, target: SocketAddr, openmetrics: Option<&str>, host: &str) -> Prom {
         let dir = tmpdir(&format!("prom-{name}"));
         if let Some(text) = openmetrics {
             let file = dir.join("history.om");
@@ -192,7 +198,7 @@ impl Prom {
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let mut p = Prom {
             child: None,
-            addr: format!("127.0.0.1:{}", free_port()),
+            addr: format!("{host}:{}", free_port()),
             dir,
         };
         p.restart();
