@@ -85,6 +85,8 @@ network_up() { # nodes
 # Each daemon also listens on tcp://127.0.0.1:2375 inside its own namespace: all nodes
 # share one mount namespace, so a socket path cannot mean "this node's daemon", but on a
 # node's host network 127.0.0.1:2375 does (andon as a service on whichever manager).
+# Unauthenticated: any container on a node's host network is root on that node. Fine
+# for a throwaway test cluster; never do this on a real one (use the socket mount).
 # DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1: a task's image is taken from the node when it is
 # there. Without it each task first tries a registry (unreachable from the namespaces)
 # and waits out a DNS timeout, so a task takes tens of seconds to start.

@@ -101,12 +101,19 @@ pub struct NodeInfo {
     /// Availability `drain`: Swarm moves its tasks away. (`pause` only stops new
     /// placements; its running tasks still serve.)
     pub draining: bool,
+    /// Availability `pause`: its tasks serve, but Swarm places no new one there.
+    pub paused: bool,
 }
 
 impl NodeInfo {
     /// Whether its running tasks count as capacity.
     pub fn serves(&self) -> bool {
         self.ready && !self.draining
+    }
+
+    /// Whether a new task can land on it (for `max_replicas_per_node`).
+    pub fn takes_tasks(&self) -> bool {
+        self.serves() && !self.paused
     }
 }
 
@@ -186,7 +193,7 @@ pub fn placement(
     }
     per_node.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
     p.serving_nodes =
-        (!nodes.is_empty()).then(|| nodes.values().filter(|n| n.serves()).count() as u32);
+        (!nodes.is_empty()).then(|| nodes.values().filter(|n| n.takes_tasks()).count() as u32);
     (serving, p, per_node)
 }
 
@@ -376,6 +383,7 @@ impl Swarm {
                         address: status.addr.unwrap_or_default(),
                         ready: status.state != Some(S::DOWN),
                         draining: spec.availability == Some(A::DRAIN),
+                        paused: spec.availability == Some(A::PAUSE),
                     },
                 ))
             })
@@ -428,6 +436,7 @@ mod tests {
             address: format!("10.0.0.{}", id.len()),
             ready,
             draining,
+            paused: false,
         };
         (id.into(), n)
     }
@@ -465,6 +474,14 @@ mod tests {
         assert_eq!(serving.len(), 1);
         assert_eq!((p.unplaceable, p.moving), (1, 5));
         assert_eq!(p.serving_nodes, Some(1), "a: ready and active");
+        let mut paused = nodes.clone();
+        paused.get_mut("a").unwrap().paused = true;
+        let (still, p, _) = placement(&tasks, &paused, (0, 1));
+        assert_eq!(
+            (still.len(), p.serving_nodes),
+            (1, Some(0)),
+            "paused: serves, takes none"
+        );
         let (_, unknown, _) = placement(&tasks, &HashMap::new(), (0, 1));
         assert_eq!(unknown.serving_nodes, None, "no node list: unknown");
         let states: Vec<(&str, &str, u32, u32)> = per_node

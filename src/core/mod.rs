@@ -158,8 +158,8 @@ pub fn decide_in_place(
         policy,
         &q,
         (replicas.placement, node_bound),
-        current,
-        tier,
+        (current, tier),
+        &mut state.cannot_place,
         &mut reasons,
     );
     let action = policy.action(tier);

@@ -45,7 +45,8 @@ pub struct Placement {
     /// When a node last stopped serving (down, or drained), as the shell saw it.
     #[serde(default)]
     pub node_lost_ms: Option<u64>,
-    /// Nodes that serve (ready, not drained); `None` when not known.
+    /// Nodes that take new tasks (ready, neither drained nor paused); `None` when not
+    /// known.
     #[serde(default)]
     pub serving_nodes: Option<u32>,
 }
@@ -66,27 +67,36 @@ impl Placement {
 
 /// The tier, raised to red when demand needs more replicas than the nodes hold (tasks
 /// pending for want of a node, or the policy's replicas per node). The decision acts
-/// as the signals' tier (no floor, no shedding of its own).
+/// as the signals' tier (no floor, no shedding of its own). `raised` remembers the
+/// raise from one decision to the next: it is entered past the tolerance band and
+/// left only once demand fits at target (ratio ≤ 1), so a demand hovering at the line
+/// does not flip the shown tier, and the `andon.tier` label, tick by tick.
 pub fn tier_floor(
     policy: &Policy,
     q: &super::tier::Qualities,
     (placement, node_bound): (Placement, Option<u32>),
-    current: u32,
-    tier: Tier,
+    (current, tier): (u32, Tier),
+    raised: &mut bool,
     reasons: &mut Vec<Reason>,
 ) -> Tier {
     let fits = match (placement.fits(current), node_bound) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => match a.or(b) {
-            Some(f) => f,
-            None => return tier,
-        },
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
-    let Some(ratio) = capacity::load_ratio(&policy.capacity, q, fits) else {
+    let Some((fits, ratio)) =
+        fits.and_then(|f| capacity::load_ratio(&policy.capacity, q, f).map(|r| (f, r)))
+    else {
+        *raised = false;
         return tier;
     };
     // Past the tolerance band: the same test that would ask for another replica.
-    if ratio <= 1.0 + policy.capacity.tolerance || tier >= Tier::Red {
+    let line = if *raised {
+        1.0
+    } else {
+        1.0 + policy.capacity.tolerance
+    };
+    *raised = ratio > line;
+    if !*raised || tier >= Tier::Red {
         return tier;
     }
     reasons.push(Reason::CannotPlace {

@@ -56,6 +56,9 @@ pub struct CoreState {
     /// The shedding loop, while a tier sheds.
     #[serde(default)]
     pub shed: Option<ShedLoop>,
+    /// The tier is shown red for want of nodes ([`super::placement::tier_floor`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cannot_place: bool,
     /// The demand forecasters (`behavior.predict`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub predict: Vec<super::predict::SignalForecast>,

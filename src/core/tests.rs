@@ -1172,6 +1172,46 @@ fn unplaceable_tasks_stop_the_scale_up_and_raise_the_tier() {
     assert_eq!(d.tier, Tier::Green, "{}", d.summary());
 }
 
+/// Issue 12: the red for want of nodes has hysteresis. 6 fit (10 connections each at
+/// target): entered past the tolerance band (70 > 66), kept while demand is past what
+/// fits (64), left once it fits (58); never entered from calm at 64.
+#[test]
+fn the_red_for_want_of_nodes_is_left_only_once_demand_fits() {
+    let p = policy_without_panic();
+    let reps = Replicas {
+        current: 8,
+        ready: 6,
+        update: UpdatePhase::None,
+        placement: placement::Placement {
+            unplaceable: 2,
+            ..Default::default()
+        },
+    };
+    let at = |conns: f64, t: u64| {
+        Observations::values(
+            t * S,
+            &[(P95Latency, 0.05), (ErrorRate, 0.0), (Connections, conns)],
+        )
+    };
+    let mut st = CoreState::default();
+    let tiers: Vec<Tier> = [70.0, 64.0, 58.0, 64.0]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            decide_in_place(
+                &p,
+                &p.services[0],
+                &at(*c, i as u64),
+                reps,
+                &mut st,
+                i as u64 * S,
+            )
+            .tier
+        })
+        .collect();
+    assert_eq!(tiers, [Tier::Red, Tier::Red, Tier::Green, Tier::Green]);
+}
+
 /// Issue 12: a policy's `max_replicas_per_node` (3) on 2 serving nodes: demand for 12
 /// stops at 6, shown red (the nodes cannot hold the demand); a third node lifts it.
 #[test]

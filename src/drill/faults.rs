@@ -1,15 +1,15 @@
 //! Faults at their scenario times: kill or pause tasks' containers, stop Prometheus (or
 //! make it unreachable), SIGKILL the controller and let Swarm restart it, drain a node.
 
+use super::undo::{Pending, Undo};
 use super::FaultEvent;
 use crate::scenario::{Fault, FaultKind};
 use crate::swarm::Swarm;
-use bollard::models::NodeSpecAvailabilityEnum as Availability;
+use bollard::models::{Node, NodeSpecAvailabilityEnum as Availability};
 use bollard::query_parameters::KillContainerOptions;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub struct Context {
     pub swarm: Option<Swarm>,
@@ -17,94 +17,6 @@ pub struct Context {
     pub controller_service: Option<String>,
     pub prometheus_pidfile: Option<String>,
     pub pending: Pending,
-}
-
-/// What an injected fault leaves to give back: a node's availability as it was, paused
-/// containers, a stopped Prometheus.
-#[derive(Debug, Clone)]
-pub enum Undo {
-    Availability {
-        node: String,
-        previous: Availability,
-    },
-    Unpause(Vec<String>),
-    ResumePrometheus(String),
-}
-
-/// The undos not yet done. Each is done at its fault's end, or, when the drill ends
-/// first (a `for` past its end) or is interrupted, by [`undo_all`]: a drill never
-/// leaves a node drained, tasks paused or Prometheus stopped behind it.
-#[derive(Debug, Clone, Default)]
-pub struct Pending(Rc<RefCell<BTreeMap<u32, Undo>>>);
-
-impl Pending {
-    fn add(&self, undo: Undo) -> u32 {
-        let mut m = self.0.borrow_mut();
-        let key = m.keys().next_back().map_or(0, |k| k + 1);
-        m.insert(key, undo);
-        key
-    }
-
-    /// Does undo `key` after `after`, unless [`undo_all`] did it first.
-    fn schedule(&self, key: u32, after: Duration, swarm: Option<Swarm>) {
-        let pending = self.clone();
-        tokio::task::spawn_local(async move {
-            tokio::time::sleep(after).await;
-            let undo = pending.0.borrow_mut().remove(&key);
-            if let Some(u) = undo {
-                u.apply(swarm.as_ref()).await;
-            }
-        });
-    }
-}
-
-/// Does every pending undo now. Returns what it did, for the log and the user.
-pub async fn undo_all(pending: &Pending, swarm: Option<&Swarm>) -> Vec<String> {
-    let all = std::mem::take(&mut *pending.0.borrow_mut());
-    let mut done = Vec::new();
-    for (_, u) in all {
-        done.push(u.apply(swarm).await);
-    }
-    done
-}
-
-impl Undo {
-    /// Gives back what the fault took, retrying a failed node update (another writer
-    /// bumped its version, or the managers are electing a leader). Returns what it did.
-    async fn apply(&self, swarm: Option<&Swarm>) -> String {
-        match self {
-            Undo::Availability { node, previous } => {
-                let Some(sw) = swarm else {
-                    return format!("node {node}: no Docker connection to give it back");
-                };
-                let mut last = String::new();
-                for attempt in 0..5u32 {
-                    if attempt > 0 {
-                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                    }
-                    match set_availability(sw, node, *previous).await {
-                        Ok(_) => return format!("node {node} back to {previous}"),
-                        Err(e) => last = e,
-                    }
-                }
-                tracing::error!(%node, error = %last, "could not give the node its availability back: docker node update --availability {previous} {node}");
-                format!("node {node} NOT given back ({last})")
-            }
-            Undo::Unpause(ids) => {
-                let Some(sw) = swarm else {
-                    return "no Docker connection to unpause".into();
-                };
-                for id in ids {
-                    let _ = sw.docker.unpause_container(id).await;
-                }
-                format!("unpaused {}", ids.len())
-            }
-            Undo::ResumePrometheus(pf) => {
-                resume_prometheus(pf);
-                "Prometheus resumed".into()
-            }
-        }
-    }
 }
 
 pub async fn run(
@@ -116,7 +28,12 @@ pub async fn run(
     for f in faults {
         let at = tokio::time::Instant::from_std(start + f.at);
         tokio::time::sleep_until(at).await;
+        if ctx.pending.closed() {
+            return;
+        }
+        ctx.pending.injecting(true);
         let (injected, detail) = inject(&ctx, &f.kind).await;
+        ctx.pending.injecting(false);
         if injected {
             tracing::info!(fault = %f.describe(), %detail, "fault injected");
         } else {
@@ -144,20 +61,15 @@ async fn containers(swarm: &Swarm, service: &str, n: u32) -> crate::Result<Vec<S
         .collect())
 }
 
-/// Sets a node's availability; the node is named by its `andon.node` label, its hostname
-/// or its id. Returns its id and the availability it had.
-async fn set_availability(
-    swarm: &Swarm,
-    name: &str,
-    to: Availability,
-) -> Result<(String, Availability), String> {
-    use bollard::query_parameters::{ListNodesOptions, UpdateNodeOptions};
+/// The one node named by its `andon.node` label, its hostname or its id.
+async fn find_node(swarm: &Swarm, name: &str) -> Result<Option<Node>, String> {
+    use bollard::query_parameters::ListNodesOptions;
     let nodes = swarm
         .docker
         .list_nodes(None::<ListNodesOptions>)
         .await
         .map_err(|e| format!("list nodes: {e}"))?;
-    let named = |n: &&bollard::models::Node| {
+    let named = |n: &&Node| {
         let label = n
             .spec
             .as_ref()
@@ -169,15 +81,27 @@ async fn set_availability(
             || host.is_some_and(|h| h == name)
     };
     let matching: Vec<_> = nodes.iter().filter(named).collect();
-    let [node] = matching.as_slice() else {
-        return Err(format!(
+    match matching.as_slice() {
+        [] => Ok(None),
+        [node] => Ok(Some((*node).clone())),
+        _ => Err(format!(
             "node `{name}`: {} nodes match (by the andon.node label, hostname or id); allowed: exactly one",
             matching.len()
-        ));
-    };
+        )),
+    }
+}
+
+fn availability(node: &Node) -> Availability {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.availability)
+        .unwrap_or(Availability::ACTIVE)
+}
+
+async fn update_availability(swarm: &Swarm, node: &Node, to: Availability) -> Result<(), String> {
+    use bollard::query_parameters::UpdateNodeOptions;
     let id = node.id.clone().unwrap_or_default();
     let mut spec = node.spec.clone().unwrap_or_default();
-    let previous = spec.availability.unwrap_or(Availability::ACTIVE);
     spec.availability = Some(to);
     let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
     swarm
@@ -190,11 +114,29 @@ async fn set_availability(
             },
         )
         .await
-        .map_err(|e| format!("update node {id}: {e}"))?;
-    Ok((id, previous))
+        .map_err(|e| format!("update node {id}: {e}"))
 }
 
-fn signal_pidfile(pidfile: &str, sig: &str) -> crate::Result<()> {
+/// Gives node `id` its availability back, if it is still drained: a node removed
+/// meanwhile has nothing to give back, and one an operator changed during the drill
+/// keeps the operator's choice. Returns what it did.
+pub(super) async fn give_back(
+    swarm: &Swarm,
+    id: &str,
+    previous: Availability,
+) -> Result<String, String> {
+    let Some(node) = find_node(swarm, id).await? else {
+        return Ok("gone from the swarm; nothing to give back".into());
+    };
+    let now = availability(&node);
+    if now != Availability::DRAIN {
+        return Ok(format!("left {now} (changed during the drill)"));
+    }
+    update_availability(swarm, &node, previous).await?;
+    Ok(format!("back to {previous}"))
+}
+
+pub(super) fn signal_pidfile(pidfile: &str, sig: &str) -> crate::Result<()> {
     use crate::Error::Runtime;
     let pid = std::fs::read_to_string(pidfile).map_err(|e| Runtime(format!("{pidfile}: {e}")))?;
     let pid = pid.trim();
@@ -246,24 +188,29 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             let Some(sw) = &ctx.swarm else {
                 return (false, "draining a node needs --target swarm:SERVICE".into());
             };
-            match set_availability(sw, node, Availability::DRAIN).await {
-                Ok((id, previous)) => {
-                    let undo = Undo::Availability {
-                        node: node.clone(),
-                        previous,
-                    };
-                    let key = ctx.pending.add(undo);
-                    ctx.pending.schedule(key, *duration, Some(sw.clone()));
-                    (
-                        true,
-                        format!(
-                            "node {node} ({id}) drained for {} (was {previous})",
-                            humantime::format_duration(*duration)
-                        ),
-                    )
-                }
-                Err(e) => (false, e),
+            let found = match find_node(sw, node).await {
+                Ok(Some(n)) => n,
+                Ok(None) => return (false, format!("node `{node}`: no node has that andon.node label, hostname or id")),
+                Err(e) => return (false, e),
+            };
+            let (id, previous) = (found.id.clone().unwrap_or_default(), availability(&found));
+            if let Err(e) = update_availability(sw, &found, Availability::DRAIN).await {
+                return (false, e);
             }
+            let undo = Undo::Availability {
+                node: node.clone(),
+                id: id.clone(),
+                previous,
+            };
+            let until = tokio::time::Instant::now() + *duration;
+            ctx.pending.add(undo, until, Some(sw.clone())).await;
+            (
+                true,
+                format!(
+                    "node {node} ({id}) drained for {} (was {previous})",
+                    humantime::format_duration(*duration)
+                ),
+            )
         }
         FaultKind::NodeDown { .. } => (
             false,
@@ -275,21 +222,34 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             };
             match containers(sw, svc, *count).await {
                 Ok(ids) if !ids.is_empty() => {
+                    // What was paused is registered even when a later pause fails; a
+                    // container paused by an earlier fault is that fault's to give back.
+                    let mut paused = Vec::new();
+                    let mut failed = None;
                     for id in &ids {
-                        if let Err(e) = sw.docker.pause_container(id).await {
-                            return (false, format!("pause {id}: {e}"));
+                        match sw.docker.pause_container(id).await {
+                            Ok(()) => paused.push(id.clone()),
+                            Err(e) if e.to_string().contains("already paused") => {}
+                            Err(e) => {
+                                failed = Some(format!("pause {id}: {e}"));
+                                break;
+                            }
                         }
                     }
-                    let key = ctx.pending.add(Undo::Unpause(ids.clone()));
-                    ctx.pending.schedule(key, *duration, Some(sw.clone()));
-                    (
-                        true,
-                        format!(
-                            "paused {} for {}",
-                            ids.len(),
-                            humantime::format_duration(*duration)
+                    let n = paused.len();
+                    if n > 0 {
+                        let until = tokio::time::Instant::now() + *duration;
+                        ctx.pending
+                            .add(Undo::Unpause(paused), until, Some(sw.clone()))
+                            .await;
+                    }
+                    match failed {
+                        Some(e) => (false, format!("{e} (paused {n} before it)")),
+                        None => (
+                            true,
+                            format!("paused {n} for {}", humantime::format_duration(*duration)),
                         ),
-                    )
+                    }
                 }
                 Ok(_) => (false, "no running task to pause".into()),
                 Err(e) => (false, e.to_string()),
@@ -306,8 +266,10 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
             if let Err(e) = signal_pidfile(pf, "-STOP") {
                 return (false, e.to_string());
             }
-            let key = ctx.pending.add(Undo::ResumePrometheus(pf.clone()));
-            ctx.pending.schedule(key, *d, None);
+            let until = tokio::time::Instant::now() + *d;
+            ctx.pending
+                .add(Undo::ResumePrometheus(pf.clone()), until, None)
+                .await;
             (
                 true,
                 format!(
@@ -343,12 +305,5 @@ async fn inject(ctx: &Context, kind: &FaultKind) -> (bool, String) {
                 Err(e) => (false, e.to_string()),
             }
         }
-    }
-}
-
-/// Sends SIGCONT to Prometheus (harmless when it runs).
-fn resume_prometheus(pidfile: &str) {
-    if let Err(e) = signal_pidfile(pidfile, "-CONT") {
-        tracing::error!(error = %e, "could not resume Prometheus: resume it by hand (kill -CONT)");
     }
 }

@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod report;
 pub mod stats;
 pub mod stream;
+pub mod undo;
 pub mod watch;
 
 use crate::policy::Tier;
@@ -213,32 +214,39 @@ pub struct DrillResult {
 
 /// Runs a drill. Errors before the load starts (bad target, no Docker) are returned as
 /// Err (exit 2); everything after is in the result.
-/// On Ctrl-C the drill stops, gives back what its faults took (a drained node, paused
-/// tasks, a stopped Prometheus) and fails (exit 1).
+/// On SIGINT or SIGTERM the drill stops, gives back what its faults took (a drained
+/// node, paused tasks, a stopped Prometheus) and fails (exit 1); a second signal while
+/// it gives back leaves at once and prints what is left, as commands.
 pub fn run(scenario: &Scenario, opts: Options) -> crate::Result<DrillResult> {
     let rt = crate::run::single_thread_runtime()?;
     let local = tokio::task::LocalSet::new();
-    let pending = faults::Pending::default();
+    let pending = undo::Pending::default();
     local.block_on(&rt, async {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())
-            .map_err(|e| crate::Error::Environment(format!("SIGINT handler: {e}")))?;
-        tokio::select! {
-            r = drill(scenario, opts, pending.clone()) => r,
-            _ = int.recv() => {
-                let swarm = Swarm::connect().await.ok();
-                let done = faults::undo_all(&pending, swarm.as_ref()).await;
-                let done = if done.is_empty() { "nothing to give back".into() } else { done.join("; ") };
-                Err(crate::Error::Runtime(format!("interrupted (SIGINT); the faults' effects: {done}")))
-            }
-        }
+        let handler = |e: std::io::Error| crate::Error::Environment(format!("signal handler: {e}"));
+        let mut int = signal(SignalKind::interrupt()).map_err(handler)?;
+        let mut term = signal(SignalKind::terminate()).map_err(handler)?;
+        let sig = tokio::select! {
+            r = drill(scenario, opts, pending.clone()) => return r,
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        eprintln!("{sig}: stopping the drill and giving back what its faults took (again to leave at once)");
+        let swarm = Swarm::connect().await.ok();
+        let done = tokio::select! {
+            done = pending.undo_all(swarm.as_ref()) => done,
+            _ = int.recv() => vec![format!("left at once; by hand: {}", pending.by_hand().join("; "))],
+            _ = term.recv() => vec![format!("left at once; by hand: {}", pending.by_hand().join("; "))],
+        };
+        let done = if done.is_empty() { "nothing to give back".into() } else { done.join("; ") };
+        Err(crate::Error::Runtime(format!("interrupted ({sig}); the faults' effects: {done}")))
     })
 }
 
 async fn drill(
     full: &Scenario,
     opts: Options,
-    pending: faults::Pending,
+    pending: undo::Pending,
 ) -> crate::Result<DrillResult> {
     use crate::Error::Environment;
     let scenario = if (opts.speed - 1.0).abs() > 1e-9 {
@@ -350,7 +358,9 @@ async fn drill(
             prometheus_pidfile: opts.prometheus_pidfile.clone(),
             pending: pending.clone(),
         };
-        tokio::task::spawn_local(async move { faults::run(ctx, faults, start, log).await });
+        let task =
+            tokio::task::spawn_local(async move { faults::run(ctx, faults, start, log).await });
+        pending.watch_task(task);
     }
     let progress = report::Progress::new(opts.progress, scenario.duration());
     let names: Vec<String> = scenario.phases.iter().map(|p| p.name.clone()).collect();
@@ -403,7 +413,7 @@ async fn drill(
     *stop.borrow_mut() = true;
     // A fault whose `for` outlasts the drill is given back now: never leave a node
     // drained, tasks paused or Prometheus stopped behind us.
-    for done in faults::undo_all(&pending, swarm.as_ref()).await {
+    for done in pending.undo_all(swarm.as_ref()).await {
         tracing::info!(%done, "the drill ended before a fault's end: given back");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

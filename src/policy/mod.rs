@@ -139,10 +139,10 @@ pub struct ServiceSpec {
     pub name: String,
     pub min_replicas: u32,
     pub max_replicas: u32,
-    /// At most this many replicas to a serving node: no scale-up past this times the
-    /// nodes that serve (ready, not drained), and demand past it shows red (the nodes
-    /// cannot hold it). Placement constraints are not evaluated: the unplaceable rule
-    /// covers what they leave pending.
+    /// At most this many replicas to a node: no scale-up past this times the nodes that
+    /// take tasks (ready, neither drained nor paused), and demand past it shows red
+    /// (the nodes cannot hold it). Placement constraints are not evaluated: the
+    /// unplaceable rule covers what they leave pending.
     pub max_replicas_per_node: Option<u32>,
 }
 
