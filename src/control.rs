@@ -120,8 +120,15 @@ impl Controller {
             .map(|s| s.name.clone())
             .collect();
         // Reads go out together: Prometheus, the nodes, and every service with its tasks.
-        let (observations, nodes, mut reads) = tokio::join!(
+        let spread = async {
+            match &self.policy.spread {
+                Some(q) => self.prom.spread(q, &names).await,
+                None => HashMap::new(),
+            }
+        };
+        let (observations, spread, nodes, mut reads) = tokio::join!(
             self.prom.observe(&self.policy, &names),
+            spread,
             self.swarm.nodes(),
             read_services(&self.swarm, &names),
         );
@@ -141,8 +148,9 @@ impl Controller {
             let read = reads
                 .remove(&svc.name)
                 .unwrap_or(Err(SwarmError::NotFound(svc.name.clone())));
+            let load = spread.get(&svc.name);
             let (status, shed) = self
-                .reconcile(&svc, &obs, read, (&nodes, node_lost_ms))
+                .reconcile(&svc, &obs, read, (&nodes, node_lost_ms, load))
                 .await;
             statuses.push(status);
             if let Some(shed) = shed {
@@ -185,7 +193,7 @@ impl Controller {
         svc: &ServiceSpec,
         obs: &Observations,
         read: Read,
-        (nodes, node_lost_ms): (&HashMap<String, NodeInfo>, Option<u64>),
+        (nodes, node_lost_ms, load): (&HashMap<String, NodeInfo>, Option<u64>, Option<&TaskLoad>),
     ) -> (ServiceStatus, Option<Shed>) {
         let mut status = ServiceStatus::new(&svc.name);
         let (info, tasks) = match read {
@@ -212,8 +220,12 @@ impl Controller {
         };
         status.opted_in = true;
         // Only tasks running on nodes that serve are capacity, and only they get traffic.
-        let (tasks, mut placement, per_node) =
+        let (serving, mut placement, mut per_node) =
             crate::swarm::placement(&tasks, nodes, (now_ms(), self.policy.placement_grace_ms()));
+        if let Some(load) = load {
+            crate::swarm::add_load(&mut per_node, &tasks, load);
+        }
+        let tasks = serving;
         placement.node_lost_ms = node_lost_ms;
         let ready = tasks.len() as u32;
         status.ready = Some(ready);
@@ -315,6 +327,9 @@ impl Controller {
         (status, shed)
     }
 }
+
+/// The policy's `spread.query` per task id.
+type TaskLoad = HashMap<String, f64>;
 
 /// One service as read this tick: its spec, and its tasks when it is opted in.
 type Read = Result<(ServiceInfo, Option<Vec<TaskInfo>>), SwarmError>;

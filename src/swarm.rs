@@ -118,7 +118,7 @@ impl NodeInfo {
 }
 
 /// A service's tasks per node, for `/status`: where the load sits.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeTasks {
     pub id: String,
     /// The node's `andon.node` label, or its hostname; its id when Swarm no longer
@@ -130,6 +130,9 @@ pub struct NodeTasks {
     /// Tasks of the service meant to run there, and how many run.
     pub tasks: u32,
     pub running: u32,
+    /// The policy's `spread.query` summed over its tasks there: where the load sits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<f64>,
 }
 
 /// What a service's tasks are worth: the ones that run on a node that serves, and the
@@ -184,6 +187,7 @@ pub fn placement(
                     state: state.into(),
                     tasks: 0,
                     running: 0,
+                    load: None,
                 });
                 per_node.len() - 1
             }
@@ -195,6 +199,19 @@ pub fn placement(
     p.serving_nodes =
         (!nodes.is_empty()).then(|| nodes.values().filter(|n| n.takes_tasks()).count() as u32);
     (serving, p, per_node)
+}
+
+/// Adds each task's load (by task id) to its node's row. A node whose tasks have no
+/// reading shows none, not zero.
+pub fn add_load(per_node: &mut [NodeTasks], tasks: &[TaskInfo], load: &HashMap<String, f64>) {
+    for t in tasks {
+        let (Some(node), Some(v)) = (&t.node_id, load.get(&t.id)) else {
+            continue;
+        };
+        if let Some(row) = per_node.iter_mut().find(|n| n.id == *node) {
+            *row.load.get_or_insert(0.0) += v;
+        }
+    }
 }
 
 /// Remembers which nodes served, to date the last loss of one (down, or drained). A node
@@ -509,6 +526,27 @@ mod tests {
         assert_eq!(p.moving, 1);
         let (_, p, _) = placement(&[stuck], &nodes, (50_000, 75_000));
         assert_eq!(p.moving, 1);
+    }
+
+    /// The spread: each task's load lands on its node; a node with no reading for its
+    /// tasks shows none (not 0), and a reading for a task not listed is left out.
+    #[test]
+    fn load_sums_per_node_by_task_id() {
+        let nodes = HashMap::from([node("a", true, false), node("b", true, false)]);
+        let named = |id: &str, n: &str| TaskInfo {
+            id: id.into(),
+            ..task(Some(n), true, false)
+        };
+        let tasks = [named("a1", "a"), named("a2", "a"), named("b1", "b")];
+        let (_, _, mut rows) = placement(&tasks, &nodes, (0, 1));
+        let load = HashMap::from([
+            ("a1".to_string(), 2.0),
+            ("a2".into(), 3.0),
+            ("zz".into(), 9.0),
+        ]);
+        add_load(&mut rows, &tasks, &load);
+        let got: Vec<(&str, Option<f64>)> = rows.iter().map(|r| (r.id.as_str(), r.load)).collect();
+        assert_eq!(got, [("a", Some(5.0)), ("b", None)]);
     }
 
     #[test]

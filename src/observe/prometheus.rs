@@ -376,6 +376,49 @@ async fn query_targets(
     out
 }
 
+impl PromSource {
+    /// Load per task, per service: the policy's `spread.query` (one series per task, by
+    /// its `task` label). Series without a `task` label are left out; a failed query gives
+    /// nothing (the per-node view then shows no load, and no decision reads it).
+    pub async fn spread(
+        &self,
+        query: &str,
+        services: &[String],
+    ) -> HashMap<String, HashMap<String, f64>> {
+        let mut out: HashMap<String, HashMap<String, f64>> = HashMap::new();
+        let queries: Vec<(Option<&String>, String)> = match grouped(query, services) {
+            Some(q) => vec![(None, q)],
+            None => services
+                .iter()
+                .map(|s| (Some(s), query.replace(SERVICE_PLACEHOLDER, s)))
+                .collect(),
+        };
+        for (svc, q) in queries {
+            let samples = match run(&self.client, &q).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %describe(&e), "spread query failed");
+                    continue;
+                }
+            };
+            for (labels, value, _) in samples {
+                let (Some(name), Some(task)) =
+                    (svc.or_else(|| labels.get("service")), labels.get("task"))
+                else {
+                    continue;
+                };
+                if value.is_finite() {
+                    *out.entry(name.clone())
+                        .or_default()
+                        .entry(task.clone())
+                        .or_default() += value;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The query for all services at once, where it selects the service as
 /// `service="$service"`: that becomes `service=~"a|b"`, and the `service` label splits the
 /// answer. `None` when the query cannot be grouped.

@@ -17,6 +17,8 @@ pub struct PolicyFile {
     pub behavior: BehaviorFile,
     #[serde(default)]
     pub jidoka: JidokaFile,
+    /// Where the load sits: a query per task, summed per node for `/status`.
+    pub spread: Option<TargetsFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -472,6 +472,10 @@ pub struct Policy {
     /// compares the targets that report with the running tasks, and dates every reading by
     /// its targets' last scrape (an instant query is dated at evaluation time).
     pub targets: Option<String>,
+    /// `spread.query`: one series per task (its `task` label, the task id), the load on
+    /// it. Summed per node in `/status` (`nodes[].load`), so a hot node shows. Read only
+    /// for the operator's eye: no decision uses it.
+    pub spread: Option<String>,
     /// `behavior.panic.fast`: a fast reading of one demand signal (e.g. a 30 s rate where
     /// the signal has 1 m), which panic mode reads beside the signals.
     pub panic_fast: Option<Signal>,

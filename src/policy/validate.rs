@@ -145,6 +145,17 @@ impl Checker<'_> {
             }
             t.query.trim().to_string()
         });
+        let spread = raw.spread.as_ref().map(|t| {
+            if !t.query.contains(SERVICE_PLACEHOLDER) {
+                self.error(
+                    "spread.query",
+                    format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per task of the service with its `task` label, e.g. sum by (task) (rate(erlmcp_requests_total{{service=\"{SERVICE_PLACEHOLDER}\"}}[1m]))"),
+                );
+            } else if let Err(e) = promql::check(&t.query) {
+                self.error("spread.query", e);
+            }
+            t.query.trim().to_string()
+        });
         let panic_fast = raw
             .behavior
             .panic
@@ -173,6 +184,7 @@ impl Checker<'_> {
             behavior,
             jidoka,
             targets,
+            spread,
             latency_window,
             demand_window,
             panic_fast,

@@ -384,5 +384,44 @@ fn draining_a_node_at_peak_moves_its_tasks_with_no_scale_down() {
     assert!(seen.iter().any(|c| c == "node_lost"), "{seen:?}");
 }
 
+/// The spread: the per-node rows of `/status` carry the policy's `spread.query` summed
+/// over each node's tasks. Here the query is `up` per task, scraped by the cluster's own
+/// Prometheus (discovering the tasks through Swarm): each node's load is the number of
+/// its tasks scraped, which must equal its running tasks.
+#[test]
+#[ignore = "needs the multi-node Swarm: scripts/nodes.sh up (scripts/test.sh runs it)"]
+fn the_status_shows_where_the_load_sits() {
+    let name = "andon-it-spread";
+    let dir = tmpdir("spread");
+    let prom =
+        std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/nodes.sh env)");
+    let svc = Service::create_placed(
+        name,
+        6,
+        &[],
+        &["andon.enable=true", "prometheus.io.scrape=true"],
+        &[],
+    );
+    let text = policy(&[(name, 6, 6)], NO_WINDOW)
+        + "spread:\n  query: sum by (task) (up{service=\"$service\"})\n";
+    let policy = write_policy(&dir, &text);
+    let ctl = Controller::start(&policy, &prom, &[], dir.join("andon.log"));
+    let rows = wait_for(
+        Duration::from_secs(60),
+        "a load on every node's row",
+        || {
+            let st = ctl.service_status(name);
+            let rows = st["nodes"].as_array().cloned().unwrap_or_default();
+            let loaded: f64 = rows.iter().filter_map(|r| r["load"].as_f64()).sum();
+            (rows.len() == 3 && loaded == 6.0).then_some(rows)
+        },
+    );
+    for r in &rows {
+        assert_eq!(r["load"].as_f64(), r["running"].as_f64(), "{rows:#?}");
+    }
+    eprintln!("spread: {}", serde_json::to_string(&rows).unwrap());
+    drop(svc);
+}
+
 mod drill;
 mod failover;
