@@ -8,6 +8,10 @@
 #                                        writes $DIR/env
 #   scripts/nodes.sh down                stop and remove all of it, failures included
 #   scripts/nodes.sh status
+#   scripts/nodes.sh cut-node I | mend-node I    node I off the network, and back
+#   scripts/nodes.sh kill-node I | start-node I  node I's power cut (SIGKILL to all of
+#                                                it), and booted again
+#   scripts/nodes.sh stop-node I                 node I's dockerd stopped (graceful)
 #
 # Each node is a dockerd in its own network namespace (andon0-n1, andon0-n2, ...), joined
 # to a host bridge at 10.77.0.1/24; node i is 10.77.0.(10+i). ANDON_NODES_ID (0-9,
@@ -203,6 +207,26 @@ stop_pid() { # pidfile, name
   rm -f "$1"
 }
 
+# A node's power cut: SIGKILL to its dockerd, containerd, shims and every container's
+# processes (their pids read first; they are not children of anything named after the
+# node). The namespace stays, with nothing in it: the managers see a dead node, clients
+# get refused. `start-node` boots it again (same data root: the same swarm node).
+kill_node() { # i
+  local i=$1 pids=()
+  alive "$DIR/n$i/dockerd.pid" || { log "node $i is not running"; return 1; }
+  local ids; ids=$(dk "$i" ps -q 2>/dev/null)
+  for c in $ids; do
+    pids+=("$(dk "$i" inspect -f '{{.State.Pid}}' "$c" 2>/dev/null)")
+  done
+  pkill -9 -f "$DIR/n$i/" 2>/dev/null
+  for p in "${pids[@]}"; do
+    [ -n "$p" ] && [ "$p" != 0 ] && kill -9 "$p" 2>/dev/null
+  done
+  for _ in $(seq 50); do alive "$DIR/n$i/dockerd.pid" || break; sleep 0.1; done
+  rm -f "$DIR/n$i/dockerd.pid"
+  log "node $i killed (daemon, containerd, ${#pids[@]} containers)"
+}
+
 down() {
   # Best effort, every step: tearing down must not fail the run that called it.
   set +e
@@ -231,6 +255,7 @@ case "${1:-}" in
   down) down ;;
   # A node's daemon, stopped and started again by a test (`node_down`).
   stop-node) stop_pid "$DIR/n${2:?node index}/dockerd.pid" "node $2's dockerd" ;;
+  kill-node) kill_node "${2:?node index}" ;;
   start-node) restart_node "${2:?node index}" ;;
   # A node cut off the network (a partition, a dead host as the managers see it), and
   # joined again: its tasks keep running but nobody reaches them.
@@ -242,5 +267,5 @@ case "${1:-}" in
     done
     alive "$DIR/prometheus.pid" && echo "prometheus: running ($PROM_ADDR)" || echo "prometheus: stopped"
     ;;
-  *) echo "usage: scripts/nodes.sh up [N] [MANAGERS] | down | status | stop-node I | start-node I | cut-node I | mend-node I" >&2; exit 2 ;;
+  *) echo "usage: scripts/nodes.sh up [N] [MANAGERS] | down | status | stop-node I | kill-node I | start-node I | cut-node I | mend-node I" >&2; exit 2 ;;
 esac

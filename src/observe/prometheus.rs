@@ -386,14 +386,10 @@ impl PromSource {
         services: &[String],
     ) -> HashMap<String, HashMap<String, f64>> {
         let mut out: HashMap<String, HashMap<String, f64>> = HashMap::new();
-        let queries: Vec<(Option<&String>, String)> = match grouped(query, services) {
-            Some(q) => vec![(None, q)],
-            None => services
-                .iter()
-                .map(|s| (Some(s), query.replace(SERVICE_PLACEHOLDER, s)))
-                .collect(),
-        };
-        for (svc, q) in queries {
+        // One query per service, never grouped: `sum by (task)` drops the `service`
+        // label that would split a grouped answer (the live test caught it).
+        for svc in services {
+            let q = query.replace(SERVICE_PLACEHOLDER, svc);
             let samples = match run(&self.client, &q).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -401,17 +397,10 @@ impl PromSource {
                     continue;
                 }
             };
+            let per_task = out.entry(svc.clone()).or_default();
             for (labels, value, _) in samples {
-                let (Some(name), Some(task)) =
-                    (svc.or_else(|| labels.get("service")), labels.get("task"))
-                else {
-                    continue;
-                };
-                if value.is_finite() {
-                    *out.entry(name.clone())
-                        .or_default()
-                        .entry(task.clone())
-                        .or_default() += value;
+                if let (Some(task), true) = (labels.get("task"), value.is_finite()) {
+                    *per_task.entry(task.clone()).or_default() += value;
                 }
             }
         }

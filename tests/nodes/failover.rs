@@ -59,10 +59,22 @@ impl Drop for Promoted {
                 self.0
             );
         }
+        // A demote races the managers' own node updates ("update out of sequence"):
+        // retried until the node is a worker again.
         for id in &self.0 {
-            let (ok, out) = docker(&["node", "demote", id]);
-            if !ok {
-                eprintln!("WARNING: could not demote {id}: {out}");
+            let start = Instant::now();
+            let mut last = String::new();
+            while start.elapsed() < Duration::from_secs(60) {
+                let (_, role) = docker(&["node", "inspect", "-f", "{{.Spec.Role}}", id]);
+                if role.trim() == "worker" {
+                    break;
+                }
+                last = docker(&["node", "demote", id]).1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let (_, role) = docker(&["node", "inspect", "-f", "{{.Spec.Role}}", id]);
+            if role.trim() != "worker" {
+                eprintln!("WARNING: could not demote {id}: {last}");
             }
         }
         if !settled_leader() {
