@@ -212,16 +212,17 @@ stop_pid() { # pidfile, name
 # node). The namespace stays, with nothing in it: the managers see a dead node, clients
 # get refused. `start-node` boots it again (same data root: the same swarm node).
 kill_node() { # i
-  local i=$1 pids=()
+  local i=$1 pids=() ids p
   alive "$DIR/n$i/dockerd.pid" || { log "node $i is not running"; return 1; }
-  local ids; ids=$(dk "$i" ps -q 2>/dev/null)
+  # Best effort from here (set -e would stop half-way): a container may go between the
+  # listing and the inspection, a process between the listing and the kill.
+  ids=$(dk "$i" ps -q 2>/dev/null) || ids=""
   for c in $ids; do
-    pids+=("$(dk "$i" inspect -f '{{.State.Pid}}' "$c" 2>/dev/null)")
+    p=$(dk "$i" inspect -f '{{.State.Pid}}' "$c" 2>/dev/null) || continue
+    [ -n "$p" ] && [ "$p" != 0 ] && pids+=("$p")
   done
-  pkill -9 -f "$DIR/n$i/" 2>/dev/null
-  for p in "${pids[@]}"; do
-    [ -n "$p" ] && [ "$p" != 0 ] && kill -9 "$p" 2>/dev/null
-  done
+  pkill -9 -f "$DIR/n$i/" 2>/dev/null || true
+  for p in ${pids[@]+"${pids[@]}"}; do kill -9 "$p" 2>/dev/null || true; done
   for _ in $(seq 50); do alive "$DIR/n$i/dockerd.pid" || break; sleep 0.1; done
   rm -f "$DIR/n$i/dockerd.pid"
   log "node $i killed (daemon, containerd, ${#pids[@]} containers)"

@@ -79,6 +79,9 @@ pub fn tier_floor(
     raised: &mut bool,
     reasons: &mut Vec<Reason>,
 ) -> Tier {
+    // The bound counts the nodes that take new tasks; tasks already running past it (on
+    // a paused node, or packed by Swarm after a loss) are capacity all the same.
+    let node_bound = node_bound.map(|b| b.max(current));
     let fits = match (placement.fits(current), node_bound) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -1239,6 +1239,18 @@ fn replicas_per_node_bound_the_scale_up_by_the_serving_nodes() {
         codes.contains(&"nodes_hold") && codes.contains(&"cannot_place"),
         "{codes:?}"
     );
+    // 12 running on 3 nodes of 4, one of them paused: the bound counts 2 nodes (8), but
+    // the 12 serve, and demand for 12 is no red.
+    p.services[0].max_replicas_per_node = Some(4);
+    let twelve = Replicas {
+        current: 12,
+        ready: 12,
+        ..reps(2)
+    };
+    let mut st = CoreState::default();
+    let d = decide_in_place(&p, &p.services[0], &obs, twelve, &mut st, 0);
+    assert_eq!((d.desired, d.tier), (12, Tier::Green), "{}", d.summary());
+    p.services[0].max_replicas_per_node = Some(3);
     let mut st = CoreState::default();
     let d = decide_in_place(&p, &p.services[0], &obs, reps(4), &mut st, 0);
     // 12 fit: only the step limit (4 → 8) stands in the way.

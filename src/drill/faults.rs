@@ -34,6 +34,7 @@ pub async fn run(
         ctx.pending.injecting(true);
         let (injected, detail) = inject(&ctx, &f.kind).await;
         ctx.pending.injecting(false);
+        let closed = ctx.pending.closed();
         if injected {
             tracing::info!(fault = %f.describe(), %detail, "fault injected");
         } else {
@@ -45,6 +46,10 @@ pub async fn run(
             injected,
             detail,
         });
+        // The drill is ending: no sleep until the next fault.
+        if closed {
+            return;
+        }
     }
 }
 

@@ -36,8 +36,11 @@ const UNDO_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct Inner {
     next: u32,
-    entries: BTreeMap<u32, (Undo, Instant)>,
+    /// Each undo, its time, and its timer (aborted when a later drain takes it over).
+    entries: BTreeMap<u32, (Undo, Instant, Option<tokio::task::AbortHandle>)>,
     closed: bool,
+    /// What undos registered after the close did, for `undo_all` to report.
+    late: Vec<String>,
     /// The faults task, and whether it is injecting right now.
     task: Option<tokio::task::JoinHandle<()>>,
     injecting: bool,
@@ -54,29 +57,36 @@ impl Pending {
     /// ending, the undo is done at once.
     pub async fn add(&self, undo: Undo, until: Instant, swarm: Option<Swarm>) {
         if self.0.borrow().closed {
-            let _ = tokio::time::timeout(UNDO_TIMEOUT, undo.apply(swarm.as_ref())).await;
+            let done = tokio::time::timeout(UNDO_TIMEOUT, undo.apply(swarm.as_ref()))
+                .await
+                .unwrap_or_else(|_| format!("NOT given back in time: {}", undo.by_hand()));
+            self.0.borrow_mut().late.push(done);
             return;
         }
         let (key, until) = {
             let mut inner = self.0.borrow_mut();
             let (mut undo, mut until) = (undo, until);
             if let Undo::Availability { id, .. } = &undo {
-                let earlier = inner.entries.iter().find_map(|(k, (u, t))| match u {
-                    Undo::Availability { id: other, .. } if other == id => Some((*k, *t)),
+                let earlier = inner.entries.iter().find_map(|(k, (u, _, _))| match u {
+                    Undo::Availability { id: other, .. } if other == id => Some(*k),
                     _ => None,
                 });
-                if let Some((k, t)) = earlier {
-                    undo = inner.entries.remove(&k).map(|(u, _)| u).unwrap_or(undo);
+                if let Some((u, t, timer)) = earlier.and_then(|k| inner.entries.remove(&k)) {
+                    // Its timer must not give the node back in the middle of this drain.
+                    if let Some(timer) = timer {
+                        timer.abort();
+                    }
+                    undo = u;
                     until = until.max(t);
                 }
             }
             let key = inner.next;
             inner.next += 1;
-            inner.entries.insert(key, (undo, until));
+            inner.entries.insert(key, (undo, until, None));
             (key, until)
         };
         let pending = self.clone();
-        tokio::task::spawn_local(async move {
+        let timer = tokio::task::spawn_local(async move {
             tokio::time::sleep_until(until).await;
             // Looked up at its time: a later drain of the same node took it over, or
             // undo_all did it already.
@@ -88,10 +98,13 @@ impl Pending {
             let _ = tokio::time::timeout(UNDO_TIMEOUT, undo.apply(swarm.as_ref())).await;
             pending.0.borrow_mut().entries.remove(&key);
         });
+        if let Some(entry) = self.0.borrow_mut().entries.get_mut(&key) {
+            entry.2 = Some(timer.abort_handle());
+        }
     }
 
     fn get(&self, key: u32) -> Option<Undo> {
-        self.0.borrow().entries.get(&key).map(|(u, _)| u.clone())
+        self.0.borrow().entries.get(&key).map(|(u, _, _)| u.clone())
     }
 
     /// The faults task, so that stopping the drill can let an injection finish.
@@ -113,24 +126,24 @@ impl Pending {
     /// flight finish (its undo is then done at once), and does every pending undo.
     /// Returns what it did, for the log and the user.
     pub async fn undo_all(&self, swarm: Option<&Swarm>) -> Vec<String> {
-        let (task, injecting) = {
-            let mut inner = self.0.borrow_mut();
-            inner.closed = true;
-            (inner.task.take(), inner.injecting)
-        };
-        if let Some(task) = task {
-            if injecting {
-                let _ = tokio::time::timeout(UNDO_TIMEOUT, task).await;
-            } else {
-                task.abort();
-            }
+        self.0.borrow_mut().closed = true;
+        // An injection in flight is let finish (its undo, registered after the close, is
+        // done at once); the faults task then stops. Polled, not awaited: the handle stays
+        // here, so a second undo_all (a signal during the first) waits the same way.
+        let since = Instant::now();
+        while self.0.borrow().injecting && since.elapsed() < UNDO_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(task) = self.0.borrow().task.as_ref() {
+            task.abort();
         }
         // One at a time, each forgotten once done: what is left stays listed for
         // `by_hand` should a second signal cut this short.
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.0.borrow_mut().late);
         loop {
             let first = self.0.borrow().entries.keys().next().copied();
             let Some(key) = first else {
+                done.append(&mut self.0.borrow_mut().late);
                 return done;
             };
             if let Some(u) = self.get(key) {
@@ -150,7 +163,7 @@ impl Pending {
             .borrow()
             .entries
             .values()
-            .map(|(u, _)| u.by_hand())
+            .map(|(u, _, _)| u.by_hand())
             .collect()
     }
 }

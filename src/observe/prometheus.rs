@@ -385,12 +385,17 @@ impl PromSource {
         query: &str,
         services: &[String],
     ) -> HashMap<String, HashMap<String, f64>> {
-        let mut out: HashMap<String, HashMap<String, f64>> = HashMap::new();
         // One query per service, never grouped: `sum by (task)` drops the `service`
-        // label that would split a grouped answer (the live test caught it).
-        for svc in services {
+        // label that would split a grouped answer (the live test caught it). All at once:
+        // with Prometheus down, a tick waits one timeout, not one per service.
+        let answers = futures::future::join_all(services.iter().map(|svc| async move {
             let q = query.replace(SERVICE_PLACEHOLDER, svc);
-            let samples = match run(&self.client, &q).await {
+            (svc, run(&self.client, &q).await)
+        }))
+        .await;
+        let mut out: HashMap<String, HashMap<String, f64>> = HashMap::new();
+        for (svc, answer) in answers {
+            let samples = match answer {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %describe(&e), "spread query failed");

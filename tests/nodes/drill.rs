@@ -73,10 +73,10 @@ fn a_drill_drains_a_real_node_and_gives_it_back() {
         "{faults:?}"
     );
     // Real MCP traffic (300 msg/s over 30 sessions) while Swarm moves node 2's tasks.
-    // Its p95 is reported, not asserted: on this 2-core machine, three daemons and a
-    // Prometheus beside the generator, a one-second p95 is the machine's noise (one run
-    // here: 299 ms at worst, a second after the node came back). Sessions on the drained
-    // tasks are cut and counted as errors; the rest are answered.
+    // Its p95 is reported, not asserted (a latency bound is a timed assertion). Two runs
+    // here gave the same worst second, 299 ms at 24 s (9 s after the node came back),
+    // with 37 bare 503s and 10 refusals: not noise, not diagnosed yet (README). Sessions
+    // on the drained tasks are cut and counted as errors; the rest are answered.
     let p95 = &v["expectations"][0];
     eprintln!(
         "drill drain: {}; ok {}, errors {}",

@@ -188,6 +188,8 @@ fn the_controller_survives_the_loss_of_its_manager_and_keeps_its_window() {
     let second = wait_for(Duration::from_secs(90), "andon on another manager", || {
         controller_node().filter(|n| *n != first)
     });
+    // A restarted controller that had lost the window would start a new one now.
+    let restarted = low.elapsed();
     eprintln!(
         "failover: andon answered on n{second} {:.1} s after n{first} was cut off",
         lost.elapsed().as_secs_f64()
@@ -201,12 +203,21 @@ fn the_controller_survives_the_loss_of_its_manager_and_keeps_its_window() {
         "scaled down inside the window after the failover",
     );
     // Kept: down about 98 s after the drop (the 90 s window, after the 8 s
-    // max_over_time has let the drop through); reset: 90 s after the restart, some 117 s
-    // after the drop (cut 5 s in, about 22 s to restart). 25 s after the hold (110 s)
-    // tells them apart.
+    // max_over_time has let the drop through). Reset: no sooner than 90 s after the
+    // restart seen above (the new window starts when it does), which here was 17.6 to
+    // 22 s after the cut, 5 s after the drop: 112 s or later. The deadline is the reset
+    // time less 5 s for the detection lag, and never below 100 s (the kept window's
+    // scale-down); a failover faster than about 10 s could not be told apart, and says so.
+    let reset = restarted + Duration::from_secs(90);
+    let deadline = reset
+        .saturating_sub(Duration::from_secs(5))
+        .max(Duration::from_secs(100));
+    if deadline >= reset {
+        eprintln!("failover too fast to tell a kept window from a reset one ({restarted:?})");
+    }
     wait_for(
-        Duration::from_secs(25),
-        "the scale-down after the window",
+        deadline.saturating_sub(low.elapsed()),
+        "the scale-down after the window, before a reset window would end",
         || (svc.replicas() == 2).then_some(()),
     );
     let (_, id) = docker(&[

@@ -93,8 +93,10 @@ fn lost_at_peak(loss: Loss) {
     let (cut, killed) = match loss {
         Loss::Cut => (Some(Cut::node("3")), None),
         Loss::Kill => {
+            // The guard first: should the kill fail half-way, node 3 is booted again.
+            let killed = Killed;
             nodes_sh(&["kill-node", "3"]);
-            (None, Some(Killed))
+            (None, Some(killed))
         }
     };
     sig.set(name, "rps", 400.0);
