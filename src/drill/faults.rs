@@ -130,8 +130,13 @@ pub(super) async fn give_back(
     id: &str,
     previous: Availability,
 ) -> Result<String, String> {
-    let Some(node) = find_node(swarm, id).await? else {
-        return Ok("gone from the swarm; nothing to give back".into());
+    // By id: one inspect, not the node list.
+    let node = match swarm.docker.inspect_node(id).await {
+        Ok(n) => n,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok("gone from the swarm; nothing to give back".into()),
+        Err(e) => return Err(format!("inspect node {id}: {e}")),
     };
     let now = availability(&node);
     if now != Availability::DRAIN {

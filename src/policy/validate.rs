@@ -83,6 +83,19 @@ impl Checker<'_> {
         v
     }
 
+    /// A query that must select one service by `$service` and parse; returns it trimmed.
+    fn per_service_query(&mut self, path: &str, query: &str, allowed: &str) -> String {
+        if !query.contains(SERVICE_PLACEHOLDER) {
+            self.error(
+                path,
+                format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: {allowed}"),
+            );
+        } else if let Err(e) = promql::check(query) {
+            self.error(path, e);
+        }
+        query.trim().to_string()
+    }
+
     fn count(&mut self, path: &str, v: i64, min: i64, max: i64) -> u32 {
         if v < min || v > max {
             self.error(
@@ -135,26 +148,18 @@ impl Checker<'_> {
             }
         }
         let targets = raw.jidoka.targets.as_ref().map(|t| {
-            if !t.query.contains(SERVICE_PLACEHOLDER) {
-                self.error(
-                    "jidoka.targets.query",
-                    format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per scrape target of the service, e.g. up{{service=\"{SERVICE_PLACEHOLDER}\"}}"),
-                );
-            } else if let Err(e) = promql::check(&t.query) {
-                self.error("jidoka.targets.query", e);
-            }
-            t.query.trim().to_string()
+            self.per_service_query(
+                "jidoka.targets.query",
+                &t.query,
+                &format!("one series per scrape target of the service, e.g. up{{service=\"{SERVICE_PLACEHOLDER}\"}}"),
+            )
         });
         let spread = raw.spread.as_ref().map(|t| {
-            if !t.query.contains(SERVICE_PLACEHOLDER) {
-                self.error(
-                    "spread.query",
-                    format!("the query does not use {SERVICE_PLACEHOLDER}; allowed: one series per task of the service with its `task` label, e.g. sum by (task) (rate(erlmcp_requests_total{{service=\"{SERVICE_PLACEHOLDER}\"}}[1m]))"),
-                );
-            } else if let Err(e) = promql::check(&t.query) {
-                self.error("spread.query", e);
-            }
-            t.query.trim().to_string()
+            self.per_service_query(
+                "spread.query",
+                &t.query,
+                &format!("one series per task of the service with its `task` label, e.g. sum by (task) (rate(erlmcp_requests_total{{service=\"{SERVICE_PLACEHOLDER}\"}}[1m]))"),
+            )
         });
         let panic_fast = raw
             .behavior

@@ -29,6 +29,25 @@ impl Drop for DrillChild {
     }
 }
 
+/// `andon drill SCENARIO --target swarm:SERVICE [EXTRA]`, output piped, stopped on drop.
+fn spawn_drill(
+    scenario: &std::path::Path,
+    service: &str,
+    extra: &[&str],
+) -> (std::process::Child, DrillChild) {
+    let child = Command::new(andon_bin())
+        .args(["drill", scenario.to_str().unwrap(), "--target"])
+        .arg(format!("swarm:{service}"))
+        .args(extra)
+        .env("DOCKER_HOST", docker_host())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop = DrillChild(child.id());
+    (child, stop)
+}
+
 #[test]
 #[ignore = "needs the multi-node Swarm: scripts/nodes.sh up (scripts/test.sh runs it)"]
 fn a_drill_drains_a_real_node_and_gives_it_back() {
@@ -41,16 +60,7 @@ fn a_drill_drains_a_real_node_and_gives_it_back() {
         "name: drill-drain\nreplicas: 3\nnodes: {count: 3}\nphases:\n  - {name: load, duration: 30s, connections: 30, rate: {per_connection: 10}}\nfaults:\n  - at: 5s\n    node_drain: {node: n2, for: 10s}\nexpect:\n  - p95_below: 250ms\n    during: load\n",
     )
     .unwrap();
-    let child = Command::new(andon_bin())
-        .args(["drill", scenario.to_str().unwrap(), "--target"])
-        .arg(format!("swarm:{name}"))
-        .arg("--json")
-        .env("DOCKER_HOST", docker_host())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _stop = DrillChild(child.id());
+    let (child, _stop) = spawn_drill(&scenario, name, &["--json"]);
     // The node goes to drain while the drill runs, and back to active before it ends.
     wait_for(
         Duration::from_secs(20),
@@ -110,15 +120,7 @@ fn an_interrupted_drill_gives_the_node_back_as_it_was() {
         "name: drill-int\nreplicas: 3\nnodes: {count: 3}\nphases:\n  - {name: load, duration: 60s, connections: 3, rate: {per_connection: 2}, mix: {ping: 1}}\nfaults:\n  - at: 2s\n    node_drain: {node: n3, for: 10m}\n",
     )
     .unwrap();
-    let child = Command::new(andon_bin())
-        .args(["drill", scenario.to_str().unwrap(), "--target"])
-        .arg(format!("swarm:{name}"))
-        .env("DOCKER_HOST", docker_host())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _stop = DrillChild(child.id());
+    let (child, _stop) = spawn_drill(&scenario, name, &[]);
     wait_for(
         Duration::from_secs(20),
         "node 3 drained by the drill",
