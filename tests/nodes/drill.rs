@@ -1,5 +1,6 @@
-//! `andon drill` on the three-node Swarm: a `node_drain` fault drains a real node and
-//! gives it back, at its end, at the drill's end, or when the drill is interrupted.
+//! `andon drill` on the three-node Swarm: a `node_drain` fault drains a real node at
+//! peak with `andon run` in control, and gives it back, at its end, at the drill's end,
+//! or when the drill is interrupted.
 
 use super::*;
 
@@ -48,52 +49,98 @@ fn spawn_drill(
     (child, stop)
 }
 
+/// Issue 12's done-when: a node drained at peak, with real MCP traffic (chaos/ci-drain.yaml:
+/// 300 msg/s over 30 sessions) and `andon run` in control under policies/drill-fast.yaml.
+/// The drill drains node 2 and gives it back; p95 stays under red's 250 ms while Swarm
+/// moves the tasks; andon sees the node's tasks vanish and does not scale down for it.
 #[test]
 #[ignore = "needs the multi-node Swarm: scripts/nodes.sh up (scripts/test.sh runs it)"]
-fn a_drill_drains_a_real_node_and_gives_it_back() {
-    let name = "andon-it-drill-drain";
+fn a_drain_at_peak_keeps_p95_under_red_with_andon_in_control() {
+    let name = "erlmcp"; // policies/drill-fast.yaml's service
     let dir = tmpdir("drill-drain");
-    let _svc = Service::create_placed(name, 3, &[], &["andon.enable=true"], &[]);
-    let scenario = dir.join("drain.yaml");
-    std::fs::write(
-        &scenario,
-        "name: drill-drain\nreplicas: 3\nnodes: {count: 3}\nphases:\n  - {name: load, duration: 30s, connections: 30, rate: {per_connection: 10}}\nfaults:\n  - at: 5s\n    node_drain: {node: n2, for: 10s}\nexpect:\n  - p95_below: 250ms\n    during: load\n",
-    )
-    .unwrap();
-    let (child, _stop) = spawn_drill(&scenario, name, &["--json"]);
-    // The node goes to drain while the drill runs, and back to active before it ends.
+    let prom =
+        std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/nodes.sh env)");
+    let svc = Service::create_placed(
+        name,
+        2,
+        &[],
+        &["andon.enable=true", "prometheus.io.scrape=true"],
+        &["--capacity", "400", "--conn-capacity", "50"],
+    );
+    // Swarm discovery and the first scrape (2 s each).
+    std::thread::sleep(Duration::from_secs(6));
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/drill-fast.yaml");
+    let ctl = Controller::start(&policy, &prom, &["--interval", "2s"], dir.join("andon.log"));
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chaos/ci-drain.yaml");
+    let url = format!("http://{}", ctl.listen);
+    let (mut child, _stop) = spawn_drill(&scenario, name, &["--json", "--controller", &url]);
+
+    // While the drill runs: what andon says, and when the tasks have left node 2.
     wait_for(
-        Duration::from_secs(20),
+        Duration::from_secs(90),
         "node 2 drained by the drill",
         || node_state("n2").ends_with("Drain").then_some(()),
     );
-    wait_for(Duration::from_secs(30), "node 2 active again", || {
-        node_state("n2").ends_with("Active").then_some(())
-    });
+    let drained = Instant::now();
+    let mut codes_seen = Vec::new();
+    let mut moved = None;
+    while child.try_wait().unwrap().is_none() && drained.elapsed() < Duration::from_secs(120) {
+        let st = ctl.service_status(name);
+        codes_seen.extend(codes(&st));
+        let on_n2 = st["nodes"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["node"] == "n2" && n["running"] != 0));
+        if moved.is_none() && !on_n2 && st["ready"] == st["replicas"] {
+            moved = Some(drained.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let out = child.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(node_state("n2").ends_with("Active"), "{}", node_state("n2"));
     let faults = v["faults"].as_array().cloned().unwrap_or_default();
     assert_eq!(faults.len(), 1, "{v:#}");
     assert_eq!(faults[0]["injected"], true, "{faults:?}");
-    assert!(
-        faults[0]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("drained")),
-        "{faults:?}"
-    );
-    // Real MCP traffic (300 msg/s over 30 sessions) while Swarm moves node 2's tasks.
-    // Its p95 is reported, not asserted (a latency bound is a timed assertion). Two runs
-    // here gave the same worst second, 299 ms: the drained task's sessions reopen on the
-    // other two and never rebalance, the stand-in's model at that load gives a p95 near
-    // 220 ms and 0.5% HTTP 500s, and its seeded generator makes the worst second
-    // repeat (README, "Many nodes").
-    let p95 = &v["expectations"][0];
+    let mut report = String::new();
+    for s in v["timeline"].as_array().into_iter().flatten() {
+        if s["t_s"].as_f64().is_some_and(|t| t >= 48.0) && s["errors"] != serde_json::json!({}) {
+            report += &format!(
+                "  {:>3} s: errors {}, p95 {} ms, replicas {} ready {}\n",
+                s["t_s"], s["errors"], s["p95_ms"], s["replicas"], s["ready"]
+            );
+        }
+    }
+    for e in v["expectations"].as_array().into_iter().flatten() {
+        report += &format!("  {} {}: {}\n", e["held"], e["text"], e["observed"]);
+    }
     eprintln!(
-        "drill drain: {}; ok {}, errors {}",
-        p95["observed"], v["counts"]["ok"], v["counts"]["errors"]
+        "drill drain with andon: tasks off node 2 after {moved:?}; max replicas {}; \
+         ok {}, errors {}\n{report}",
+        v["max_replicas"], v["counts"]["ok"], v["counts"]["errors"]
     );
-    assert!(v["counts"]["ok"].as_u64().unwrap_or(0) > 0, "{v:#}");
+    // Andon saw the node's tasks go and held for it: their targets vanished from
+    // Prometheus (`partial_targets`), or a tick caught them on the drained node
+    // (`node_lost`; the tasks move within some 4 s, two ticks). drill-fast's 30 s
+    // scale-down window would also absorb a shorter dip; the placement rule alone is
+    // shown by `draining_a_node_at_peak_moves_its_tasks_with_no_scale_down`.
+    assert!(moved.is_some(), "the tasks never left node 2");
+    assert!(
+        codes_seen
+            .iter()
+            .any(|c| c == "partial_targets" || c == "node_lost"),
+        "{codes_seen:?}"
+    );
+    // The drill's verdict: p95 under red, no scale-down, at most yellow, and errors
+    // under red's 2% once the drained tasks' sessions have reopened.
+    assert_eq!(
+        v["verdict"],
+        "pass",
+        "{report}\ncontroller log:\n{}",
+        ctl.logs()
+    );
+    assert!(v["counts"]["ok"].as_u64().unwrap_or(0) > 5000, "{v:#}");
+    drop(svc);
 }
 
 /// A drill interrupted while its drain lasts (and a drain meant to outlast the drill)
