@@ -537,10 +537,13 @@ pub fn run_judged(
         } else {
             0.0
         };
+        // The replicas the service asks for, as the drill reads them (the spec): with
+        // nodes that cannot hold them all, fewer run (`ready`), and that is no scale-down.
+        let asked = swarm.spec().unwrap_or(m.replicas);
         points.push(Point {
             t,
             tier: Some(tier),
-            replicas: Some(m.replicas),
+            replicas: Some(asked),
             ready: Some(m.ready),
             needed: Some(needed(yardstick, service, &m)),
             p95_s: (m.admitted_rps > 0.0).then_some(m.p95_s),
@@ -559,7 +562,7 @@ pub fn run_judged(
                 t_s: t.as_secs_f64(),
                 phase: phase.name.clone(),
                 tier,
-                replicas: m.replicas,
+                replicas: asked,
                 ready: m.ready,
                 connections: m.connections,
                 offered_rps: m.offered_rps,
