@@ -430,6 +430,7 @@ pub fn run_judged(
             rate_per_conn: phase.rate_per_connection(conns),
             timeout_s: scenario.client_timeout.as_secs_f64(),
         };
+        swarm.advance(&mut cluster, now_ms);
         let m = cluster.step(dt, load);
         prom.push(m, now_ms);
 
@@ -519,7 +520,9 @@ pub fn run_judged(
         summary.max_tier = summary.max_tier.max(tier);
         summary.peak_p95_ms = summary.peak_p95_ms.max(admitted_p95_ms);
         summary.peak_error_rate = summary.peak_error_rate.max(m.error_rate());
-        summary.max_replicas = summary.max_replicas.max(m.replicas);
+        // The most the service asked for (as a drill reads it); the replica-seconds are
+        // what ran.
+        summary.max_replicas = summary.max_replicas.max(swarm.spec().unwrap_or(m.replicas));
         summary.shed_requests += m.shed_rps * dt;
         summary.sessions_refused += m.refused_sessions * dt;
         summary.replica_seconds += m.replicas as f64 * dt;

@@ -310,8 +310,8 @@ async fn drill(
             t: Duration::from_secs_f64(s.t_s),
             tier: s.tier,
             replicas: s.replicas,
-            // The watcher counts running tasks: those are the ready ones it can see.
-            ready: s.replicas,
+            // The watcher's running tasks with a published port: the ready ones it sees.
+            ready: s.ready,
             // The drill does not model demand per replica: ready_at_start deviates there.
             needed: None,
             p95_s: s.p95_ms.map(|v| v / 1000.0),

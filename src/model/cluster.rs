@@ -18,6 +18,9 @@ struct Task {
     conns: u32,
     /// Seconds of work queued beyond capacity (ρ > 1).
     backlog_s: f64,
+    /// Died with this node (index), which the managers have not yet noticed: Swarm
+    /// still lists the task as running.
+    dead_on: Option<usize>,
 }
 
 /// The offered load in one tick.
@@ -171,6 +174,7 @@ impl Cluster {
                     state: TaskState::Ready,
                     conns: 0,
                     backlog_s: 0.0,
+                    dead_on: None,
                 })
                 .collect(),
             cursor: 0,
@@ -221,6 +225,7 @@ impl Cluster {
                 },
                 conns: 0,
                 backlog_s: 0.0,
+                dead_on: None,
             });
         }
         while self.tasks.len() > desired {
@@ -253,6 +258,16 @@ impl Cluster {
     /// Kills `n` running tasks: Swarm replaces each with a new task after its restart
     /// delay plus start-up; the connections reconnect to the others.
     pub fn kill(&mut self, n: u32, restart_delay_s: f64) {
+        self.kill_tagged(n, restart_delay_s, None);
+    }
+
+    /// Kills `n` running tasks with node `node`, dead before the managers notice (in
+    /// `notice_s`): they are replaced then, and listed as running until then.
+    pub fn kill_on_dead_node(&mut self, n: u32, node: usize, notice_s: f64) {
+        self.kill_tagged(n, notice_s, Some(node));
+    }
+
+    fn kill_tagged(&mut self, n: u32, restart_delay_s: f64, dead_on: Option<usize>) {
         for t in self
             .tasks
             .iter_mut()
@@ -266,7 +281,25 @@ impl Cluster {
                 },
                 conns: 0,
                 backlog_s: 0.0,
+                dead_on,
             };
+        }
+    }
+
+    /// Tasks dead on nodes the managers have not noticed (listed as running).
+    pub fn unnoticed(&self) -> u32 {
+        self.tasks.iter().filter(|t| t.dead_on.is_some()).count() as u32
+    }
+
+    /// The managers noticed node `node`: its dead tasks are on their way again, from
+    /// now (`at_once`: a drain, which re-places them at once) or as they were set to.
+    pub fn noticed(&mut self, node: usize, at_once: bool) {
+        let ready_at = self.now_s + self.params.start_delay_s;
+        for t in self.tasks.iter_mut().filter(|t| t.dead_on == Some(node)) {
+            t.dead_on = None;
+            if at_once {
+                t.state = TaskState::Starting { ready_at };
+            }
         }
     }
 
@@ -391,7 +424,10 @@ impl Cluster {
         let now = self.now_s;
         for t in &mut self.tasks {
             match t.state {
-                TaskState::Starting { ready_at } if ready_at <= now => t.state = TaskState::Ready,
+                TaskState::Starting { ready_at } if ready_at <= now => {
+                    t.state = TaskState::Ready;
+                    t.dead_on = None;
+                }
                 TaskState::Paused { until } if until <= now => t.state = TaskState::Ready,
                 _ => {}
             }

@@ -27,15 +27,16 @@ pub struct ModelNodes {
 }
 
 /// A dead node the managers have not yet marked down: until `notice_ms` Swarm lists it
-/// ready and its `tasks` as running, though they serve nothing and Prometheus fails to
-/// scrape them (the controller sees a partial view, not a lost node). Measured on the
+/// ready and its dead tasks as running, though they serve nothing and Prometheus fails
+/// to scrape them (the controller sees a partial view, not a lost node). Measured on the
 /// local three-node swarm: its tasks left andon's view 13.2–15.3 s after the cut.
+/// Not modelled: tasks Swarm places on it meanwhile (they would hang until the notice);
+/// the model lets them start.
 #[derive(Debug, Clone, PartialEq)]
 struct Unnoticed {
     index: usize,
     notice_ms: u64,
     until_ms: u64,
-    tasks: u32,
 }
 
 impl ModelNodes {
@@ -48,25 +49,25 @@ impl ModelNodes {
         }
     }
 
-    /// Dead nodes the managers notice by `now_ms` go out from their notice (if still
-    /// dead then; one back sooner was never marked down).
-    fn notice(&mut self, now_ms: u64) {
-        let (due, pending): (Vec<_>, Vec<_>) = self
-            .unnoticed
-            .drain(..)
-            .partition(|u| u.notice_ms <= now_ms);
-        self.unnoticed = pending;
-        for u in due.into_iter().filter(|u| u.until_ms > u.notice_ms) {
-            if let Some(slot) = self.out_until_ms.get_mut(u.index) {
-                *slot = Some(u.until_ms.max(slot.unwrap_or(0)));
-                self.lost_ms = Some(u.notice_ms);
+    /// Dead nodes back before the managers noticed were never down: their tasks are on
+    /// their way (restarted by their daemon). Those the managers notice by `now_ms` go
+    /// out from their notice, and their tasks are re-placed.
+    fn notice(&mut self, cluster: &mut Cluster, now_ms: u64) {
+        let mut keep = Vec::new();
+        for u in std::mem::take(&mut self.unnoticed) {
+            if u.until_ms <= now_ms.min(u.notice_ms) {
+                cluster.noticed(u.index, false);
+            } else if u.notice_ms <= now_ms {
+                cluster.noticed(u.index, false);
+                if let Some(slot) = self.out_until_ms.get_mut(u.index) {
+                    *slot = Some(u.until_ms.max(slot.unwrap_or(0)));
+                }
+                self.lost_ms = self.lost_ms.max(Some(u.notice_ms));
+            } else {
+                keep.push(u);
             }
         }
-    }
-
-    /// Tasks Swarm still lists as running on dead nodes it has not noticed.
-    fn unnoticed_tasks(&self) -> u32 {
-        self.unnoticed.iter().map(|u| u.tasks).sum()
+        self.unnoticed = keep;
     }
 
     fn serving(&self) -> u32 {
@@ -115,38 +116,64 @@ impl ModelSwarm {
         (now_ms, until_ms): (u64, u64),
         down: bool,
     ) {
+        self.advance(cluster, now_ms);
         let Some(nodes) = self.nodes.as_mut() else {
             return;
         };
         let serving = nodes.serving();
-        let unnoticed = nodes.unnoticed.iter().any(|u| u.index == index);
+        let unnoticed = nodes.unnoticed.iter().position(|u| u.index == index);
         let Some(slot) = nodes.out_until_ms.get_mut(index) else {
             return;
         };
-        let mut share = 0;
-        if slot.is_none() && !unnoticed && serving > 0 {
-            // Its share of the tasks, rounded to the nearest.
-            let tasks = cluster.replicas();
-            share = (tasks * 2 + serving) / (2 * serving);
-            let delay = if down { NODE_DOWN_NOTICE_S } else { 0.0 };
-            cluster.kill(share, delay);
-        }
-        if down && slot.is_none() {
-            let notice_ms = now_ms + (NODE_DOWN_NOTICE_S * 1000.0) as u64;
-            match nodes.unnoticed.iter_mut().find(|u| u.index == index) {
-                Some(u) => u.until_ms = u.until_ms.max(until_ms),
-                None => nodes.unnoticed.push(Unnoticed {
-                    index,
-                    notice_ms,
-                    until_ms,
-                    tasks: share,
-                }),
+        // Its share of the tasks, rounded to the nearest.
+        let share = (cluster.replicas() * 2 + serving.max(1)) / (2 * serving.max(1));
+        match (down, unnoticed, slot.is_some()) {
+            // Down again before the managers noticed: still dead, for longer.
+            (true, Some(u), _) => {
+                let u = &mut nodes.unnoticed[u];
+                u.until_ms = u.until_ms.max(until_ms);
+                return;
             }
-        } else {
-            *slot = Some(until_ms.max(slot.unwrap_or(0)));
-            nodes.lost_ms = Some(now_ms);
+            (true, None, false) if serving > 0 => {
+                let notice_s = NODE_DOWN_NOTICE_S;
+                cluster.kill_on_dead_node(share, index, notice_s);
+                nodes.unnoticed.push(Unnoticed {
+                    index,
+                    notice_ms: now_ms + (notice_s * 1000.0) as u64,
+                    until_ms,
+                });
+                return;
+            }
+            // A drain of a dead node the managers have not noticed: they move its tasks
+            // at once.
+            (false, Some(u), _) => {
+                nodes.unnoticed.remove(u);
+                cluster.noticed(index, true);
+            }
+            (false, None, false) if serving > 0 => cluster.kill(share, 0.0),
+            // Already out (drained, or down and noticed): out for longer.
+            _ => {}
         }
+        *slot = Some(until_ms.max(slot.unwrap_or(0)));
+        nodes.lost_ms = nodes.lost_ms.max(Some(now_ms));
         self.place(cluster);
+    }
+
+    /// Time passes for the nodes: the managers notice dead nodes, nodes come back, and
+    /// the cluster runs what they hold. Every model tick, so that a notice is not dated
+    /// by when a controller happens to read.
+    pub fn advance(&mut self, cluster: &mut Cluster, now_ms: u64) {
+        if let Some(nodes) = self.nodes.as_mut() {
+            nodes.notice(cluster, now_ms);
+            for o in &mut nodes.out_until_ms {
+                if o.is_some_and(|until| until <= now_ms) {
+                    *o = None;
+                }
+            }
+        }
+        if self.nodes.is_some() {
+            self.place(cluster);
+        }
     }
 
     /// The cluster runs what the spec asks, up to what the serving nodes hold.
@@ -183,24 +210,13 @@ impl ModelSwarm {
 
     /// The service as the Docker API would show it now.
     pub fn read(&mut self, cluster: &mut Cluster, now_ms: u64) -> &ServiceView {
-        if let Some(nodes) = self.nodes.as_mut() {
-            nodes.notice(now_ms);
-            for o in &mut nodes.out_until_ms {
-                if o.is_some_and(|until| until <= now_ms) {
-                    *o = None;
-                }
-            }
-        }
+        self.advance(cluster, now_ms);
         self.place(cluster);
         let spec = self.spec.unwrap_or(0);
         self.view.replicas = spec;
         // A dead node's tasks, until the managers notice, are listed as running (they
         // are not starting, and they serve nothing).
-        let unnoticed = self
-            .nodes
-            .as_ref()
-            .map_or(0, ModelNodes::unnoticed_tasks)
-            .min(cluster.starting());
+        let unnoticed = cluster.unnoticed();
         self.view.running = cluster.ready() + unnoticed;
         // As `andon run` reads a real service: tasks no node holds, tasks starting.
         self.view.placement = Placement {
@@ -286,6 +302,46 @@ mod tests {
         assert_eq!(view.placement.moving, 3);
         assert_eq!(view.placement.node_lost_ms, Some(25_000));
         assert_eq!(view.placement.serving_nodes, Some(2));
+    }
+
+    /// Cut again after it came back, before the first notice: the managers notice 15 s
+    /// after the second cut. Drained while dead and unnoticed: its tasks are re-placed at
+    /// once and no longer listed as running.
+    #[test]
+    fn a_second_cut_and_a_drain_of_a_dead_node_are_dated_as_swarm_would() {
+        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
+        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
+        swarm.read(&mut cluster, 0);
+        swarm.node_out(&mut cluster, 2, (0, 5_000), true);
+        swarm.node_out(&mut cluster, 2, (10_000, 60_000), true);
+        let view = swarm.read(&mut cluster, 20_000).clone();
+        assert_eq!(view.placement.node_lost_ms, None, "noticed 25 s, not 15 s");
+        let view = swarm.read(&mut cluster, 25_000).clone();
+        assert_eq!(view.placement.node_lost_ms, Some(25_000));
+
+        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
+        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
+        swarm.read(&mut cluster, 0);
+        swarm.node_out(&mut cluster, 0, (0, 60_000), true);
+        assert_eq!(swarm.read(&mut cluster, 1_000).running, 9);
+        swarm.node_out(&mut cluster, 0, (2_000, 60_000), false);
+        let view = swarm.read(&mut cluster, 3_000).clone();
+        assert_eq!(view.running, 6);
+        assert_eq!(view.placement.moving, 3);
+        assert_eq!(view.placement.node_lost_ms, Some(2_000));
+        // Re-placed at once: ready after the start delay, not after the notice.
+        let start_ms = (ReplicaParams::default().start_delay_s * 1000.0) as u64;
+        for _ in 0..=(start_ms / 500 + 2) {
+            cluster.step(
+                0.5,
+                crate::model::Load {
+                    connections: 0,
+                    rate_per_conn: 0.0,
+                    timeout_s: 5.0,
+                },
+            );
+        }
+        assert_eq!(cluster.ready(), 9);
     }
 
     /// A node dead for less than the notice was never marked down.

@@ -73,28 +73,44 @@ fn a_drain_at_peak_keeps_p95_under_red_with_andon_in_control() {
     let ctl = Controller::start(&policy, &prom, &["--interval", "2s"], dir.join("andon.log"));
     let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chaos/ci-drain.yaml");
     let url = format!("http://{}", ctl.listen);
+    let _active = Active(node_id("n2"));
     let (mut child, _stop) = spawn_drill(&scenario, name, &["--json", "--controller", &url]);
 
-    // While the drill runs: what andon says, and when the tasks have left node 2.
+    // While the drill runs: that node 2 holds tasks before the drain, what andon says
+    // after it, and when the tasks have left node 2.
+    let running_on_n2 = |st: &serde_json::Value| {
+        st["nodes"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|n| n["node"] == "n2")
+                .filter_map(|n| n["running"].as_u64())
+                .sum::<u64>()
+        })
+    };
+    let mut held_before = 0;
     wait_for(
         Duration::from_secs(90),
         "node 2 drained by the drill",
-        || node_state("n2").ends_with("Drain").then_some(()),
+        || {
+            held_before = held_before.max(running_on_n2(&ctl.service_status(name)));
+            node_state("n2").ends_with("Drain").then_some(())
+        },
     );
+    assert!(held_before > 0, "node 2 held no task before the drain");
     let drained = Instant::now();
     let mut codes_seen = Vec::new();
     let mut moved = None;
     while child.try_wait().unwrap().is_none() && drained.elapsed() < Duration::from_secs(120) {
         let st = ctl.service_status(name);
         codes_seen.extend(codes(&st));
-        let on_n2 = st["nodes"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|n| n["node"] == "n2" && n["running"] != 0));
-        if moved.is_none() && !on_n2 && st["ready"] == st["replicas"] {
+        let listed =
+            st["replicas"].is_u64() && st["nodes"].as_array().is_some_and(|a| !a.is_empty());
+        if moved.is_none() && listed && running_on_n2(&st) == 0 && st["ready"] == st["replicas"] {
             moved = Some(drained.elapsed());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    // A drill that outlives its 80 s schedule by far is hung: fail (the guard stops it).
+    assert!(child.try_wait().unwrap().is_some(), "the drill did not end");
     let out = child.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
@@ -140,7 +156,17 @@ fn a_drain_at_peak_keeps_p95_under_red_with_andon_in_control() {
         ctl.logs()
     );
     assert!(v["counts"]["ok"].as_u64().unwrap_or(0) > 5000, "{v:#}");
+    drop(ctl);
     drop(svc);
+}
+
+/// Sets a node's availability back to active on drop, if a test fails with it drained.
+struct Active(String);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let _ = docker(&["node", "update", "--availability", "active", &self.0]);
+    }
 }
 
 /// A drill interrupted while its drain lasts (and a drain meant to outlast the drill)
@@ -152,12 +178,6 @@ fn an_interrupted_drill_gives_the_node_back_as_it_was() {
     let dir = tmpdir("drill-int");
     let _svc = Service::create_placed(name, 3, &[], &["andon.enable=true"], &[]);
     let id = node_id("n3");
-    struct Active(String);
-    impl Drop for Active {
-        fn drop(&mut self) {
-            let _ = docker(&["node", "update", "--availability", "active", &self.0]);
-        }
-    }
     let _active = Active(id.clone());
     let (ok, out) = docker(&["node", "update", "--availability", "pause", &id]);
     assert!(ok, "{out}");
