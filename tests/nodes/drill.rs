@@ -120,7 +120,7 @@ fn a_drain_at_peak_keeps_p95_under_red_with_andon_in_control() {
     assert_eq!(faults[0]["injected"], true, "{faults:?}");
     let mut report = String::new();
     for s in v["timeline"].as_array().into_iter().flatten() {
-        if s["t_s"].as_f64().is_some_and(|t| t >= 48.0) && s["errors"] != serde_json::json!({}) {
+        if s["t_s"].as_f64().is_some_and(|t| t >= 30.0) {
             report += &format!(
                 "  {:>3} s: errors {}, p95 {} ms, replicas {} ready {}\n",
                 s["t_s"], s["errors"], s["p95_ms"], s["replicas"], s["ready"]
