@@ -520,9 +520,11 @@ pub fn run_judged(
         summary.max_tier = summary.max_tier.max(tier);
         summary.peak_p95_ms = summary.peak_p95_ms.max(admitted_p95_ms);
         summary.peak_error_rate = summary.peak_error_rate.max(m.error_rate());
-        // The most the service asked for (as a drill reads it); the replica-seconds are
-        // what ran.
-        summary.max_replicas = summary.max_replicas.max(swarm.spec().unwrap_or(m.replicas));
+        // The replicas the service asks for, as the drill reads them (the spec): with
+        // nodes that cannot hold them all, fewer run (`ready`), and that is no scale-down.
+        // The replica-seconds are what ran.
+        let asked = swarm.spec().unwrap_or(m.replicas);
+        summary.max_replicas = summary.max_replicas.max(asked);
         summary.shed_requests += m.shed_rps * dt;
         summary.sessions_refused += m.refused_sessions * dt;
         summary.replica_seconds += m.replicas as f64 * dt;
@@ -540,9 +542,6 @@ pub fn run_judged(
         } else {
             0.0
         };
-        // The replicas the service asks for, as the drill reads them (the spec): with
-        // nodes that cannot hold them all, fewer run (`ready`), and that is no scale-down.
-        let asked = swarm.spec().unwrap_or(m.replicas);
         points.push(Point {
             t,
             tier: Some(tier),

@@ -171,9 +171,7 @@ impl ModelSwarm {
                 }
             }
         }
-        if self.nodes.is_some() {
-            self.place(cluster);
-        }
+        self.place(cluster);
     }
 
     /// The cluster runs what the spec asks, up to what the serving nodes hold.
@@ -211,7 +209,6 @@ impl ModelSwarm {
     /// The service as the Docker API would show it now.
     pub fn read(&mut self, cluster: &mut Cluster, now_ms: u64) -> &ServiceView {
         self.advance(cluster, now_ms);
-        self.place(cluster);
         let spec = self.spec.unwrap_or(0);
         self.view.replicas = spec;
         // A dead node's tasks, until the managers notice, are listed as running (they
@@ -280,6 +277,14 @@ mod tests {
         assert_eq!(view.placement.unplaceable, 4);
     }
 
+    /// 9 tasks on 3 nodes with room for all, as the service reads at 0.
+    fn nine_on_three() -> (Cluster, ModelSwarm) {
+        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
+        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
+        swarm.read(&mut cluster, 0);
+        (cluster, swarm)
+    }
+
     /// A dead node is not a lost node until the managers notice: for 15 s its tasks are
     /// listed as running (they serve nothing; Prometheus scrapes only the ready ones, so
     /// the controller sees a partial view) and the node as serving. Then it is down from
@@ -287,9 +292,7 @@ mod tests {
     /// fault and showed the tasks moving at once.)
     #[test]
     fn a_dead_node_is_lost_only_when_the_managers_notice() {
-        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
-        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
-        swarm.read(&mut cluster, 0);
+        let (mut cluster, mut swarm) = nine_on_three();
         swarm.node_out(&mut cluster, 1, (10_000, 120_000), true);
         let view = swarm.read(&mut cluster, 20_000).clone();
         assert_eq!(cluster.ready(), 6);
@@ -309,9 +312,7 @@ mod tests {
     /// once and no longer listed as running.
     #[test]
     fn a_second_cut_and_a_drain_of_a_dead_node_are_dated_as_swarm_would() {
-        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
-        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
-        swarm.read(&mut cluster, 0);
+        let (mut cluster, mut swarm) = nine_on_three();
         swarm.node_out(&mut cluster, 2, (0, 5_000), true);
         swarm.node_out(&mut cluster, 2, (10_000, 60_000), true);
         let view = swarm.read(&mut cluster, 20_000).clone();
@@ -319,9 +320,7 @@ mod tests {
         let view = swarm.read(&mut cluster, 25_000).clone();
         assert_eq!(view.placement.node_lost_ms, Some(25_000));
 
-        let mut cluster = Cluster::new(ReplicaParams::default(), 9);
-        let mut swarm = ModelSwarm::new().with_nodes(Some(ModelNodes::new(3, None)));
-        swarm.read(&mut cluster, 0);
+        let (mut cluster, mut swarm) = nine_on_three();
         swarm.node_out(&mut cluster, 0, (0, 60_000), true);
         assert_eq!(swarm.read(&mut cluster, 1_000).running, 9);
         swarm.node_out(&mut cluster, 0, (2_000, 60_000), false);

@@ -58,15 +58,8 @@ fn spawn_drill(
 fn a_drain_at_peak_keeps_p95_under_red_with_andon_in_control() {
     let name = "erlmcp"; // policies/drill-fast.yaml's service
     let dir = tmpdir("drill-drain");
-    let prom =
-        std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/nodes.sh env)");
-    let svc = Service::create_placed(
-        name,
-        2,
-        &[],
-        &["andon.enable=true", "prometheus.io.scrape=true"],
-        &["--capacity", "400", "--conn-capacity", "50"],
-    );
+    let prom = cluster_prometheus();
+    let svc = scraped_service(name, 2, &["--capacity", "400", "--conn-capacity", "50"]);
     // Swarm discovery and the first scrape (2 s each).
     std::thread::sleep(Duration::from_secs(6));
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/drill-fast.yaml");

@@ -127,6 +127,23 @@ fn node_state(name: &str) -> String {
     out.trim().to_string()
 }
 
+/// The cluster's own Prometheus (scripts/nodes.sh), which scrapes the tasks of services
+/// labelled `prometheus.io.scrape=true` on every node.
+fn cluster_prometheus() -> String {
+    std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/nodes.sh env)")
+}
+
+/// Stand-ins opted in to andon and scraped by the cluster's Prometheus.
+fn scraped_service(name: &str, replicas: u32, standin_args: &[&str]) -> Service {
+    Service::create_placed(
+        name,
+        replicas,
+        &[],
+        &["andon.enable=true", "prometheus.io.scrape=true"],
+        standin_args,
+    )
+}
+
 fn write_policy(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("policy.yaml");
     std::fs::write(&p, text).unwrap();
@@ -290,15 +307,8 @@ fn draining_a_node_at_peak_moves_its_tasks_with_no_scale_down() {
 fn the_status_shows_where_the_load_sits() {
     let name = "andon-it-spread";
     let dir = tmpdir("spread");
-    let prom =
-        std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/nodes.sh env)");
-    let svc = Service::create_placed(
-        name,
-        6,
-        &[],
-        &["andon.enable=true", "prometheus.io.scrape=true"],
-        &[],
-    );
+    let prom = cluster_prometheus();
+    let svc = scraped_service(name, 6, &[]);
     let text = policy(&[(name, 6, 6)], NO_WINDOW)
         + "spread:\n  query: sum by (task) (up{service=\"$service\"})\n";
     let policy = write_policy(&dir, &text);
