@@ -78,6 +78,22 @@ fn initialize_through_the_edge() -> String {
     line.trim().to_string()
 }
 
+/// An MCP session over HAProxy's TCP frontend (a message per line): the connection and
+/// the initialize answer's line, `<closed>` if the connection was closed unanswered.
+fn tcp_initialize() -> (std::net::TcpStream, String) {
+    let s = std::net::TcpStream::connect(env("ANDON_HAPROXY_TCP")).expect("HAProxy's TCP frontend");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let line = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let _ = writeln!(&s, "{line}");
+    let mut answer = String::new();
+    let answer = match BufReader::new(&s).read_line(&mut answer) {
+        Ok(0) => "<closed>".to_string(),
+        Ok(_) => answer.trim().to_string(),
+        Err(e) => format!("<no answer: {e}>"),
+    };
+    (s, answer)
+}
+
 #[test]
 #[ignore = "needs the local Swarm, Prometheus and HAProxy: scripts/test.sh runs it"]
 fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
@@ -95,10 +111,15 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
     sig.set(name, "p95", 0.05);
     sig.set(name, "rps", 150.0);
     prom.wait_value(name, "rps", 150.0);
-    let policy = std::fs::write(
-        dir.join("policy.yaml"),
-        policy(&[(name, 2, 8)], FAST_BEHAVIOR),
+    // A session cap of 2 per replica: HAProxy's maxconn on every server.
+    let text = policy(&[(name, 2, 8)], FAST_BEHAVIOR);
+    let util = "  target_utilization: 1.0\n";
+    assert!(
+        text.contains(util),
+        "the test policy changed: mend this test"
     );
+    let text = text.replace(util, &format!("  session_cap: 2\n{util}"));
+    let policy = std::fs::write(dir.join("policy.yaml"), text);
     policy.unwrap();
     let http_backend = format!("erlmcp={name}:8080");
     let tcp_backend = format!("erlmcp_tcp={name}:9000");
@@ -147,6 +168,28 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
         st["edge"]["backends"][0]["session_limit"],
         serde_json::Value::Null
     );
+
+    // The cap at the edge, on erlmcp's TCP wire: 2 replicas × 2 sessions are served; a
+    // fifth connection waits `timeout queue` (200 ms) for room and is closed unanswered,
+    // so its client retries elsewhere; once a session ends, a new one gets in.
+    assert_eq!(st["edge"]["backends"][1]["maxconn"], 2, "{:#}", st["edge"]);
+    let mut held: Vec<std::net::TcpStream> = (0..4)
+        .map(|i| {
+            let (s, answer) = tcp_initialize();
+            assert!(answer.contains("\"result\""), "session {i}: {answer:?}");
+            s
+        })
+        .collect();
+    let asked = std::time::Instant::now();
+    let (_, fifth) = tcp_initialize();
+    eprintln!("past the cap: {fifth} after {:?}", asked.elapsed());
+    assert_eq!(fifth, "<closed>", "past the cap: closed unanswered");
+    drop(held.pop());
+    wait_for(Duration::from_secs(10), "room for a new session", || {
+        let (s, answer) = tcp_initialize();
+        answer.contains("\"result\"").then_some(s)
+    });
+    drop(held);
 
     // Demand for 8: the service scales, and the servers follow.
     sig.set(name, "rps", 800.0);
