@@ -6,7 +6,9 @@
 #   ws:         messages per CPU-second over WebSocket (erlmcp's wire), the drill against
 #               tsung 1.7 (ts_websocket, text frames ending in \n), on one stand-in;
 #   rate:       the highest open-loop rate the drill holds (achieved ≥ 99% of offered,
-#               never behind schedule), and wrk's closed-loop maximum;
+#               never behind schedule), and wrk's closed-loop maximum; the HTTP drills
+#               run with the default bound on requests in flight (4,096), as users do;
+#   overload:   26,000/s, past the stand-in's capacity, bounded and unbounded;
 #   sessions:   RSS of the drill holding 10,000 concurrent sessions;
 #   correctness: a 1 s server stall (SIGSTOP) in a 1,000 msg/s run, as corrected p99.
 # Usage: benches/generator.sh   (builds release; installs wrk and tsung if missing)
@@ -59,7 +61,7 @@ client_timeout: 2s
 phases:
   - {name: run, duration: ${3}s, connections: $2, rate: {total: $1}, mix: {ping: 1}}
 YAML
-  /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json --max-in-flight 100000 >"$W/d.json" 2>/dev/null || true
+  /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json >"$W/d.json" 2>/dev/null || true
 }
 field() { python3 -c "import json,sys; r=json.load(open('$W/d.json')); print($1)"; }
 
@@ -129,6 +131,29 @@ for rate in 10000 14000 18000 22000 26000; do
   [ "$held" = 1 ] && best=$rate || break
 done
 echo "rate: the drill holds $best msg/s open-loop on one thread; wrk reaches $wrk_rps req/s closed-loop"
+
+# Past the stand-in's capacity: 26,000/s open-loop for 8 s, with the drill's default bound
+# on requests in flight (4,096; past it a request is not sent, counted as `generator`,
+# and the second is behind schedule), then unbounded. CPU of each side over the run.
+overload() { # extra drill args -> one line
+  cat >"$W/s.yaml" <<YAML
+name: generator-overload
+replicas: 1
+client_timeout: 2s
+phases:
+  - {name: run, duration: 8s, connections: 20, rate: {total: 26000}, mix: {ping: 1}}
+YAML
+  local s0 s1
+  s0=$(awk '{print $14 + $15}' /proc/$SPID/stat)
+  /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json "$@" >"$W/d.json" 2>/dev/null || true
+  s1=$(awk '{print $14 + $15}' /proc/$SPID/stat)
+  local label="default bound (4,096)"
+  [ $# -gt 0 ] && label="$* (unbounded)"
+  echo "  26,000/s $label: $(field "r['counts']['ok']") ok of $(field "r['counts']['scheduled']") scheduled ($(field "round(r['counts']['ok'] / 8)")/s), not sent (generator) $(field "r['counts']['errors'].get('generator', 0)"), timeouts $(field "r['counts']['errors'].get('timeout', 0)"), behind $(field "r['generator_behind_s']") s, p99 $(field "r['overall']['p99_ms']") ms; drill CPU $(awk '{print $1 + $2}' "$W/d.time") s (RSS $(awk '{printf "%.0f", $3 / 1024}' "$W/d.time") MB), stand-in CPU $(awk -v a="$s0" -v b="$s1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b - a) / hz}') s"
+}
+echo "overload:"
+overload
+overload --max-in-flight 100000
 
 cat >"$W/s.yaml" <<YAML
 name: generator-sessions

@@ -186,3 +186,36 @@ fn a_ramp_down_lets_requests_in_flight_finish_before_deleting_their_session() {
     );
     assert_eq!(code, 0, "{text}");
 }
+
+/// Issue 9, §4: a server that cannot keep up with an open-loop schedule. The requests
+/// past --max-in-flight are not sent: counted as `generator`, out of the achieved rate,
+/// and the seconds they happened in are seconds the generator was behind (before, a
+/// drill said it held its schedule while it dropped them).
+#[test]
+fn requests_not_sent_at_the_in_flight_bound_are_behind_schedule_not_achieved() {
+    let (addr, ..) = slow_server(Duration::from_millis(300));
+    let scenario = "name: overload\nreplicas: 1\nphases:\n  - {name: load, duration: 3s, connections: 2, rate: {per_connection: 20}}\n";
+    let (_, json) = common::drill_with(
+        &format!("http://{addr}"),
+        scenario,
+        &["--max-in-flight", "2"],
+    );
+    let unsent = json["counts"]["errors"]["generator"].as_u64().unwrap_or(0);
+    assert!(
+        unsent > 50,
+        "two in flight at 300 ms cannot carry 40/s: {json}"
+    );
+    assert!(
+        json["generator_behind_s"].as_u64().unwrap_or(0) >= 2,
+        "{json}"
+    );
+    let phase = &json["phases"][0];
+    let (offered, achieved) = (
+        phase["offered_rps"].as_f64().unwrap(),
+        phase["achieved_rps"].as_f64().unwrap(),
+    );
+    assert!(
+        achieved < 0.5 * offered,
+        "achieved {achieved} of {offered}/s"
+    );
+}

@@ -21,6 +21,7 @@ use crate::scenario::expect::{Outcome, Point};
 use crate::scenario::{Scenario, Verdict};
 use crate::swarm::Swarm;
 use load::Engine;
+use mcp::ErrorClass;
 use serde::Serialize;
 use stats::{Percentiles, Second, Stats};
 use std::cell::RefCell;
@@ -88,7 +89,8 @@ pub struct DrillResult {
     pub max_replicas: Option<u32>,
     pub max_tier: Option<Tier>,
     pub faults: Vec<FaultEvent>,
-    /// Seconds in which the generator could not keep the offered rate.
+    /// Seconds in which the generator could not keep the offered rate: sends late by more
+    /// than 100 ms, or not sent because --max-in-flight requests were out.
     pub generator_behind_s: u32,
     pub timeline: Vec<Second>,
     #[serde(skip)]
@@ -248,6 +250,7 @@ async fn drill(
     let progress = report::Progress::new(opts.progress, scenario.duration());
     let names: Vec<String> = scenario.phases.iter().map(|p| p.name.clone()).collect();
     let mut behind = 0u32;
+    let max_in_flight = opts.max_in_flight;
     load::run_schedule(&mut engine, &scenario, start, |eng, pi, second| {
         let w = watched.borrow().clone();
         let sess = eng.sessions();
@@ -274,11 +277,21 @@ async fn drill(
         let mut st = eng.stats.borrow_mut();
         st.close_second(s);
         if let Some(last) = st.timeline.last() {
+            // Behind: sends went out late, or were not sent at all because the requests
+            // in flight reached --max-in-flight (a server falling behind an open-loop
+            // schedule). Either way the offered rate was not held.
+            let unsent = last.errors.get(&ErrorClass::Generator).copied().unwrap_or(0);
             if last.generator_lag_ms > 100.0 {
                 behind += 1;
                 progress.warn(&format!(
                     "WARNING: the generator is {:.0} ms behind its schedule at {:.0} s: the offered rate is not being held",
                     last.generator_lag_ms, last.t_s
+                ));
+            } else if unsent > 0 {
+                behind += 1;
+                progress.warn(&format!(
+                    "WARNING: {unsent} requests not sent at {:.0} s: {max_in_flight} in flight (--max-in-flight), the server is not keeping up; the offered rate is not being held",
+                    last.t_s
                 ));
             }
             progress.second(last);
@@ -345,7 +358,7 @@ async fn drill(
             name: p.name.clone(),
             duration_s: p.duration_s,
             offered_rps: p.counts.scheduled as f64 / p.duration_s.max(1e-9),
-            achieved_rps: p.counts.answered() as f64 / p.duration_s.max(1e-9),
+            achieved_rps: p.counts.sent() as f64 / p.duration_s.max(1e-9),
             latency: Percentiles::of(&p.overall),
             per_method: p
                 .per_method

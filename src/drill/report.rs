@@ -2,6 +2,7 @@
 //! summary, and the report directory (report.json, histograms.hlog, index.html with SVG
 //! charts).
 
+use super::mcp::ErrorClass;
 use super::stats::Second;
 use super::DrillResult;
 use crate::policy::Tier;
@@ -128,8 +129,9 @@ pub fn terminal(r: &DrillResult) -> String {
     if r.generator_behind_s > 0 {
         let _ = writeln!(
             o,
-            "WARNING: the generator fell behind its schedule in {} second(s)",
-            r.generator_behind_s
+            "WARNING: the generator fell behind its schedule in {} second(s) (late, or not sent at --max-in-flight: {} requests, class `generator`)",
+            r.generator_behind_s,
+            r.counts.errors.get(&ErrorClass::Generator).copied().unwrap_or(0)
         );
     }
     for f in &r.faults {

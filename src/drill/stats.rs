@@ -34,6 +34,16 @@ impl Counts {
     pub fn answered(&self) -> u64 {
         self.ok + self.error_total(true)
     }
+    /// Requests that went out and came back, or failed, on the wire: the achieved rate's
+    /// count (the ones the generator did not send, at its in-flight bound, are not in it).
+    pub fn sent(&self) -> u64 {
+        let unsent = self
+            .errors
+            .get(&ErrorClass::Generator)
+            .copied()
+            .unwrap_or(0);
+        self.answered().saturating_sub(unsent)
+    }
 }
 
 pub struct PhaseStats {
@@ -180,7 +190,7 @@ impl Stats {
         let c = &self.window_counts;
         let answered = c.answered().max(1) as f64;
         s.offered_rps = c.scheduled as f64;
-        s.achieved_rps = c.answered() as f64;
+        s.achieved_rps = c.sent() as f64;
         if !self.window.is_empty() {
             s.p50_ms = Some(self.window.value_at_quantile(0.5) as f64 / 1000.0);
             s.p95_ms = Some(self.window.value_at_quantile(0.95) as f64 / 1000.0);

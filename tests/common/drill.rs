@@ -5,6 +5,11 @@ use std::process::Command;
 
 /// The drill's exit code and its JSON result.
 pub fn drill(target: &str, scenario: &str) -> (i32, serde_json::Value) {
+    drill_with(target, scenario, &[])
+}
+
+/// As `drill`, with more arguments.
+pub fn drill_with(target: &str, scenario: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!(
         "andon-drill-{}-{}",
         std::process::id(),
@@ -15,6 +20,7 @@ pub fn drill(target: &str, scenario: &str) -> (i32, serde_json::Value) {
     std::fs::write(&sc, scenario).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_andon"))
         .args(["drill", sc.to_str().unwrap(), "--target", target, "--json"])
+        .args(extra)
         .output()
         .unwrap();
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
