@@ -206,7 +206,7 @@ fn requests_not_sent_at_the_in_flight_bound_are_behind_schedule_not_achieved() {
         "two in flight at 300 ms cannot carry 40/s: {json}"
     );
     assert!(
-        json["generator_behind_s"].as_u64().unwrap_or(0) >= 2,
+        json["generator_behind_s"].as_u64().unwrap_or(0) >= 1,
         "{json}"
     );
     let phase = &json["phases"][0];

@@ -563,7 +563,8 @@ pub async fn run_schedule(
         let phase = &scenario.phases[pi];
         let second = now.as_secs();
         if second != last_second {
-            on_second(engine, pi, second);
+            // The callback closes second - 1: name the phase that second was in.
+            on_second(engine, closing_phase(scenario, second, pi), second);
             last_second = second;
         }
         let target = phase.connections_at(into);
@@ -595,4 +596,17 @@ pub async fn run_schedule(
         ))
         .await;
     }
+    // The schedule's last second, closed too: its sends (and the ones not sent) count.
+    let end = total.as_secs_f64().ceil() as u64;
+    if end > last_second {
+        let pi = closing_phase(scenario, end, scenario.phases.len().saturating_sub(1));
+        on_second(engine, pi, end);
+    }
+}
+
+/// The phase of the second that ends at `second` (that is, second - 1), or `fallback`.
+fn closing_phase(scenario: &Scenario, second: u64, fallback: usize) -> usize {
+    scenario
+        .phase_at(Duration::from_secs(second.saturating_sub(1)))
+        .map_or(fallback, |(pi, _)| pi)
 }

@@ -328,8 +328,8 @@ async fn drill(
             // The drill does not model demand per replica: ready_at_start deviates there.
             needed: None,
             p95_s: s.p95_ms.map(|v| v / 1000.0),
-            error_rate: (s.achieved_rps > 0.0).then_some(s.error_rate),
-            timeout_rate: (s.achieved_rps > 0.0).then_some(s.timeout_rate),
+            error_rate: s.finished_any().then_some(s.error_rate),
+            timeout_rate: s.finished_any().then_some(s.timeout_rate),
             offered_rps: Some(s.offered_rps),
             shed_rate: Some(s.shed_rate),
             stopped: s.stopped,
@@ -358,7 +358,7 @@ async fn drill(
             name: p.name.clone(),
             duration_s: p.duration_s,
             offered_rps: p.counts.scheduled as f64 / p.duration_s.max(1e-9),
-            achieved_rps: p.counts.sent() as f64 / p.duration_s.max(1e-9),
+            achieved_rps: p.counts.attempted() as f64 / p.duration_s.max(1e-9),
             latency: Percentiles::of(&p.overall),
             per_method: p
                 .per_method

@@ -342,7 +342,9 @@ fn charts(r: &DrillResult) -> Vec<(&'static str, String)> {
                     (
                         "shed (503)",
                         RED,
-                        pts(&|s| Some(s.shed_rate * s.achieved_rps)),
+                        pts(
+                            &|s| Some(s.errors.get(&ErrorClass::Shed).copied().unwrap_or(0) as f64),
+                        ),
                     ),
                 ],
                 &faults,

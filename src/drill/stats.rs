@@ -34,9 +34,10 @@ impl Counts {
     pub fn answered(&self) -> u64 {
         self.ok + self.error_total(true)
     }
-    /// Requests that went out and came back, or failed, on the wire: the achieved rate's
-    /// count (the ones the generator did not send, at its in-flight bound, are not in it).
-    pub fn sent(&self) -> u64 {
+    /// Requests finished, less those the generator did not send at its in-flight bound:
+    /// the achieved rate's count. (Requests for a session that is not open, `refused`,
+    /// are in it: the schedule offered them, and the server's refusal caused them.)
+    pub fn attempted(&self) -> u64 {
         let unsent = self
             .errors
             .get(&ErrorClass::Generator)
@@ -106,6 +107,18 @@ pub struct Second {
     pub stopped: Option<bool>,
     /// How far the generator's schedule ran behind, at worst, in this second.
     pub generator_lag_ms: f64,
+}
+
+impl Second {
+    /// Any request finished in this second: answered, failed, or not sent at the
+    /// generator's bound (a second of those is all errors, not a second with no reading).
+    pub fn finished_any(&self) -> bool {
+        self.achieved_rps > 0.0
+            || self
+                .errors
+                .get(&ErrorClass::Generator)
+                .is_some_and(|n| *n > 0)
+    }
 }
 
 pub struct Stats {
@@ -190,7 +203,7 @@ impl Stats {
         let c = &self.window_counts;
         let answered = c.answered().max(1) as f64;
         s.offered_rps = c.scheduled as f64;
-        s.achieved_rps = c.sent() as f64;
+        s.achieved_rps = c.attempted() as f64;
         if !self.window.is_empty() {
             s.p50_ms = Some(self.window.value_at_quantile(0.5) as f64 / 1000.0);
             s.p95_ms = Some(self.window.value_at_quantile(0.95) as f64 / 1000.0);

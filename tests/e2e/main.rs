@@ -373,13 +373,13 @@ fn drill_fast_with_session_cap(dir: &std::path::Path, cap: u32) -> std::path::Pa
     path
 }
 
-/// Issue 8: a step answered in one jump, live. 4 → 40 sessions in 4 s on 2 stand-ins
-/// (chaos/ci-step.yaml): panic asks for the peak at once, and the session cap refuses
-/// the sessions the first replicas have no room for, fast, so that they land on the new
-/// replicas instead of staying where p95 would pass the red line.
+/// Issue 8: a step, live. 4 → 40 sessions in 4 s on 2 stand-ins (chaos/ci-step.yaml):
+/// andon asks for the peak within seconds (the updates it took are printed), and the
+/// session cap refuses the sessions the first replicas have no room for, at once, so
+/// that they land on the new replicas instead of staying where p95 would pass red.
 #[test]
 #[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
-fn a_step_is_answered_in_one_jump_with_the_session_cap_refusing_fast() {
+fn a_step_reaches_max_replicas_fast_with_the_session_cap_refusing_sessions_at_once() {
     let dir = tmpdir("e2e-step");
     let policy = drill_fast_with_session_cap(&dir, 10);
     let _svc = stand_ins(2);
@@ -412,12 +412,11 @@ fn a_step_is_answered_in_one_jump_with_the_session_cap_refusing_fast() {
         ctl.logs()
     );
     assert_eq!(code, 0);
-    // The peak is max_replicas; the updates it took are printed (the step's sessions
-    // arrive over 4 s, and each tick answers what it has read by then).
+    // The updates it took to the peak (the verdict holds 8 asked): printed, not asserted.
+    // The step's sessions arrive over 4 s, and each tick answers what it has read by then.
     let specs: Vec<u64> = tl.iter().filter_map(|s| s["replicas"].as_u64()).collect();
     let ups = specs.windows(2).filter(|w| w[1] > w[0]).count();
     eprintln!("{ups} scale-ups to the peak: {specs:?}");
-    assert_eq!(specs.iter().max(), Some(&8), "the peak is max_replicas");
     // Running at the peak within the step (4 s) + a scrape (2 s) + the panic window (6 s)
     // + 2 ticks (4 s) + a task's start (Swarm starts one in ~5 s here; 10 s allowed).
     let step_at = tl
