@@ -280,7 +280,7 @@ async fn drill(
             // Behind: sends went out late, or were not sent at all because the requests
             // in flight reached --max-in-flight (a server falling behind an open-loop
             // schedule). Either way the offered rate was not held.
-            let unsent = last.errors.get(&ErrorClass::Generator).copied().unwrap_or(0);
+            let unsent = stats::of_class(&last.errors, ErrorClass::Generator);
             if last.generator_lag_ms > 100.0 {
                 behind += 1;
                 progress.warn(&format!(

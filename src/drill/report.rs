@@ -3,7 +3,7 @@
 //! charts).
 
 use super::mcp::ErrorClass;
-use super::stats::Second;
+use super::stats::{of_class, Second};
 use super::DrillResult;
 use crate::policy::Tier;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,7 +131,7 @@ pub fn terminal(r: &DrillResult) -> String {
             o,
             "WARNING: the generator fell behind its schedule in {} second(s) (late, or not sent at --max-in-flight: {} requests, class `generator`)",
             r.generator_behind_s,
-            r.counts.errors.get(&ErrorClass::Generator).copied().unwrap_or(0)
+            of_class(&r.counts.errors, ErrorClass::Generator)
         );
     }
     for f in &r.faults {
@@ -342,9 +342,7 @@ fn charts(r: &DrillResult) -> Vec<(&'static str, String)> {
                     (
                         "shed (503)",
                         RED,
-                        pts(
-                            &|s| Some(s.errors.get(&ErrorClass::Shed).copied().unwrap_or(0) as f64),
-                        ),
+                        pts(&|s| Some(of_class(&s.errors, ErrorClass::Shed) as f64)),
                     ),
                 ],
                 &faults,

@@ -38,12 +38,8 @@ impl Counts {
     /// the achieved rate's count. (Requests for a session that is not open, `refused`,
     /// are in it: the schedule offered them, and the server's refusal caused them.)
     pub fn attempted(&self) -> u64 {
-        let unsent = self
-            .errors
-            .get(&ErrorClass::Generator)
-            .copied()
-            .unwrap_or(0);
-        self.answered().saturating_sub(unsent)
+        self.answered()
+            .saturating_sub(of_class(&self.errors, ErrorClass::Generator))
     }
 }
 
@@ -113,12 +109,13 @@ impl Second {
     /// Any request finished in this second: answered, failed, or not sent at the
     /// generator's bound (a second of those is all errors, not a second with no reading).
     pub fn finished_any(&self) -> bool {
-        self.achieved_rps > 0.0
-            || self
-                .errors
-                .get(&ErrorClass::Generator)
-                .is_some_and(|n| *n > 0)
+        self.achieved_rps > 0.0 || of_class(&self.errors, ErrorClass::Generator) > 0
     }
+}
+
+/// How many of `errors` are of `class` (0 when none is).
+pub fn of_class(errors: &BTreeMap<ErrorClass, u64>, class: ErrorClass) -> u64 {
+    errors.get(&class).copied().unwrap_or(0)
 }
 
 pub struct Stats {

@@ -122,6 +122,18 @@ fn drill_at(
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// The drill passed (verdict and exit code); else the expectations and andon's log.
+fn assert_passed(code: i32, v: &serde_json::Value, ctl: &Controller) {
+    assert_eq!(
+        v["verdict"],
+        "pass",
+        "{}\ncontroller log:\n{}",
+        summary(v),
+        ctl.logs()
+    );
+    assert_eq!(code, 0);
+}
+
 fn summary(v: &serde_json::Value) -> String {
     let mut s = String::new();
     for e in v["before"]
@@ -182,14 +194,7 @@ fn flood_passes(wire: &str, extra: &[&str]) {
         "{}",
         summary(&v)
     );
-    assert_eq!(
-        v["verdict"],
-        "pass",
-        "{}\ncontroller log:\n{}",
-        summary(&v),
-        ctl.logs()
-    );
-    assert_eq!(code, 0);
+    assert_passed(code, &v, &ctl);
     // It scaled up before p95 crossed the red line (250 ms), if it ever did.
     let tl = v["timeline"].as_array().unwrap();
     let first_scale = tl
@@ -242,14 +247,7 @@ fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
     let faults = v["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 2, "{faults:?}");
     assert!(faults.iter().all(|f| f["injected"] == true), "{faults:?}");
-    assert_eq!(
-        v["verdict"],
-        "pass",
-        "{}\ncontroller log:\n{}",
-        summary(&v),
-        ctl.logs()
-    );
-    assert_eq!(code, 0);
+    assert_passed(code, &v, &ctl);
     // The controller saw the outage: its line stopped at some point.
     assert!(
         v["timeline"]
@@ -404,14 +402,7 @@ fn a_step_reaches_max_replicas_fast_with_the_session_cap_refusing_sessions_at_on
             s["ready"],
         );
     }
-    assert_eq!(
-        v["verdict"],
-        "pass",
-        "{}\ncontroller log:\n{}",
-        summary(&v),
-        ctl.logs()
-    );
-    assert_eq!(code, 0);
+    assert_passed(code, &v, &ctl);
     // The updates it took to the peak (the verdict holds 8 asked): printed, not asserted.
     // The step's sessions arrive over 4 s, and each tick answers what it has read by then.
     let specs: Vec<u64> = tl.iter().filter_map(|s| s["replicas"].as_u64()).collect();

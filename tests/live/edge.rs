@@ -60,10 +60,13 @@ fn haproxy_pid() -> String {
         .to_string()
 }
 
+/// An MCP initialize request, as the edge tests send it on either wire.
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
 /// MCP initialize through HAProxy's HTTP frontend: the status line.
 fn initialize_through_the_edge() -> String {
     let addr = env("ANDON_HAPROXY_HTTP");
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let body = INITIALIZE;
     let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
         return "no connection".into();
     };
@@ -83,8 +86,7 @@ fn initialize_through_the_edge() -> String {
 fn tcp_initialize() -> (std::net::TcpStream, String) {
     let s = std::net::TcpStream::connect(env("ANDON_HAPROXY_TCP")).expect("HAProxy's TCP frontend");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let line = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let _ = writeln!(&s, "{line}");
+    let _ = writeln!(&s, "{INITIALIZE}");
     let mut answer = String::new();
     let answer = match BufReader::new(&s).read_line(&mut answer) {
         Ok(0) => "<closed>".to_string(),
@@ -119,8 +121,7 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
         "the test policy changed: mend this test"
     );
     let text = text.replace(util, &format!("  session_cap: 2\n{util}"));
-    let policy = std::fs::write(dir.join("policy.yaml"), text);
-    policy.unwrap();
+    std::fs::write(dir.join("policy.yaml"), text).unwrap();
     let http_backend = format!("erlmcp={name}:8080");
     let tcp_backend = format!("erlmcp_tcp={name}:9000");
     let socket = env("ANDON_HAPROXY_SOCKET");
