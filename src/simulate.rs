@@ -508,13 +508,15 @@ pub fn run_judged(
                 .forecasts
                 .iter()
                 .find(|o| o.signal == crate::policy::SignalKind::Throughput)?;
-            // The larger forecast, at the horizon it looks to.
-            match (o.trend, o.seasonal) {
-                (Some(t), Some(s)) if s > t => Some((s, o.seasonal_horizon_s)),
-                (Some(t), _) => Some((t, o.horizon_s)),
-                (None, Some(s)) => Some((s, o.seasonal_horizon_s)),
-                (None, None) => None,
-            }
+            // The largest forecast, at the horizon it looks to.
+            [
+                o.trend.map(|t| (t, o.horizon_s)),
+                o.seasonal.map(|s| (s, o.seasonal_horizon_s)),
+                o.sessions.map(|s| (s, o.horizon_s)),
+            ]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
         });
         let admitted_p95_ms = m.p95_s * 1000.0;
         summary.max_tier = summary.max_tier.max(tier);

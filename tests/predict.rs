@@ -77,8 +77,27 @@ fn prediction_side_by_side_with_the_reactive_path() {
     assert!(a.summary.seconds_yellow_or_worse < b.summary.seconds_yellow_or_worse);
     assert!(a.summary.replica_seconds <= 1.05 * b.summary.replica_seconds);
     assert!(a.events.iter().any(|e| e.text.contains("forecast (trend)")));
+    // Sessions that arrive faster than the throughput's rate can count them: the sessions
+    // forecast asks for their replicas at once. On the sawtooth that holds p95 lower; on
+    // the step the connections stay on the first replicas anyway (no session cap), so
+    // the peak's replica more (20, what 9,600/s needs, where the lagging rate settles at
+    // 19 inside the tolerance band) buys nothing there: at most 5% more, no more turns.
+    for name in ["step", "sawtooth"] {
+        let (a, b) = row(name);
+        let (s, t) = (&a.summary, &b.summary);
+        assert!(s.seconds_red_or_worse <= t.seconds_red_or_worse, "{name}");
+        assert!(s.replica_seconds <= 1.05 * t.replica_seconds, "{name}");
+        assert!(s.direction_changes <= t.direction_changes, "{name}");
+        assert!(s.peak_p95_ms <= t.peak_p95_ms, "{name}");
+        assert!(
+            a.events
+                .iter()
+                .any(|e| e.text.contains("forecast (sessions)")),
+            "{name}"
+        );
+    }
     // Nobody could predict these: no worse (±2%), no extra turns.
-    for name in ["step", "noise", "sawtooth", "drop-to-zero"] {
+    for name in ["noise", "drop-to-zero"] {
         let (a, b) = row(name);
         let (s, t) = (&a.summary, &b.summary);
         assert!(

@@ -664,3 +664,42 @@ fn headline_table_andon_against_hpa() {
         );
     }
 }
+
+/// The step with a session cap (the seed's "maximum connection limit"): the clients that
+/// find no room wait at the door and land on the new replicas, so scaling helps the step
+/// (without the cap they stay on the first 8 and p95 is HPA's). Capped clients send
+/// nothing until placed, so the throughput's rate alone climbs in four updates (8 → 15 →
+/// 17 → 19 → 20); the sessions forecast (their rate before the step, times the clients
+/// now) asks for the peak at the first reading, and the scale-up limit (+100% per 15 s)
+/// leaves two updates.
+#[test]
+fn with_a_session_cap_the_step_reaches_its_peak_in_two_updates_under_hpas_p95() {
+    let text = std::fs::read_to_string("chaos/step.yaml").unwrap();
+    let sc = scenario::from_str("chaos/step.yaml", &text).unwrap();
+    let (from, to) = (
+        sc.phase_bounds(1).0.as_secs_f64(),
+        sc.phase_bounds(2).1.as_secs_f64(),
+    );
+    let mut capped = shipped();
+    capped.capacity.session_cap = Some(40);
+    let r = sim_text(&text, &capped, true);
+    let ups: Vec<u32> = r
+        .timeline
+        .windows(2)
+        .filter(|w| w[1].t_s >= from && w[1].t_s < to && w[1].replicas > w[0].replicas)
+        .map(|w| w[1].replicas)
+        .collect();
+    let peak = r.summary.max_replicas;
+    assert!(
+        ups.len() <= 2 && ups.last() == Some(&peak),
+        "{ups:?} to {peak}"
+    );
+    // The peak p95 of the run is the step's and the hold's (calm and after are at 68 ms).
+    let hpa = simulate::hpa_baseline(&sc, &shipped(), &capped.services[0], Options::default());
+    assert!(
+        r.summary.peak_p95_ms < hpa.summary.peak_p95_ms,
+        "peak p95: capped {:.0} ms, hpa {:.0} ms",
+        r.summary.peak_p95_ms,
+        hpa.summary.peak_p95_ms
+    );
+}

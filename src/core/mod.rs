@@ -282,6 +282,23 @@ pub fn decide_in_place(
                 });
             }
         }
+        // So does the sessions forecast: demand already connected that the throughput's
+        // rate has not counted yet (when trusted; only ever more than the reading).
+        let max_error = policy
+            .behavior
+            .predict
+            .as_ref()
+            .map_or(0.0, |p| p.max_error);
+        for o in &forecasts {
+            let trusted = o.sessions_overshoot.is_none_or(|e| e <= max_error);
+            if let (Some(s), Some(Quality::Good { value }), true) =
+                (o.sessions, fast_q[o.signal.index()], trusted)
+            {
+                if s > value {
+                    fast_q[o.signal.index()] = Some(Quality::Good { value: s });
+                }
+            }
+        }
         let ratio = capacity::load_ratio(&policy.capacity, &fast_q, replicas.ready);
         if let Some(ps) = smoothing::panic(state, p, ratio, replicas.ready, now_ms, &mut reasons) {
             panicking = true;

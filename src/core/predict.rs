@@ -1,7 +1,7 @@
 //! Heijunka's prediction half: each demand signal forecast over the time a new replica
 //! needs to serve, and target tracking on the forecast beside the reading.
 //!
-//! Two forecasters per demand signal:
+//! Up to three forecasters per demand signal:
 //! - **trend**: Holt's linear trend on the readings (a level and a slope per second,
 //!   updated once per new reading with the time between readings). Two numbers of state;
 //!   it believes a ramp after two or three scrapes, and its slope is zero on a level
@@ -9,7 +9,12 @@
 //!   lags as much; Holt-Winters' season needs days of readings a restart would lose (the
 //!   seasonal forecaster below reads those from Prometheus instead);
 //! - **seasonal**: the same time in earlier periods, from history ([`super::seasonal`]).
-//!   The shell builds the profile; the core gets its forecast in the observations.
+//!   The shell builds the profile; the core gets its forecast in the observations;
+//! - **sessions** (throughput only, `sessions: on`): the throughput per session, kept
+//!   while the connections held for the rate window and a scrape, times the connections
+//!   now. The connections are a gauge and show new clients at the next scrape; the rate
+//!   takes its window to count what they send. Wrong when new clients send less than
+//!   the old (idle sessions): its score then rules it out, after the window.
 //!
 //! Never trusted blindly:
 //! - a forecast only adds: it votes only when it is above the reading, with target
@@ -45,6 +50,9 @@ const MIN_SCORED: u32 = 2;
 const MIN_SAMPLES: u32 = 3;
 /// Forecasts waiting for their time, per forecaster (a 1 h horizon at 1 m scrapes).
 const MAX_PENDING: usize = 64;
+/// The sessions forecaster's connections have held while they stay within this share of
+/// where they were (a few clients coming and going is not a new population).
+const SESSIONS_BAND: f64 = 0.1;
 
 /// A forecaster's record: forecasts waiting for their time, and the error so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +131,18 @@ pub struct SignalForecast {
     pub last: f64,
     pub trend: Score,
     pub seasonal: Score,
+    /// The sessions forecaster (throughput only): the connections reading held within
+    /// [`SESSIONS_BAND`] of `sessions_held` since `sessions_since_ms`...
+    #[serde(default)]
+    pub sessions_held: f64,
+    #[serde(default)]
+    pub sessions_since_ms: Option<u64>,
+    /// ... and the throughput per session, measured while they had held for a whole
+    /// rate window and a scrape.
+    #[serde(default)]
+    pub per_session: Option<f64>,
+    #[serde(default)]
+    pub sessions: Score,
 }
 
 impl SignalForecast {
@@ -178,12 +198,34 @@ impl SignalForecast {
         None
     }
 
+    /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
+    /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
+    /// reading is theirs, and its share per session is kept; when they move, the share
+    /// measured before stands until they hold again.
+    fn hold_sessions(&mut self, c: f64, throughput: f64, now_ms: u64, settle_ms: u64) {
+        let held = self.sessions_since_ms.is_some()
+            && (c - self.sessions_held).abs() <= SESSIONS_BAND * self.sessions_held.max(1.0);
+        if !held {
+            (self.sessions_held, self.sessions_since_ms) = (c, Some(now_ms));
+            return;
+        }
+        let since = self.sessions_since_ms.unwrap_or(now_ms);
+        if now_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
+            self.per_session = Some(throughput.max(0.0) / c);
+        }
+    }
+
     /// Forgets the trend and its record (the seasonal record stays: the season did not
     /// break), as of `at_ms`.
     fn restart(&mut self, at_ms: u64) {
         *self = SignalForecast {
             signal: self.signal,
             seasonal: std::mem::take(&mut self.seasonal),
+            // The sessions forecaster follows the connections, not the trend.
+            sessions_held: self.sessions_held,
+            sessions_since_ms: self.sessions_since_ms,
+            per_session: self.per_session,
+            sessions: std::mem::take(&mut self.sessions),
             at_ms,
             ..Default::default()
         };
@@ -236,6 +278,14 @@ pub struct Outlook {
     /// How far ahead the seasonal forecast looks: the horizon plus its lead.
     #[serde(default)]
     pub seasonal_horizon_s: f64,
+    /// Throughput only: the throughput per session times the connections now, once a
+    /// share per session was measured.
+    #[serde(default)]
+    pub sessions: Option<f64>,
+    #[serde(default)]
+    pub sessions_error: Option<f64>,
+    #[serde(default)]
+    pub sessions_overshoot: Option<f64>,
     /// Why a forecaster is not used (warming up, error too high, no history).
     pub notes: Vec<String>,
 }
@@ -285,6 +335,9 @@ pub fn recommend(
             seasonal_overshoot: None,
             votes: None,
             seasonal_horizon_s: (h + lead_ms) as f64 / 1000.0,
+            sessions: None,
+            sessions_error: None,
+            sessions_overshoot: None,
             notes: Vec::new(),
         };
         let Some(Quality::Good { value }) = q[signal.index()] else {
@@ -302,9 +355,28 @@ pub fn recommend(
         let repeat = f.samples > 0
             && value == f.last
             && at_ms.saturating_sub(f.at_ms) < predict.scrape_interval.as_millis() as u64;
+        // Sessions: the connections now, at the throughput per session they last showed.
+        let sessions_now = match q[SignalKind::Connections.index()] {
+            Some(Quality::Good { value: c })
+                if predict.sessions && signal == SignalKind::Throughput =>
+            {
+                Some(c.max(0.0))
+            }
+            _ => None,
+        };
+        if let Some(c) = sessions_now {
+            f.hold_sessions(c, value, now_ms, predict.persist_ms(signal));
+        }
+        let sessions_forecast = sessions_now.and_then(|c| Some(f.per_session? * c));
         if at_ms > f.at_ms && !repeat {
             f.trend.settle(at_ms, value, per_replica);
             f.seasonal.settle(at_ms, value, per_replica);
+            f.sessions.settle(at_ms, value, per_replica);
+            // Due when the rate has had its window to count the sessions there now.
+            if let Some(s) = sessions_forecast {
+                let due = predict.persist_ms(signal);
+                f.sessions.expect(at_ms + due, s, due);
+            }
             let (alpha, beta) = predict.trend.map_or((1.0, 0.0), |t| (t.alpha, t.beta));
             let max_gap =
                 (4 * predict.scrape_interval.as_millis() as u64).max(predict.persist_ms(signal));
@@ -364,6 +436,24 @@ pub fn recommend(
             }
             Some(SeasonalReading::Off { why }) => o.notes.push(format!("seasonal: off: {why}")),
             None => {}
+        }
+        if let Some(forecast) = sessions_forecast {
+            o.sessions = Some(forecast);
+            o.sessions_error = f.sessions.error();
+            o.sessions_overshoot = f.sessions.overshoot();
+            match o.sessions_overshoot {
+                Some(e) if e > predict.max_error => reasons.push(Reason::ForecastIgnored {
+                    signal,
+                    forecaster: "sessions",
+                    why: format!(
+                        "its forecasts overshot by {:.0}% of demand, above max_error {:.0}%",
+                        e * 100.0,
+                        predict.max_error * 100.0
+                    ),
+                }),
+                _ if forecast > value => candidates.push(("sessions", forecast, h)),
+                _ => {}
+            }
         }
         if predict.trend.is_some() {
             o.trend_error = f.trend.error();

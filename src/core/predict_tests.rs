@@ -347,3 +347,148 @@ fn a_scrape_read_three_times_is_one_sample() {
     assert!(forecasted);
     assert_eq!(state.predict[0].samples, 14, "one sample per scrape");
 }
+
+/// Throughput and connections in the capacity: the sessions forecaster can work.
+fn sessions_policy(predict: &str) -> Policy {
+    let text = POLICY
+        .replace(
+            "  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}\n",
+            "  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}\n  connections: {query: 'conns{service=\"$service\"}', unit: count}\n",
+        )
+        .replace("per_replica: {throughput: 100}", "per_replica: {throughput: 100, connections: 50}")
+        .replace("predict: {horizon: 60s, seasonal: off}", predict);
+    validate::from_str("p.yaml", &text).expect("valid")
+}
+
+/// Like `run`, with (connections, throughput) per scrape.
+fn run_sessions(policy: &Policy, series: &[(f64, f64)]) -> Vec<Decision> {
+    let svc = policy.services[0].clone();
+    let mut state = CoreState::default();
+    let mut replicas = 2;
+    let mut out = Vec::new();
+    for (i, (c, v)) in series.iter().enumerate() {
+        let at = 1_000 * S + i as u64 * 15 * S;
+        for k in 0..3 {
+            let now = at + k * 5 * S;
+            let obs = Observations::values(
+                at,
+                &[(SignalKind::Throughput, *v), (SignalKind::Connections, *c)],
+            );
+            let d = decide_in_place(
+                policy,
+                &svc,
+                &obs,
+                Replicas::steady(replicas),
+                &mut state,
+                now,
+            );
+            replicas = d.desired;
+            out.push(d);
+        }
+    }
+    out
+}
+
+fn sessions_vote(d: &Decision) -> Option<(f64, u32)> {
+    d.reasons.iter().find_map(|r| match r {
+        Reason::Forecast {
+            forecaster: "sessions",
+            value,
+            replicas,
+            ..
+        } => Some((*value, *replicas)),
+        _ => None,
+    })
+}
+
+/// A step in the sessions is met at the rate they sent before: the connections gauge
+/// shows 100 clients at once, while the throughput's rate climbs for its window. Twenty
+/// clients sending 20/s each, then a hundred: 2,000/s, 20 replicas at the first reading.
+#[test]
+fn a_step_in_sessions_is_met_at_the_rate_they_sent_before() {
+    let mut series = vec![(20.0, 400.0); 8];
+    // The rate climbs over four scrapes (a 1 m window) to what the clients send.
+    series.extend([
+        (100.0, 800.0),
+        (100.0, 1200.0),
+        (100.0, 1600.0),
+        (100.0, 2000.0),
+    ]);
+    series.extend(vec![(100.0, 2000.0); 4]);
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let ds = run_sessions(&p, &series);
+    let first = &ds[8 * 3];
+    assert_eq!(
+        sessions_vote(first),
+        Some((2000.0, 20)),
+        "{}",
+        first.summary()
+    );
+    assert_eq!(first.desired, 20, "{}", first.summary());
+    // Steady before the step, and once the rate has caught up: nothing to add.
+    assert!(ds[..8 * 3].iter().all(|d| sessions_vote(d).is_none()));
+    assert!(ds.last().unwrap().desired == 20 && sessions_vote(ds.last().unwrap()).is_none());
+}
+
+/// The same sessions sending more is the reading's business (a bombing): the sessions
+/// forecaster never votes when the connections hold.
+#[test]
+fn sessions_that_send_more_are_left_to_the_reading() {
+    let mut series = vec![(20.0, 400.0); 8];
+    series.extend([
+        (20.0, 800.0),
+        (20.0, 1600.0),
+        (20.0, 2000.0),
+        (20.0, 2000.0),
+    ]);
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let ds = run_sessions(&p, &series);
+    assert!(ds.iter().all(|d| sessions_vote(d).is_none()));
+    assert_eq!(ds.last().unwrap().desired, 20, "the reading decides");
+}
+
+/// New sessions that send nothing (idle clients) make its forecasts overshoot: once
+/// scored, the forecaster is ignored, with the reason.
+#[test]
+fn sessions_that_send_nothing_are_ignored_once_scored() {
+    let mut series = vec![(20.0, 400.0); 8];
+    series.extend(vec![(100.0, 400.0); 8]);
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let ds = run_sessions(&p, &series);
+    assert!(sessions_vote(&ds[8 * 3]).is_some(), "believed at first");
+    let last = ds.last().unwrap();
+    assert!(sessions_vote(last).is_none(), "{}", last.summary());
+    assert!(
+        last.reasons.iter().any(|r| matches!(
+            r,
+            Reason::ForecastIgnored {
+                forecaster: "sessions",
+                ..
+            }
+        )),
+        "{}",
+        last.summary()
+    );
+    let o = last
+        .forecasts
+        .iter()
+        .find(|o| o.signal == SignalKind::Throughput)
+        .unwrap();
+    assert!(o.sessions_overshoot.unwrap() > 0.25, "{o:?}");
+}
+
+#[test]
+fn sessions_need_both_signals_in_the_capacity() {
+    let text = POLICY.replace(
+        "predict: {horizon: 60s, seasonal: off}",
+        "predict: {horizon: 60s, sessions: on}",
+    );
+    let err = validate::from_str("p.yaml", &text).unwrap_err().to_string();
+    assert!(err.contains("behavior.predict.sessions"), "{err}");
+    assert!(err.contains("connections"), "{err}");
+    // Off unless asked for, even where it could work.
+    let off = sessions_policy("predict: {horizon: 60s}");
+    assert!(!off.behavior.predict.unwrap().sessions);
+    let on = sessions_policy("predict: {horizon: 60s, sessions: on}");
+    assert!(on.behavior.predict.unwrap().sessions);
+}

@@ -171,6 +171,8 @@ pub struct PredictFile {
     pub scrape_interval: Option<String>,
     pub trend: Option<Switch<TrendFile>>,
     pub seasonal: Option<Switch<SeasonalFile>>,
+    /// `on` or `off` (it has no settings).
+    pub sessions: Option<Switch<SessionsFile>>,
     /// A ratio or a percentage (`25%`).
     pub max_error: Option<Quantity>,
 }
@@ -190,6 +192,16 @@ pub struct SeasonalFile {
     pub step: Option<String>,
     pub min_periods: Option<i64>,
     pub lead: Option<String>,
+}
+
+/// `behavior.predict.sessions` has no settings: a map is refused with that said.
+#[derive(Debug, Default)]
+pub struct SessionsFile;
+
+impl<'de> Deserialize<'de> for SessionsFile {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom("has no settings; allowed: on, off"))
+    }
 }
 
 /// A section that is either a word (`off`, `on`) or its settings.

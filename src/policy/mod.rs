@@ -369,6 +369,12 @@ pub struct Predict {
     pub trend: Option<TrendParams>,
     /// Long horizon: the same time of day on earlier days, from Prometheus' history.
     pub seasonal: Option<SeasonalParams>,
+    /// Throughput from sessions: the throughput per session, measured while the
+    /// connections held, times the connections now (a gauge, read at once, where the
+    /// throughput is a rate that takes its window to show new sessions). Needs both
+    /// signals in the capacity.
+    #[serde(default)]
+    pub sessions: bool,
     /// A forecaster whose recent error (absolute error over actual demand, [`crate::core::predict`]) is above this is ignored.
     pub max_error: f64,
 }

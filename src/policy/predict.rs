@@ -1,7 +1,7 @@
 //! `behavior.predict`, checked: horizons per demand signal, the trend and seasonal
 //! forecasters' settings, and the error above which a forecaster is ignored.
 
-use super::file::{PredictFile, SeasonalFile, Switch, TrendFile};
+use super::file::{PredictFile, SeasonalFile, SessionsFile, Switch, TrendFile};
 use super::units::{parse_in, Unit};
 use super::validate::Checker;
 use super::{promql, Capacity, Predict, SeasonalParams, Signal, SignalKind, TrendParams};
@@ -126,10 +126,37 @@ impl Checker<'_> {
                 }
             }
         };
-        if trend.is_none() && seasonal.is_none() {
+        // Off unless asked for: it is wrong when new clients send less than the ones before
+        // (idle sessions), and a policy that did not ask should not change on an upgrade.
+        let both = [SignalKind::Throughput, SignalKind::Connections]
+            .iter()
+            .all(|k| capacity.per_replica.iter().any(|(c, _)| c == k));
+        let sessions = match &raw.sessions {
+            None => false,
+            Some(s) => {
+                let path = format!("{p}.sessions");
+                let on = match s {
+                    Switch::Word(w) if w == "on" => true,
+                    Switch::Word(w) if w == "off" => false,
+                    Switch::Word(w) => {
+                        self.error(&path, format!("`{w}` is not allowed; allowed: on, off"));
+                        false
+                    }
+                    Switch::Settings(SessionsFile) => true,
+                };
+                if on && !both {
+                    self.error(
+                        &path,
+                        "is on, but it needs both `throughput` and `connections` in capacity.per_replica; allowed: off, or add both",
+                    );
+                }
+                on && both
+            }
+        };
+        if trend.is_none() && seasonal.is_none() && !sessions {
             self.error(
                 p,
-                "turns both forecasters off; allowed: leave `behavior.predict` out to predict nothing",
+                "turns every forecaster off; allowed: leave `behavior.predict` out to predict nothing",
             );
         }
         Some(Predict {
@@ -138,6 +165,7 @@ impl Checker<'_> {
             scrape_interval: scrape.max(Duration::from_secs(1)),
             trend,
             seasonal,
+            sessions,
             max_error,
         })
     }

@@ -232,6 +232,13 @@ impl Metrics {
                     o.seasonal_overshoot,
                     o.seasonal_horizon_s,
                 ),
+                (
+                    "sessions",
+                    o.sessions,
+                    o.sessions_error,
+                    o.sessions_overshoot,
+                    o.horizon_s,
+                ),
             ] {
                 let l = label(name);
                 // A forecaster with nothing to say drops its series, as an absent alert.

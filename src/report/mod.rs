@@ -55,10 +55,14 @@ pub fn policy_summary(p: &Policy) -> String {
     let predict = match &p.behavior.predict {
         None => "off".to_string(),
         Some(pr) => {
-            let on: Vec<&str> = [pr.trend.map(|_| "trend"), pr.seasonal.map(|_| "seasonal")]
-                .into_iter()
-                .flatten()
-                .collect();
+            let on: Vec<&str> = [
+                pr.trend.map(|_| "trend"),
+                pr.seasonal.map(|_| "seasonal"),
+                pr.sessions.then_some("sessions"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             on.join("+")
         }
     };

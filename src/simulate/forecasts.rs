@@ -47,7 +47,11 @@ impl ForecasterStates {
         use crate::core::Reason;
         let mut out = Vec::new();
         for o in &d.forecasts {
-            for (name, value) in [("trend", o.trend), ("seasonal", o.seasonal)] {
+            for (name, value) in [
+                ("trend", o.trend),
+                ("seasonal", o.seasonal),
+                ("sessions", o.sessions),
+            ] {
                 let ignored = d.reasons.iter().find_map(|r| match r {
                     Reason::ForecastIgnored {
                         signal,
