@@ -75,8 +75,8 @@ pub struct TimelinePoint {
     pub memory_bytes: f64,
     pub shed_admit: Option<f64>,
     pub stopped: bool,
-    /// The throughput forecast at its horizon (`behavior.predict`), the larger of the
-    /// trend's and the seasonal one.
+    /// The throughput forecast at its horizon (`behavior.predict`), the largest of the
+    /// trend's, the seasonal and the sessions one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast_rps: Option<f64>,
     /// How far ahead that forecast looks: it is a forecast for `t_s` + this.

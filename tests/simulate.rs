@@ -703,3 +703,33 @@ fn with_a_session_cap_the_step_reaches_its_peak_in_two_updates_under_hpas_p95() 
         hpa.summary.peak_p95_ms
     );
 }
+
+/// The sessions forecast's known limit, outside the suite (`chaos/limits/`): new clients
+/// that send little. It asks for more than the connections need, is ignored once its
+/// forecasts are scored, and the scale-down window holds what it asked for: more
+/// replica-seconds than HPA, the same time at red. README, "Prediction".
+#[test]
+fn the_sessions_forecast_limit_costs_replica_seconds_only() {
+    let r = sim("chaos/limits/idle-sessions.yaml", true);
+    let failed: Vec<&str> = r
+        .expectations
+        .iter()
+        .filter(|o| !o.held)
+        .map(|o| o.text.as_str())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("replica_seconds"), "{failed:?}");
+    assert!(r
+        .events
+        .iter()
+        .any(|e| e.text.contains("sessions forecast of throughput: ignored")));
+    // Without the forecaster it holds.
+    let mut off = shipped();
+    off.behavior.predict.as_mut().unwrap().sessions = false;
+    let text = std::fs::read_to_string("chaos/limits/idle-sessions.yaml").unwrap();
+    let sc = scenario::from_str("idle-sessions.yaml", &text).unwrap();
+    let opts = Options::default();
+    let a = simulate::run(&sc, &off, &off.services[0], opts);
+    let hpa = simulate::hpa_baseline(&sc, &off, &off.services[0], opts);
+    assert!(a.summary.replica_seconds <= 1.05 * hpa.summary.replica_seconds);
+}

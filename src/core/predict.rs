@@ -201,18 +201,37 @@ impl SignalForecast {
     /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
     /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
     /// reading is theirs, and its share per session is kept; when they move, the share
-    /// measured before stands until they hold again.
-    fn hold_sessions(&mut self, c: f64, throughput: f64, now_ms: u64, settle_ms: u64) {
+    /// measured before stands until they hold again. Returns the forecast: the reading
+    /// itself while they hold (so it never votes then, not even by a rounding), the
+    /// share measured before times `c` once they moved.
+    fn hold_sessions(
+        &mut self,
+        c: f64,
+        throughput: f64,
+        now_ms: u64,
+        settle_ms: u64,
+    ) -> Option<f64> {
         let held = self.sessions_since_ms.is_some()
             && (c - self.sessions_held).abs() <= SESSIONS_BAND * self.sessions_held.max(1.0);
         if !held {
             (self.sessions_held, self.sessions_since_ms) = (c, Some(now_ms));
-            return;
-        }
-        let since = self.sessions_since_ms.unwrap_or(now_ms);
-        if now_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
+        } else if self
+            .sessions_since_ms
+            .is_some_and(|since| now_ms.saturating_sub(since) >= settle_ms)
+            && c >= 1.0
+        {
             self.per_session = Some(throughput.max(0.0) / c);
+            return Some(throughput.max(0.0));
         }
+        Some(self.per_session? * c)
+    }
+
+    /// After a gap in the connections (missing, or a restart of the trend for a gap),
+    /// they must hold again before their share is measured, and forecasts made before
+    /// the gap are not scored against what came after it.
+    fn sessions_gap(&mut self) {
+        self.sessions_since_ms = None;
+        self.sessions.pending.clear();
     }
 
     /// Forgets the trend and its record (the seasonal record stays: the season did not
@@ -221,7 +240,8 @@ impl SignalForecast {
         *self = SignalForecast {
             signal: self.signal,
             seasonal: std::mem::take(&mut self.seasonal),
-            // The sessions forecaster follows the connections, not the trend.
+            // The sessions forecaster follows the connections, not the trend (a gap is
+            // dealt with where the connections are read).
             sessions_held: self.sessions_held,
             sessions_since_ms: self.sessions_since_ms,
             per_session: self.per_session,
@@ -364,10 +384,16 @@ pub fn recommend(
             }
             _ => None,
         };
-        if let Some(c) = sessions_now {
-            f.hold_sessions(c, value, now_ms, predict.persist_ms(signal));
+        let max_gap =
+            (4 * predict.scrape_interval.as_millis() as u64).max(predict.persist_ms(signal));
+        if signal == SignalKind::Throughput && predict.sessions {
+            let gap = f.samples > 0 && at_ms.saturating_sub(f.at_ms) > max_gap;
+            if sessions_now.is_none() || gap {
+                f.sessions_gap();
+            }
         }
-        let sessions_forecast = sessions_now.and_then(|c| Some(f.per_session? * c));
+        let sessions_forecast = sessions_now
+            .and_then(|c| f.hold_sessions(c, value, now_ms, predict.persist_ms(signal)));
         if at_ms > f.at_ms && !repeat {
             f.trend.settle(at_ms, value, per_replica);
             f.seasonal.settle(at_ms, value, per_replica);
@@ -378,8 +404,6 @@ pub fn recommend(
                 f.sessions.expect(at_ms + due, s, due);
             }
             let (alpha, beta) = predict.trend.map_or((1.0, 0.0), |t| (t.alpha, t.beta));
-            let max_gap =
-                (4 * predict.scrape_interval.as_millis() as u64).max(predict.persist_ms(signal));
             if let Some(from) = f.observe(value.max(0.0), at_ms, (alpha, beta), max_gap) {
                 reasons.push(Reason::ForecastReset {
                     signal,

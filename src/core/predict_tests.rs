@@ -348,12 +348,14 @@ fn a_scrape_read_three_times_is_one_sample() {
     assert_eq!(state.predict[0].samples, 14, "one sample per scrape");
 }
 
-/// Throughput and connections in the capacity: the sessions forecaster can work.
+/// Throughput and connections in the capacity: the sessions forecaster can work. The
+/// throughput is a `[1m]` rate, as shipped: the connections must hold 75 s (the window
+/// and a scrape) before their share is measured, and forecasts are scored 75 s on.
 fn sessions_policy(predict: &str) -> Policy {
     let text = POLICY
         .replace(
             "  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}\n",
-            "  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}\n  connections: {query: 'conns{service=\"$service\"}', unit: count}\n",
+            "  throughput: {query: 'rate(rps{service=\"$service\"}[1m])', unit: per_second}\n  connections: {query: 'conns{service=\"$service\"}', unit: count}\n",
         )
         .replace("per_replica: {throughput: 100}", "per_replica: {throughput: 100, connections: 50}")
         .replace("predict: {horizon: 60s, seasonal: off}", predict);

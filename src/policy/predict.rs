@@ -1,5 +1,5 @@
-//! `behavior.predict`, checked: horizons per demand signal, the trend and seasonal
-//! forecasters' settings, and the error above which a forecaster is ignored.
+//! `behavior.predict`, checked: horizons per demand signal, the trend, seasonal and
+//! sessions forecasters' settings, and the error above which a forecaster is ignored.
 
 use super::file::{PredictFile, SeasonalFile, SessionsFile, Switch, TrendFile};
 use super::units::{parse_in, Unit};
@@ -131,6 +131,7 @@ impl Checker<'_> {
         let both = [SignalKind::Throughput, SignalKind::Connections]
             .iter()
             .all(|k| capacity.per_replica.iter().any(|(c, _)| c == k));
+        let mut asked = false;
         let sessions = match &raw.sessions {
             None => false,
             Some(s) => {
@@ -144,6 +145,7 @@ impl Checker<'_> {
                     }
                     Switch::Settings(SessionsFile) => true,
                 };
+                asked = on;
                 if on && !both {
                     self.error(
                         &path,
@@ -153,7 +155,8 @@ impl Checker<'_> {
                 on && both
             }
         };
-        if trend.is_none() && seasonal.is_none() && !sessions {
+        // (Sessions asked for without both signals is its own error, said above.)
+        if trend.is_none() && seasonal.is_none() && !asked {
             self.error(
                 p,
                 "turns every forecaster off; allowed: leave `behavior.predict` out to predict nothing",

@@ -39,7 +39,7 @@ pub struct ActuatorLabel {
 pub struct ForecastLabels {
     pub service: String,
     pub signal: String,
-    /// trend or seasonal.
+    /// trend, seasonal or sessions.
     pub forecaster: String,
 }
 
