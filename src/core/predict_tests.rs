@@ -494,3 +494,25 @@ fn sessions_need_both_signals_in_the_capacity() {
     let on = sessions_policy("predict: {horizon: 60s, sessions: on}");
     assert!(on.behavior.predict.unwrap().sessions);
 }
+
+/// Found in review: while the connections hold, the forecast was the share times the
+/// count, and (450 / 7) × 7 is a hair above 450 in floating point: it "voted" on a level
+/// load. While they hold, the forecast is the reading itself.
+#[test]
+fn held_sessions_never_vote_not_even_by_a_rounding() {
+    let (v, c) = (
+        std::hint::black_box(450.0_f64),
+        std::hint::black_box(7.0_f64),
+    );
+    assert!((v / c) * c > v, "the rounding this test needs");
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let ds = run_sessions(&p, &[(c, v); 12]);
+    for d in &ds {
+        let o = d
+            .forecasts
+            .iter()
+            .find(|o| o.signal == SignalKind::Throughput)
+            .unwrap();
+        assert_eq!(o.votes, None, "{o:?}");
+    }
+}
