@@ -509,14 +509,10 @@ pub fn run_judged(
                 .iter()
                 .find(|o| o.signal == crate::policy::SignalKind::Throughput)?;
             // The largest forecast, at the horizon it looks to.
-            [
-                o.trend.map(|t| (t, o.horizon_s)),
-                o.seasonal.map(|s| (s, o.seasonal_horizon_s)),
-                o.sessions.map(|s| (s, o.horizon_s)),
-            ]
-            .into_iter()
-            .flatten()
-            .max_by(|a, b| a.0.total_cmp(&b.0))
+            o.said()
+                .into_iter()
+                .filter_map(|s| Some((s.value?, s.horizon_s)))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
         });
         let admitted_p95_ms = m.p95_s * 1000.0;
         summary.max_tier = summary.max_tier.max(tier);

@@ -290,9 +290,8 @@ pub fn decide_in_place(
             .as_ref()
             .map_or(0.0, |p| p.max_error);
         for o in &forecasts {
-            let trusted = o.sessions_overshoot.is_none_or(|e| e <= max_error);
-            if let (Some(s), Some(Quality::Good { value }), true) =
-                (o.sessions, fast_q[o.signal.index()], trusted)
+            if let (Some(s), Some(Quality::Good { value })) =
+                (o.connected_demand(max_error), fast_q[o.signal.index()])
             {
                 if s > value {
                     fast_q[o.signal.index()] = Some(Quality::Good { value: s });

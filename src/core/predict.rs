@@ -131,18 +131,51 @@ pub struct SignalForecast {
     pub last: f64,
     pub trend: Score,
     pub seasonal: Score,
-    /// The sessions forecaster (throughput only): the connections reading held within
-    /// [`SESSIONS_BAND`] of `sessions_held` since `sessions_since_ms`...
+    /// Throughput only, with `sessions: on`.
     #[serde(default)]
-    pub sessions_held: f64,
-    #[serde(default)]
-    pub sessions_since_ms: Option<u64>,
-    /// ... and the throughput per session, measured while they had held for a whole
-    /// rate window and a scrape.
-    #[serde(default)]
+    pub sessions: SessionsForecast,
+}
+
+/// The sessions forecaster's state: the connections reading held within
+/// [`SESSIONS_BAND`] of `held` since `since_ms`, the throughput per session measured
+/// while they had held for a whole rate window and a scrape, and its record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionsForecast {
+    pub held: f64,
+    pub since_ms: Option<u64>,
     pub per_session: Option<f64>,
-    #[serde(default)]
-    pub sessions: Score,
+    pub score: Score,
+}
+
+impl SessionsForecast {
+    /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
+    /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
+    /// reading is theirs, and its share per session is kept; when they move, the share
+    /// measured before stands until they hold again. Returns the forecast: the reading
+    /// itself while they hold (so it never votes then, not even by a rounding), the
+    /// share measured before times `c` once they moved.
+    fn follow(&mut self, c: f64, throughput: f64, now_ms: u64, settle_ms: u64) -> Option<f64> {
+        let held = (c - self.held).abs() <= SESSIONS_BAND * self.held.max(1.0);
+        match self.since_ms {
+            Some(since) if held => {
+                if now_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
+                    self.per_session = Some(throughput.max(0.0) / c);
+                    return Some(throughput.max(0.0));
+                }
+            }
+            _ => (self.held, self.since_ms) = (c, Some(now_ms)),
+        }
+        Some(self.per_session? * c)
+    }
+
+    /// After a gap in the connections (missing, or a restart of the trend for a gap),
+    /// they must hold again before their share is measured, and forecasts made before
+    /// the gap are not scored against what came after it.
+    fn gap(&mut self) {
+        self.since_ms = None;
+        self.score.pending.clear();
+    }
 }
 
 impl SignalForecast {
@@ -198,42 +231,6 @@ impl SignalForecast {
         None
     }
 
-    /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
-    /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
-    /// reading is theirs, and its share per session is kept; when they move, the share
-    /// measured before stands until they hold again. Returns the forecast: the reading
-    /// itself while they hold (so it never votes then, not even by a rounding), the
-    /// share measured before times `c` once they moved.
-    fn hold_sessions(
-        &mut self,
-        c: f64,
-        throughput: f64,
-        now_ms: u64,
-        settle_ms: u64,
-    ) -> Option<f64> {
-        let held = self.sessions_since_ms.is_some()
-            && (c - self.sessions_held).abs() <= SESSIONS_BAND * self.sessions_held.max(1.0);
-        if !held {
-            (self.sessions_held, self.sessions_since_ms) = (c, Some(now_ms));
-        } else if self
-            .sessions_since_ms
-            .is_some_and(|since| now_ms.saturating_sub(since) >= settle_ms)
-            && c >= 1.0
-        {
-            self.per_session = Some(throughput.max(0.0) / c);
-            return Some(throughput.max(0.0));
-        }
-        Some(self.per_session? * c)
-    }
-
-    /// After a gap in the connections (missing, or a restart of the trend for a gap),
-    /// they must hold again before their share is measured, and forecasts made before
-    /// the gap are not scored against what came after it.
-    fn sessions_gap(&mut self) {
-        self.sessions_since_ms = None;
-        self.sessions.pending.clear();
-    }
-
     /// Forgets the trend and its record (the seasonal record stays: the season did not
     /// break), as of `at_ms`.
     fn restart(&mut self, at_ms: u64) {
@@ -242,9 +239,6 @@ impl SignalForecast {
             seasonal: std::mem::take(&mut self.seasonal),
             // The sessions forecaster follows the connections, not the trend (a gap is
             // dealt with where the connections are read).
-            sessions_held: self.sessions_held,
-            sessions_since_ms: self.sessions_since_ms,
-            per_session: self.per_session,
             sessions: std::mem::take(&mut self.sessions),
             at_ms,
             ..Default::default()
@@ -308,6 +302,59 @@ pub struct Outlook {
     pub sessions_overshoot: Option<f64>,
     /// Why a forecaster is not used (warming up, error too high, no history).
     pub notes: Vec<String>,
+}
+
+/// A forecaster's overshoot is within what the policy allows.
+fn trusted(overshoot: f64, max_error: f64) -> bool {
+    overshoot <= max_error
+}
+
+/// One forecaster's say in an [`Outlook`].
+pub struct Said {
+    pub forecaster: &'static str,
+    pub value: Option<f64>,
+    pub error: Option<f64>,
+    pub overshoot: Option<f64>,
+    pub horizon_s: f64,
+}
+
+impl Outlook {
+    /// Every forecaster's say, in one list for /metrics, the simulator's events and its
+    /// chart.
+    pub fn said(&self) -> [Said; 3] {
+        [
+            Said {
+                forecaster: "trend",
+                value: self.trend,
+                error: self.trend_error,
+                overshoot: self.trend_overshoot,
+                horizon_s: self.horizon_s,
+            },
+            Said {
+                forecaster: "seasonal",
+                value: self.seasonal,
+                error: self.seasonal_error,
+                overshoot: self.seasonal_overshoot,
+                horizon_s: self.seasonal_horizon_s,
+            },
+            Said {
+                forecaster: "sessions",
+                value: self.sessions,
+                error: self.sessions_error,
+                overshoot: self.sessions_overshoot,
+                horizon_s: self.horizon_s,
+            },
+        ]
+    }
+
+    /// The sessions forecast when it is trusted: demand already connected that the
+    /// rate has not counted yet (panic weighs it).
+    pub fn connected_demand(&self, max_error: f64) -> Option<f64> {
+        self.sessions.filter(|_| {
+            self.sessions_overshoot
+                .is_none_or(|e| trusted(e, max_error))
+        })
+    }
 }
 
 /// The proactive recommendation: replicas for the forecast demand, when it asks for more
@@ -389,19 +436,21 @@ pub fn recommend(
         if signal == SignalKind::Throughput && predict.sessions {
             let gap = f.samples > 0 && at_ms.saturating_sub(f.at_ms) > max_gap;
             if sessions_now.is_none() || gap {
-                f.sessions_gap();
+                f.sessions.gap();
             }
         }
-        let sessions_forecast = sessions_now
-            .and_then(|c| f.hold_sessions(c, value, now_ms, predict.persist_ms(signal)));
+        let sessions_forecast = sessions_now.and_then(|c| {
+            f.sessions
+                .follow(c, value, now_ms, predict.persist_ms(signal))
+        });
         if at_ms > f.at_ms && !repeat {
             f.trend.settle(at_ms, value, per_replica);
             f.seasonal.settle(at_ms, value, per_replica);
-            f.sessions.settle(at_ms, value, per_replica);
+            f.sessions.score.settle(at_ms, value, per_replica);
             // Due when the rate has had its window to count the sessions there now.
             if let Some(s) = sessions_forecast {
                 let due = predict.persist_ms(signal);
-                f.sessions.expect(at_ms + due, s, due);
+                f.sessions.score.expect(at_ms + due, s, due);
             }
             let (alpha, beta) = predict.trend.map_or((1.0, 0.0), |t| (t.alpha, t.beta));
             if let Some(from) = f.observe(value.max(0.0), at_ms, (alpha, beta), max_gap) {
@@ -463,18 +512,20 @@ pub fn recommend(
         }
         if let Some(forecast) = sessions_forecast {
             o.sessions = Some(forecast);
-            o.sessions_error = f.sessions.error();
-            o.sessions_overshoot = f.sessions.overshoot();
+            o.sessions_error = f.sessions.score.error();
+            o.sessions_overshoot = f.sessions.score.overshoot();
             match o.sessions_overshoot {
-                Some(e) if e > predict.max_error => reasons.push(Reason::ForecastIgnored {
-                    signal,
-                    forecaster: "sessions",
-                    why: format!(
-                        "its forecasts overshot by {:.0}% of demand, above max_error {:.0}%",
-                        e * 100.0,
-                        predict.max_error * 100.0
-                    ),
-                }),
+                Some(e) if !trusted(e, predict.max_error) => {
+                    reasons.push(Reason::ForecastIgnored {
+                        signal,
+                        forecaster: "sessions",
+                        why: format!(
+                            "its forecasts overshot by {:.0}% of demand, above max_error {:.0}%",
+                            e * 100.0,
+                            predict.max_error * 100.0
+                        ),
+                    })
+                }
                 _ if forecast > value => candidates.push(("sessions", forecast, h)),
                 _ => {}
             }

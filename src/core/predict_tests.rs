@@ -35,18 +35,30 @@ fn run(
     series: &[f64],
     seasonal: impl Fn(u64) -> Option<SeasonalReading>,
 ) -> Vec<Decision> {
+    decide_every_5s(policy, series.len(), |i, at, now| {
+        let mut obs = Observations::values(at, &[(SignalKind::Throughput, series[i])]);
+        if let Some(s) = seasonal(now) {
+            obs.seasonal = vec![(SignalKind::Throughput, s)];
+        }
+        obs
+    })
+}
+
+/// Scrape `i` at `at` (every 15 s), read by decisions at `now` (every 5 s).
+fn decide_every_5s(
+    policy: &Policy,
+    scrapes: usize,
+    observe: impl Fn(usize, u64, u64) -> Observations,
+) -> Vec<Decision> {
     let svc = policy.services[0].clone();
     let mut state = CoreState::default();
     let mut replicas = 2;
     let mut out = Vec::new();
-    for (i, v) in series.iter().enumerate() {
+    for i in 0..scrapes {
         let at = 1_000 * S + i as u64 * 15 * S;
         for k in 0..3 {
             let now = at + k * 5 * S;
-            let mut obs = Observations::values(at, &[(SignalKind::Throughput, *v)]);
-            if let Some(s) = seasonal(now) {
-                obs.seasonal = vec![(SignalKind::Throughput, s)];
-            }
+            let obs = observe(i, at, now);
             let d = decide_in_place(
                 policy,
                 &svc,
@@ -364,31 +376,13 @@ fn sessions_policy(predict: &str) -> Policy {
 
 /// Like `run`, with (connections, throughput) per scrape.
 fn run_sessions(policy: &Policy, series: &[(f64, f64)]) -> Vec<Decision> {
-    let svc = policy.services[0].clone();
-    let mut state = CoreState::default();
-    let mut replicas = 2;
-    let mut out = Vec::new();
-    for (i, (c, v)) in series.iter().enumerate() {
-        let at = 1_000 * S + i as u64 * 15 * S;
-        for k in 0..3 {
-            let now = at + k * 5 * S;
-            let obs = Observations::values(
-                at,
-                &[(SignalKind::Throughput, *v), (SignalKind::Connections, *c)],
-            );
-            let d = decide_in_place(
-                policy,
-                &svc,
-                &obs,
-                Replicas::steady(replicas),
-                &mut state,
-                now,
-            );
-            replicas = d.desired;
-            out.push(d);
-        }
-    }
-    out
+    decide_every_5s(policy, series.len(), |i, at, _| {
+        let (c, v) = series[i];
+        Observations::values(
+            at,
+            &[(SignalKind::Throughput, v), (SignalKind::Connections, c)],
+        )
+    })
 }
 
 fn sessions_vote(d: &Decision) -> Option<(f64, u32)> {

@@ -131,30 +131,25 @@ impl Checker<'_> {
         let both = [SignalKind::Throughput, SignalKind::Connections]
             .iter()
             .all(|k| capacity.per_replica.iter().any(|(c, _)| c == k));
-        let mut asked = false;
-        let sessions = match &raw.sessions {
+        let asked = match &raw.sessions {
             None => false,
-            Some(s) => {
+            Some(Switch::Word(w)) if w == "on" => true,
+            Some(Switch::Word(w)) if w == "off" => false,
+            Some(Switch::Word(w)) => {
                 let path = format!("{p}.sessions");
-                let on = match s {
-                    Switch::Word(w) if w == "on" => true,
-                    Switch::Word(w) if w == "off" => false,
-                    Switch::Word(w) => {
-                        self.error(&path, format!("`{w}` is not allowed; allowed: on, off"));
-                        false
-                    }
-                    Switch::Settings(SessionsFile) => true,
-                };
-                asked = on;
-                if on && !both {
-                    self.error(
-                        &path,
-                        "is on, but it needs both `throughput` and `connections` in capacity.per_replica; allowed: off, or add both",
-                    );
-                }
-                on && both
+                self.error(&path, format!("`{w}` is not allowed; allowed: on, off"));
+                false
             }
+            // Never built: a map is refused as it is read.
+            Some(Switch::Settings(SessionsFile)) => true,
         };
+        if asked && !both {
+            self.error(
+                &format!("{p}.sessions"),
+                "is on, but it needs both `throughput` and `connections` in capacity.per_replica; allowed: off, or add both",
+            );
+        }
+        let sessions = asked && both;
         // (Sessions asked for without both signals is its own error, said above.)
         if trend.is_none() && seasonal.is_none() && !asked {
             self.error(

@@ -217,29 +217,14 @@ impl Metrics {
                 signal: o.signal.name().to_string(),
                 forecaster: forecaster.to_string(),
             };
-            for (name, value, error, overshoot, horizon) in [
-                (
-                    "trend",
-                    o.trend,
-                    o.trend_error,
-                    o.trend_overshoot,
-                    o.horizon_s,
-                ),
-                (
-                    "seasonal",
-                    o.seasonal,
-                    o.seasonal_error,
-                    o.seasonal_overshoot,
-                    o.seasonal_horizon_s,
-                ),
-                (
-                    "sessions",
-                    o.sessions,
-                    o.sessions_error,
-                    o.sessions_overshoot,
-                    o.horizon_s,
-                ),
-            ] {
+            for crate::core::predict::Said {
+                forecaster: name,
+                value,
+                error,
+                overshoot,
+                horizon_s: horizon,
+            } in o.said()
+            {
                 let l = label(name);
                 // A forecaster with nothing to say drops its series, as an absent alert.
                 match value {

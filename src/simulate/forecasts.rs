@@ -47,11 +47,12 @@ impl ForecasterStates {
         use crate::core::Reason;
         let mut out = Vec::new();
         for o in &d.forecasts {
-            for (name, value) in [
-                ("trend", o.trend),
-                ("seasonal", o.seasonal),
-                ("sessions", o.sessions),
-            ] {
+            for crate::core::predict::Said {
+                forecaster: name,
+                value,
+                ..
+            } in o.said()
+            {
                 let ignored = d.reasons.iter().find_map(|r| match r {
                     Reason::ForecastIgnored {
                         signal,
