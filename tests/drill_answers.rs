@@ -219,3 +219,18 @@ fn requests_not_sent_at_the_in_flight_bound_are_behind_schedule_not_achieved() {
         "achieved {achieved} of {offered}/s"
     );
 }
+
+/// A slow phase before a fast one: at 0.5/s the next send is due 2 s on, and the fast
+/// phase must not wait for it (it lost its first second of load: 100 of 200 scheduled).
+#[test]
+fn a_slow_phase_does_not_hold_back_the_next_ones_schedule() {
+    let addr = fake_server("200 OK", r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+    let scenario = "name: slow-then-fast\nreplicas: 1\nphases:\n  - {name: slow, duration: 3s, connections: 2, rate: {total: 0.5}}\n  - {name: fast, duration: 2s, connections: 2, rate: {total: 100}}\n";
+    let (code, json) = common::drill(&format!("http://{addr}"), scenario);
+    assert_eq!(code, 0, "{json}");
+    let fast = json["phases"][1]["counts"]["scheduled"].as_u64().unwrap();
+    assert!(
+        fast >= 190,
+        "{fast} of 200 scheduled in the fast phase: {json}"
+    );
+}

@@ -576,6 +576,9 @@ pub async fn run_schedule(
             next_due = now;
         } else {
             let gap = Duration::from_secs_f64(1.0 / rate);
+            // No further ahead than one gap at this rate: a slower phase before (0.5/s is
+            // a send due 2 s on) must not hold back a faster one.
+            next_due = next_due.min(now + gap);
             // Due sends, each at its intended time; a lag means the generator fell behind.
             let lag = now.saturating_sub(next_due).as_secs_f64() * 1000.0;
             {
