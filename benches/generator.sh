@@ -3,12 +3,14 @@
 # Same endpoint (a stand-in with --zero-latency), same POST body (MCP ping on an open
 # session), HTTP/1.1 keep-alive. Prints:
 #   efficiency: requests per CPU-second of each generator process (the server saturates);
+#               the drill with wrk's 32 connections (--http-connections 32) and with
+#               its default, a connection per request in flight;
 #   ws:         messages per CPU-second over WebSocket (erlmcp's wire), the drill against
 #               tsung 1.7 (ts_websocket, text frames ending in \n), on one stand-in;
 #   rate:       the highest open-loop rate the drill holds (achieved ≥ 99% of offered,
-#               never behind schedule), and wrk's closed-loop maximum; the HTTP drills
-#               run with the default bound on requests in flight (4,096), as users do;
-#   overload:   26,000/s, past the stand-in's capacity, bounded and unbounded;
+#               never behind schedule) on 32 connections, and wrk's closed-loop maximum;
+#   overload:   26,000/s, past the stand-in's capacity: the default bound on requests in
+#               flight, none, and 32 connections;
 #   sessions:   RSS of the drill holding 10,000 concurrent sessions;
 #   correctness: a 1 s server stall (SIGSTOP) in a 1,000 msg/s run, as corrected p99.
 # Usage: benches/generator.sh   (builds release; installs wrk and tsung if missing)
@@ -53,7 +55,7 @@ wrk_rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk.out")
 wrk_total=$(awk '/requests in/ {print $1}' "$W/wrk.out")
 wrk_cpu=$(cpu_of "$W/wrk.time")
 
-drill_at() { # total rate, sessions, seconds -> writes $W/d.json and $W/d.time
+drill_at() { # total rate, sessions, seconds, extra drill args... -> $W/d.json and $W/d.time
   cat >"$W/s.yaml" <<YAML
 name: generator-$1
 replicas: 1
@@ -61,22 +63,23 @@ client_timeout: 2s
 phases:
   - {name: run, duration: ${3}s, connections: $2, rate: {total: $1}, mix: {ping: 1}}
 YAML
-  /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json >"$W/d.json" 2>/dev/null || true
+  /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json "${@:4}" >"$W/d.json" 2>/dev/null || true
 }
 field() { python3 -c "import json,sys; r=json.load(open('$W/d.json')); print($1)"; }
 
-drill_at 10000 20 10
-d_ok=$(field "r['counts']['ok']")
-d_sched=$(field "r['counts']['scheduled']")
-d_cpu=$(cpu_of "$W/d.time")
-d_behind=$(field "r['generator_behind_s']")
-echo "efficiency: wrk $(awk -v n="$wrk_total" -v c="$wrk_cpu" 'BEGIN {printf "%.0f", n / c}') req/CPU-s ($wrk_total requests, $wrk_cpu CPU-s, $wrk_rps req/s closed-loop); drill $(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}') req/CPU-s ($d_ok ok of $d_sched at 10,000/s open-loop, $d_cpu CPU-s over 10 s, behind $d_behind s)"
+# The drill twice: with wrk's 32 connections (--http-connections 32), and with a
+# connection per request in flight (the default).
+wrk_eff=$(awk -v n="$wrk_total" -v c="$wrk_cpu" 'BEGIN {printf "%.0f", n / c}')
+echo "efficiency: wrk $wrk_eff req/CPU-s ($wrk_total requests, $wrk_cpu CPU-s, $wrk_rps req/s closed-loop)"
+for bound in 32 none; do
+  args=(); [ $bound != none ] && args=(--http-connections $bound)
+  drill_at 10000 20 10 "${args[@]}"
+  d_ok=$(field "r['counts']['ok']")
+  d_cpu=$(cpu_of "$W/d.time")
+  d_eff=$(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}')
+  echo "  drill, connections $bound: $d_eff req/CPU-s ($d_ok ok of $(field "r['counts']['scheduled']") at 10,000/s open-loop, $d_cpu CPU-s over 10 s, behind $(field "r['generator_behind_s']") s, p99 $(field "r['overall']['p99_ms']") ms, RSS $(awk '{printf "%.0f", $3 / 1024}' "$W/d.time") MB) -> $(awk -v a="$d_eff" -v b="$wrk_eff" 'BEGIN {printf "%.2f", a / b}')x wrk"
+done
 
-# Over WebSocket: tsung, 20 users, each connects to /mcp/ws, initializes, then sends N
-# pings one after another (closed loop: each waits for its answer). tsung's own frames are
-# binary unless told; erlmcp (and the stand-in) refuse binary frames, and a message must
-# end in \n (&#10;). Its CPU is counted net of the Erlang VM's start and stop: a run with
-# one ping per user is subtracted. Messages are counted by the stand-in, not the generator.
 tsung_run() { # pings per user -> $W/ts.time
   cat >"$W/ts.xml" <<XML
 <?xml version="1.0"?>
@@ -124,13 +127,13 @@ echo "ws: tsung $ts_eff msg/CPU-s ($ts_msgs pings, $ts_cpu CPU-s net of ${ts_idl
 
 best=0
 for rate in 10000 14000 18000 22000 26000; do
-  drill_at $rate 20 8
+  drill_at $rate 20 8 --http-connections 32
   ok=$(field "r['counts']['ok']"); sched=$(field "r['counts']['scheduled']"); behind=$(field "r['generator_behind_s']")
   held=$(awk -v o="$ok" -v s="$sched" -v b="$behind" 'BEGIN {print (s > 0 && o >= 0.99 * s && b == 0) ? 1 : 0}')
   echo "  open-loop $rate/s: $ok ok of $sched scheduled, behind $behind s, CPU $(cpu_of "$W/d.time") s -> $([ "$held" = 1 ] && echo held || echo 'not held')"
   [ "$held" = 1 ] && best=$rate || break
 done
-echo "rate: the drill holds $best msg/s open-loop on one thread; wrk reaches $wrk_rps req/s closed-loop"
+echo "rate: the drill holds $best msg/s open-loop on one thread (32 connections); wrk reaches $wrk_rps req/s closed-loop"
 
 # Past the stand-in's capacity: 26,000/s open-loop for 8 s, with the drill's default bound
 # on requests in flight (4,096; past it a request is not sent, counted as `generator`,
@@ -147,13 +150,14 @@ YAML
   s0=$(awk '{print $14 + $15}' /proc/$SPID/stat)
   /usr/bin/time -f "%U %S %M" -o "$W/d.time" "$BIN" drill "$W/s.yaml" --target http://127.0.0.1:$PORT --json "$@" >"$W/d.json" 2>/dev/null || true
   s1=$(awk '{print $14 + $15}' /proc/$SPID/stat)
-  local label="default bound (4,096)"
-  [ $# -gt 0 ] && label="$* (unbounded)"
+  local label="default bound (4,096 in flight)"
+  [ $# -gt 0 ] && label="$*"
   echo "  26,000/s $label: $(field "r['counts']['ok']") ok of $(field "r['counts']['scheduled']") scheduled ($(field "round(r['counts']['ok'] / 8)")/s), not sent (generator) $(field "r['counts']['errors'].get('generator', 0)"), timeouts $(field "r['counts']['errors'].get('timeout', 0)"), behind $(field "r['generator_behind_s']") s, p99 $(field "r['overall']['p99_ms']") ms; drill CPU $(awk '{print $1 + $2}' "$W/d.time") s (RSS $(awk '{printf "%.0f", $3 / 1024}' "$W/d.time") MB), stand-in CPU $(awk -v a="$s0" -v b="$s1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b - a) / hz}') s"
 }
 echo "overload:"
 overload
 overload --max-in-flight 100000
+overload --http-connections 32
 
 cat >"$W/s.yaml" <<YAML
 name: generator-sessions

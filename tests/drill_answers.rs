@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +25,21 @@ type Answer = (&'static str, String, String);
 /// Serves every request on every connection with `answer` (keep-alive, as the drill's
 /// client uses), until the process ends.
 fn serve(answer: impl Fn(Req) -> Answer + Send + Sync + 'static) -> String {
+    serve_counted(answer).0
+}
+
+/// As `serve`, with the number of TCP connections accepted so far.
+fn serve_counted(
+    answer: impl Fn(Req) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let answer = Arc::new(answer);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
             let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream.try_clone().unwrap());
@@ -46,7 +57,7 @@ fn serve(answer: impl Fn(Req) -> Answer + Send + Sync + 'static) -> String {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn read_request(r: &mut impl BufRead) -> Option<Req> {
@@ -129,10 +140,16 @@ type Deleted = Arc<Mutex<HashSet<String>>>;
 /// if its session was deleted meanwhile, as a real server would. Returns its address, the
 /// sessions deleted and the number opened.
 fn slow_server(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>) {
+    let (addr, deleted, opened, _) = slow_server_counted(delay);
+    (addr, deleted, opened)
+}
+
+/// As `slow_server`, with the TCP connections it accepted.
+fn slow_server_counted(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>, Arc<AtomicU64>) {
     let deleted: Deleted = Arc::default();
     let opened = Arc::new(Mutex::new(0u64));
     let state = (deleted.clone(), opened.clone());
-    let addr = serve(move |req| {
+    let (addr, accepted) = serve_counted(move |req| {
         let sid = req.session.unwrap_or_default();
         if req.method == "DELETE" {
             deleted.lock().unwrap().insert(sid.clone());
@@ -160,7 +177,7 @@ fn slow_server(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>) {
             }
         }
     });
-    (addr, state.0, state.1)
+    (addr, state.0, state.1, accepted)
 }
 
 #[test]
@@ -218,6 +235,42 @@ fn requests_not_sent_at_the_in_flight_bound_are_behind_schedule_not_achieved() {
         achieved < 0.5 * offered,
         "achieved {achieved} of {offered}/s"
     );
+}
+
+/// wrk2's generator: at most N connections to an endpoint, a request with none free waits
+/// for one, and its latency counts from when it was meant to go out. 40 requests/s at
+/// 100 ms need 4 connections; two carry 20/s, so the queue shows in the latency.
+#[test]
+fn a_connection_bound_holds_and_waiting_shows_in_the_latency() {
+    let scenario = "name: bounded\nreplicas: 1\nclient_timeout: 10s\nphases:\n  - {name: load, duration: 3s, connections: 2, rate: {per_connection: 20}}\n";
+    let (addr, _, _, accepted) = slow_server_counted(Duration::from_millis(100));
+    let (_, json) = common::drill_with(
+        &format!("http://{addr}"),
+        scenario,
+        &["--http-connections", "2"],
+    );
+    // The steady-state probe has a client of its own: one connection.
+    let bounded = accepted.load(Ordering::SeqCst);
+    assert!(
+        bounded <= 3,
+        "{bounded} connections for a bound of 2: {json}"
+    );
+    let p99 = json["overall"]["p99_ms"].as_f64().unwrap();
+    assert!(
+        p99 > 500.0,
+        "a queue of requests waiting: p99 {p99} ms: {json}"
+    );
+    assert_eq!(
+        json["counts"]["errors"]["generator"].as_u64().unwrap_or(0),
+        0,
+        "waiting is not failing to send: {json}"
+    );
+
+    // Unbounded, the same load opens a connection per request in flight.
+    let (addr, _, _, accepted) = slow_server_counted(Duration::from_millis(100));
+    let (_, json) = common::drill_with(&format!("http://{addr}"), scenario, &[]);
+    let unbounded = accepted.load(Ordering::SeqCst);
+    assert!(unbounded > 3, "{unbounded} connections: {json}");
 }
 
 /// A slow phase before a fast one: at 0.5/s the next send is due 2 s on, and the fast

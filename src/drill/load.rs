@@ -7,33 +7,16 @@
 //! (coordinated omission corrected). Everything runs on one thread (a current-thread
 //! runtime with a LocalSet), so the generator uses at most one core by construction.
 
+use super::http::HttpClient;
 use super::mcp::{self, ErrorClass};
 use super::stats::Stats;
 use super::stream::{self, StreamConn};
 use super::Wire;
 use crate::scenario::Scenario;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(usize::MAX)
-        .build(connector)
-}
 
 /// An open session: an HTTP session id, or a connection on a stream wire.
 #[derive(Clone)]
@@ -112,9 +95,10 @@ impl Engine {
         stats: Rc<RefCell<Stats>>,
         timeout: Duration,
         max_in_flight: u32,
+        http_connections: Option<u32>,
     ) -> Engine {
         Engine {
-            client: http_client(),
+            client: HttpClient::new(http_connections),
             wire,
             endpoints,
             stats,
@@ -184,7 +168,7 @@ impl Engine {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                         match id {
-                            Handle::Http(id) => delete_session(&client, sess.addr, &id).await,
+                            Handle::Http(id) => client.delete_session(sess.addr, &id).await,
                             Handle::Stream(conn) => conn.close(),
                         }
                     });
@@ -258,7 +242,7 @@ impl Engine {
                         Some(Handle::Stream(conn)) => conn.close(),
                         Some(Handle::Http(id)) => {
                             tokio::task::spawn_local(async move {
-                                delete_session(&client, addr, &id).await
+                                client.delete_session(addr, &id).await
                             });
                         }
                         None => {}
@@ -388,7 +372,8 @@ impl Engine {
 /// POST initialize and notifications/initialized; the session id, or None.
 async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
-    let reply = post(client, addr, None, mcp::initialize_body(), deadline)
+    let reply = client
+        .post(addr, None, mcp::initialize_body(), deadline)
         .await
         .ok()?;
     let id = reply
@@ -404,16 +389,6 @@ async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) 
     )
     .await;
     class.is_none().then_some(id)
-}
-
-/// DELETEs a session (best effort: a server that forgot it already is fine).
-async fn delete_session(client: &HttpClient, addr: SocketAddr, id: &str) {
-    let req = Request::delete(format!("http://{addr}/mcp"))
-        .header("mcp-session-id", id)
-        .body(Full::new(Bytes::new()));
-    if let Ok(req) = req {
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await;
-    }
 }
 
 /// The steady-state probe: does the endpoint answer `initialize`? The session it opens
@@ -435,11 +410,14 @@ pub async fn probe(
             Err(c) => (Some(c), 0),
         };
     }
-    match post(client, addr, None, mcp::initialize_body(), deadline).await {
+    match client
+        .post(addr, None, mcp::initialize_body(), deadline)
+        .await
+    {
         Err((class, status)) => (Some(class), status),
         Ok(r) => {
             if let Some(id) = &r.session {
-                delete_session(client, addr, id).await;
+                client.delete_session(addr, id).await;
             }
             (
                 mcp::classify(r.status, r.retry_after, &r.body, true),
@@ -458,66 +436,12 @@ pub async fn request(
     deadline: Instant,
     expects_answer: bool,
 ) -> (Option<ErrorClass>, u16) {
-    match post(client, addr, session, body, deadline).await {
+    match client.post(addr, session, body, deadline).await {
         Err((class, status)) => (Some(class), status),
         Ok(r) => (
             mcp::classify(r.status, r.retry_after, &r.body, expects_answer),
             r.status,
         ),
-    }
-}
-
-/// What a POST to /mcp got back.
-struct Reply {
-    status: u16,
-    /// The session id the server gave (`Mcp-Session-Id`).
-    session: Option<String>,
-    /// A `Retry-After` header: a 503 with it is a refusal, not a failure.
-    retry_after: bool,
-    body: Bytes,
-}
-
-/// One POST to /mcp; or the error class of a failure below HTTP (with the status, when it
-/// came before the failure).
-async fn post(
-    client: &HttpClient,
-    addr: SocketAddr,
-    session: Option<&str>,
-    body: String,
-    deadline: Instant,
-) -> Result<Reply, (ErrorClass, u16)> {
-    let mut b = Request::post(format!("http://{addr}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    if let Some(s) = session {
-        b = b.header("mcp-session-id", s);
-    }
-    let Ok(req) = b.body(Full::new(Bytes::from(body))) else {
-        return Err((ErrorClass::Reset, 0));
-    };
-    let deadline = tokio::time::Instant::from_std(deadline);
-    let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
-        Err(_) => return Err((ErrorClass::Timeout, 0)),
-        Ok(Err(e)) if e.is_connect() => return Err((ErrorClass::Refused, 0)),
-        Ok(Err(_)) => return Err((ErrorClass::Reset, 0)),
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status().as_u16();
-    let session = resp
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let retry_after = resp.headers().contains_key("retry-after");
-    match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
-        Err(_) => Err((ErrorClass::Timeout, status)),
-        Ok(Err(_)) => Err((ErrorClass::Reset, status)),
-        Ok(Ok(b)) => Ok(Reply {
-            status,
-            session,
-            retry_after,
-            body: b.to_bytes(),
-        }),
     }
 }
 

@@ -7,6 +7,7 @@
 //! hypothesis, exit 1 when deviated).
 
 pub mod faults;
+pub mod http;
 pub mod load;
 pub mod mcp;
 pub mod report;
@@ -45,6 +46,8 @@ pub struct Options {
     /// Prometheus' pidfile, for the prometheus_down fault (SIGSTOP/SIGCONT).
     pub prometheus_pidfile: Option<String>,
     pub max_in_flight: u32,
+    /// HTTP/1.1 connections per endpoint at most (None: one per request in flight).
+    pub http_connections: Option<u32>,
     /// Show progress on stderr (a terminal).
     pub progress: bool,
 }
@@ -198,6 +201,7 @@ async fn drill(
         stats.clone(),
         scenario.client_timeout,
         opts.max_in_flight,
+        opts.http_connections,
     );
     let start = Instant::now();
 

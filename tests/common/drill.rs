@@ -23,6 +23,7 @@ pub fn drill_with(target: &str, scenario: &str, extra: &[&str]) -> (i32, serde_j
         .args(extra)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {}{}",
