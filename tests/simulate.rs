@@ -593,8 +593,10 @@ fn a_rate_step_is_answered_in_one_jump_by_the_fast_panic_signal() {
     assert!(fast_at < slow_at, "fast {fast_at:?} s, slow {slow_at:?} s");
     let r = sim_text(text, &p, true);
     assert!(
-        r.events.iter().any(|e| e.text.contains("panic")),
-        "panic fired"
+        r.events
+            .iter()
+            .any(|e| e.text.contains("panic: demand") && e.text.contains("from the fast signal")),
+        "panic fired, and says the fast signal drove it"
     );
 }
 

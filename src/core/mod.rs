@@ -271,6 +271,8 @@ pub fn decide_in_place(
         // The fast signal, when the policy has one and it reads well, stands beside its
         // slow self: panic weighs whichever says more.
         let mut fast_q = q;
+        // What raised a demand signal above its reading this tick, for the reason.
+        let mut driven_by = None;
         if let Some(f) = &policy.panic_fast {
             let stale = policy.jidoka.stale_after.as_millis() as u64;
             let fq = jidoka::quality(obs, obs.fast.as_ref(), stale, now_ms);
@@ -280,6 +282,9 @@ pub fn decide_in_place(
                 fast_q[f.kind.index()] = Some(Quality::Good {
                     value: value.max(slow),
                 });
+                if value > slow {
+                    driven_by = Some("fast signal");
+                }
             }
         }
         // So does the sessions forecast: demand already connected that the throughput's
@@ -295,11 +300,20 @@ pub fn decide_in_place(
             {
                 if s > value {
                     fast_q[o.signal.index()] = Some(Quality::Good { value: s });
+                    driven_by = Some("sessions forecast");
                 }
             }
         }
         let ratio = capacity::load_ratio(&policy.capacity, &fast_q, replicas.ready);
-        if let Some(ps) = smoothing::panic(state, p, ratio, replicas.ready, now_ms, &mut reasons) {
+        if let Some(ps) = smoothing::panic(
+            state,
+            p,
+            ratio,
+            driven_by,
+            replicas.ready,
+            now_ms,
+            &mut reasons,
+        ) {
             panicking = true;
             if let Some(w) = ps.want.filter(|_| !freeze) {
                 desired = desired.max(w);

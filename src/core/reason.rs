@@ -73,6 +73,10 @@ pub enum Reason {
         ratio: f64,
         threshold: f64,
         replicas: u32,
+        /// What put this tick's demand above the reading's, when something did: the fast
+        /// signal (`behavior.panic.fast`) or a forecaster ("sessions").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        driven_by: Option<&'static str>,
     },
     /// The shedding loop moved the admitted fraction toward the latency goal.
     ShedAdjusted {
@@ -423,12 +427,19 @@ impl fmt::Display for Reason {
                 ratio,
                 threshold,
                 replicas,
-            } => write!(
-                f,
-                "panic: demand at {:.0}% of ready capacity (≥ {:.0}%) → {replicas} at once",
-                ratio * 100.0,
-                threshold * 100.0
-            ),
+                driven_by,
+            } => {
+                write!(
+                    f,
+                    "panic: demand at {:.0}% of ready capacity (≥ {:.0}%",
+                    ratio * 100.0,
+                    threshold * 100.0
+                )?;
+                if let Some(d) = driven_by {
+                    write!(f, "; this tick's from the {d}")?;
+                }
+                write!(f, ") → {replicas} at once")
+            }
             Reason::ShedAdjusted {
                 from,
                 to,

@@ -180,6 +180,7 @@ pub fn panic(
     state: &mut CoreState,
     panic: &Panic,
     ratio: Option<f64>,
+    driven_by: Option<&'static str>,
     ready: u32,
     now_ms: u64,
     reasons: &mut Vec<Reason>,
@@ -208,6 +209,7 @@ pub fn panic(
             ratio: avg,
             threshold: panic.threshold,
             replicas: want,
+            driven_by,
         });
         return Some(PanicState { want: Some(want) });
     }

@@ -660,6 +660,14 @@ fn panic_jumps_at_once_and_blocks_scale_down() {
     let d = r.ticks(1, 0.05, 200.0);
     assert!(d.panic, "{}", d.summary());
     assert_eq!(d.desired, 20, "past the step limit of 8, to 4 × 5 = 20");
+    // The reading itself drove it: the reason names nothing else.
+    assert!(d.reasons.iter().any(|r| matches!(
+        r,
+        Reason::Panic {
+            driven_by: None,
+            ..
+        }
+    )));
     // Demand collapses: no scale-down until the stable window (60 s) passes.
     let d = r.ticks(59, 0.05, 10.0);
     assert!(d.panic && d.desired == 20, "{}", d.summary());
@@ -1120,6 +1128,22 @@ fn panic_weighs_the_fast_signal_and_ignores_it_when_bad() {
         d.summary()
     );
     assert_eq!(d.desired, 12, "{}", d.summary());
+    // The reason says the fast signal drove it (an operator sees why the jump came now).
+    let panic = d.reasons.iter().find(|r| r.code() == "panic").unwrap();
+    assert!(
+        matches!(
+            panic,
+            Reason::Panic {
+                driven_by: Some("fast signal"),
+                ..
+            }
+        ),
+        "{panic:?}"
+    );
+    assert!(
+        panic.to_string().contains("from the fast signal"),
+        "{panic}"
+    );
     let d = run(f64::NAN);
     assert!(!d.panic, "{}", d.summary());
     assert_eq!(
