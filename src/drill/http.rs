@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -38,6 +38,15 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// Which connections a request takes. The bound is the load's: session opens and closes
+/// have connections of their own, so a queue of load requests cannot time out a handshake
+/// (a refusal the server never made) or a DELETE (a session left open on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Load,
+    Session,
+}
+
 /// Connections to each endpoint; cheap to clone (one pool, shared).
 #[derive(Clone)]
 pub struct HttpClient {
@@ -46,13 +55,27 @@ pub struct HttpClient {
 }
 
 struct Endpoint {
+    load: Pool,
+    session: Pool,
+}
+
+struct Pool {
     idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
     /// One permit per connection in use; waiters are served in order.
-    permits: Rc<Semaphore>,
+    permits: Semaphore,
+}
+
+impl Pool {
+    fn new(permits: usize) -> Pool {
+        Pool {
+            idle: RefCell::default(),
+            permits: Semaphore::new(permits),
+        }
+    }
 }
 
 impl HttpClient {
-    /// `per_endpoint`: connections to one endpoint at most (None: no bound).
+    /// `per_endpoint`: the load's connections to one endpoint at most (None: no bound).
     pub fn new(per_endpoint: Option<u32>) -> HttpClient {
         HttpClient {
             per_endpoint,
@@ -69,20 +92,20 @@ impl HttpClient {
             .entry(addr)
             .or_insert_with(|| {
                 Rc::new(Endpoint {
-                    idle: RefCell::default(),
-                    permits: Rc::new(Semaphore::new(permits)),
+                    load: Pool::new(permits),
+                    session: Pool::new(Semaphore::MAX_PERMITS),
                 })
             })
             .clone()
     }
 
-    /// Idle connections kept, over all endpoints (ones the server closed since included).
-    pub fn idle_connections(&self) -> usize {
-        self.endpoints
-            .borrow()
-            .values()
-            .map(|e| e.idle.borrow().len())
-            .sum()
+    /// Drops the connections kept for endpoints not in `addrs` (discovery let them go);
+    /// requests still out to one finish on it.
+    pub fn keep_only(&self, addrs: &[SocketAddr]) {
+        let mut eps = self.endpoints.borrow_mut();
+        if eps.keys().any(|a| !addrs.contains(a)) {
+            eps.retain(|a, _| addrs.contains(a));
+        }
     }
 
     /// POST `body` to /mcp at `addr`, with the session's id when it has one; the reply, or
@@ -90,6 +113,7 @@ impl HttpClient {
     /// spent waiting for a free connection counts against `deadline`.
     pub async fn post(
         &self,
+        lane: Lane,
         addr: SocketAddr,
         session: Option<&str>,
         body: String,
@@ -107,7 +131,7 @@ impl HttpClient {
         let Ok(req) = b.body(Full::new(Bytes::from(body))) else {
             return Err((ErrorClass::Reset, 0));
         };
-        self.send(addr, req, deadline).await
+        self.send(lane, addr, req, deadline).await
     }
 
     /// DELETEs a session (best effort: a server that forgot it already is fine).
@@ -118,28 +142,40 @@ impl HttpClient {
             .body(Full::new(Bytes::new()));
         if let Ok(req) = req {
             let _ = self
-                .send(addr, req, Instant::now() + Duration::from_secs(2))
+                .send(
+                    Lane::Session,
+                    addr,
+                    req,
+                    Instant::now() + Duration::from_secs(2),
+                )
                 .await;
         }
     }
 
     async fn send(
         &self,
+        lane: Lane,
         addr: SocketAddr,
         req: Request<Full<Bytes>>,
         deadline: Instant,
     ) -> Result<Reply, (ErrorClass, u16)> {
         let ep = self.endpoint(addr);
+        let pool = match lane {
+            Lane::Load => &ep.load,
+            Lane::Session => &ep.session,
+        };
         let deadline = tokio::time::Instant::from_std(deadline);
+        // The status, once the headers are in: a timeout while reading the body keeps it.
+        let status_seen = Cell::new(0u16);
         let exchange = async {
             // Held until the answer is read and its connection back in the idle list, so
             // connections in use never pass the bound.
-            let _permit = ep
+            let _permit = pool
                 .permits
                 .acquire()
                 .await
                 .map_err(|_| (ErrorClass::Reset, 0))?;
-            let (mut conn, reused) = checkout(&ep, addr).await?;
+            let (mut conn, reused) = checkout(pool, addr).await?;
             let resp = match conn.try_send_request(req).await {
                 Ok(r) => r,
                 Err(mut e) => match e.take_message() {
@@ -155,6 +191,7 @@ impl HttpClient {
                 },
             };
             let status = resp.status().as_u16();
+            status_seen.set(status);
             let session = resp
                 .headers()
                 .get("mcp-session-id")
@@ -166,7 +203,7 @@ impl HttpClient {
                 Err(_) => return Err((ErrorClass::Reset, status)),
             };
             if !conn.is_closed() {
-                ep.idle.borrow_mut().push(conn);
+                pool.idle.borrow_mut().push(conn);
             }
             Ok(Reply {
                 status,
@@ -178,7 +215,7 @@ impl HttpClient {
         match tokio::time::timeout_at(deadline, exchange).await {
             // Dropped mid-exchange, its connection closes with it: an HTTP/1.1 connection
             // with an answer still owed cannot carry another request.
-            Err(_) => Err((ErrorClass::Timeout, 0)),
+            Err(_) => Err((ErrorClass::Timeout, status_seen.get())),
             Ok(r) => r,
         }
     }
@@ -186,11 +223,11 @@ impl HttpClient {
 
 /// An idle connection that is still open, or a new one; and whether it was reused.
 async fn checkout(
-    ep: &Endpoint,
+    pool: &Pool,
     addr: SocketAddr,
 ) -> Result<(SendRequest<Full<Bytes>>, bool), (ErrorClass, u16)> {
     loop {
-        let next = ep.idle.borrow_mut().pop();
+        let next = pool.idle.borrow_mut().pop();
         match next {
             // Ready once its connection has finished the last exchange; an error means
             // the server closed it.

@@ -7,7 +7,7 @@
 //! (coordinated omission corrected). Everything runs on one thread (a current-thread
 //! runtime with a LocalSet), so the generator uses at most one core by construction.
 
-use super::http::HttpClient;
+use super::http::{HttpClient, Lane};
 use super::mcp::{self, ErrorClass};
 use super::stats::Stats;
 use super::stream::{self, StreamConn};
@@ -135,6 +135,7 @@ impl Engine {
     /// Opens or closes sessions toward `target` (lost ones are dropped and replaced).
     pub fn follow_sessions(&mut self, target: u32) {
         self.target = target;
+        self.client.keep_only(&self.endpoints.borrow());
         {
             let mut s = self.sessions.borrow_mut();
             // A connection the server closed soon after it opened is a failed open, not a
@@ -330,7 +331,9 @@ impl Engine {
         let deadline = intended + self.timeout;
         tokio::task::spawn_local(async move {
             let outcome = match &id {
-                Handle::Http(id) => request(&client, addr, Some(id), body, deadline, true).await,
+                Handle::Http(id) => {
+                    request(&client, Lane::Load, addr, Some(id), body, deadline, true).await
+                }
                 Handle::Stream(conn) => (conn.request(request_id, body, deadline).await, 0),
             };
             let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
@@ -373,7 +376,7 @@ impl Engine {
 async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     let reply = client
-        .post(addr, None, mcp::initialize_body(), deadline)
+        .post(Lane::Session, addr, None, mcp::initialize_body(), deadline)
         .await
         .ok()?;
     let id = reply
@@ -381,6 +384,7 @@ async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) 
         .filter(|_| (200..300).contains(&reply.status))?;
     let (class, _) = request(
         client,
+        Lane::Session,
         addr,
         Some(&id),
         mcp::INITIALIZED_BODY.to_string(),
@@ -411,7 +415,7 @@ pub async fn probe(
         };
     }
     match client
-        .post(addr, None, mcp::initialize_body(), deadline)
+        .post(Lane::Session, addr, None, mcp::initialize_body(), deadline)
         .await
     {
         Err((class, status)) => (Some(class), status),
@@ -430,13 +434,14 @@ pub async fn probe(
 /// One POST to /mcp. Returns the error class (None = success) and the HTTP status.
 pub async fn request(
     client: &HttpClient,
+    lane: Lane,
     addr: SocketAddr,
     session: Option<&str>,
     body: String,
     deadline: Instant,
     expects_answer: bool,
 ) -> (Option<ErrorClass>, u16) {
-    match client.post(addr, session, body, deadline).await {
+    match client.post(lane, addr, session, body, deadline).await {
         Err((class, status)) => (Some(class), status),
         Ok(r) => (
             mcp::classify(r.status, r.retry_after, &r.body, expects_answer),
@@ -476,6 +481,7 @@ pub async fn run_schedule(
     // The next intended send time, as an offset from start.
     let mut next_due = Duration::ZERO;
     let mut last_second = 0u64;
+    let mut last_phase = None;
     loop {
         let now = start.elapsed();
         if now >= total {
@@ -500,8 +506,12 @@ pub async fn run_schedule(
             next_due = now;
         } else {
             let gap = Duration::from_secs_f64(1.0 / rate);
-            // No further ahead than one gap at this rate: a slower phase before (0.5/s is
-            // a send due 2 s on) must not hold back a faster one.
+            // A slower phase before (0.5/s is a send due 2 s on) must not hold back this
+            // one: its schedule starts at its own start (sends due since then go out now,
+            // late, and count as lag); within a phase, never more than one gap ahead.
+            if last_phase != Some(pi) {
+                next_due = next_due.min(now.saturating_sub(into));
+            }
             next_due = next_due.min(now + gap);
             // Due sends, each at its intended time; a lag means the generator fell behind.
             let lag = now.saturating_sub(next_due).as_secs_f64() * 1000.0;
@@ -517,6 +527,7 @@ pub async fn run_schedule(
                 sent += 1;
             }
         }
+        last_phase = Some(pi);
         let wake = (start + next_due).min(Instant::now() + Duration::from_millis(10));
         tokio::time::sleep_until(tokio::time::Instant::from_std(
             wake.max(Instant::now() + Duration::from_micros(200)),
