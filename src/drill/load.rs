@@ -81,6 +81,9 @@ pub struct Engine {
     /// After a failed open, no new opens until then: an overloaded server must not be
     /// stormed with handshakes.
     retry_after: Rc<RefCell<Option<Instant>>>,
+    /// Session closes still out: the drill waits for them before it exits, or the server
+    /// keeps the sessions (and a stand-in's session cap fills across drills).
+    pub closing: Rc<std::cell::Cell<u32>>,
 }
 
 /// Session handshakes in flight at most.
@@ -116,6 +119,7 @@ impl Engine {
             opened: Rc::default(),
             open_failures: Rc::default(),
             retry_after: Rc::default(),
+            closing: Rc::default(),
         }
     }
 
@@ -161,6 +165,8 @@ impl Engine {
             for sess in closing {
                 if let Some(id) = sess.id {
                     let client = self.client.clone();
+                    let closing = self.closing.clone();
+                    closing.set(closing.get() + 1);
                     tokio::task::spawn_local(async move {
                         // No new request goes to it (it left the list); the ones in flight
                         // finish first, or a DELETE would turn them into lost sessions.
@@ -172,6 +178,7 @@ impl Engine {
                             Handle::Http(id) => client.delete_session(sess.addr, &id).await,
                             Handle::Stream(conn) => conn.close(),
                         }
+                        closing.set(closing.get().saturating_sub(1));
                     });
                 }
             }

@@ -310,6 +310,11 @@ async fn drill(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     engine.follow_sessions(0);
+    // The closes finish (each DELETE has 2 s): exiting first left the sessions open.
+    let close_until = Instant::now() + Duration::from_secs(3);
+    while engine.closing.get() > 0 && Instant::now() < close_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     *stop.borrow_mut() = true;
     // A fault whose `for` outlasts the drill is given back now: never leave a node
     // drained, tasks paused or Prometheus stopped behind us.
