@@ -271,8 +271,6 @@ pub fn decide_in_place(
         // The fast signal, when the policy has one and it reads well, stands beside its
         // slow self: panic weighs whichever says more.
         let mut fast_q = q;
-        // What raised a demand signal above its reading this tick, for the reason.
-        let mut driven_by = None;
         if let Some(f) = &policy.panic_fast {
             let stale = policy.jidoka.stale_after.as_millis() as u64;
             let fq = jidoka::quality(obs, obs.fast.as_ref(), stale, now_ms);
@@ -282,11 +280,11 @@ pub fn decide_in_place(
                 fast_q[f.kind.index()] = Some(Quality::Good {
                     value: value.max(slow),
                 });
-                if value > slow {
-                    driven_by = Some("fast signal");
-                }
             }
         }
+        let ratio_of =
+            |qs: &tier::Qualities| capacity::load_ratio(&policy.capacity, qs, replicas.ready);
+        let with_fast = ratio_of(&fast_q);
         // So does the sessions forecast: demand already connected that the throughput's
         // rate has not counted yet (when trusted; only ever more than the reading).
         let max_error = policy
@@ -300,11 +298,20 @@ pub fn decide_in_place(
             {
                 if s > value {
                     fast_q[o.signal.index()] = Some(Quality::Good { value: s });
-                    driven_by = Some("sessions forecast");
                 }
             }
         }
-        let ratio = capacity::load_ratio(&policy.capacity, &fast_q, replicas.ready);
+        let ratio = ratio_of(&fast_q);
+        // What raised this tick's ratio above the reading's, for the reason: the ratio is
+        // the most loaded signal's, so a lifted signal that stays below another decides
+        // nothing and is not named.
+        let driven_by = if ratio > with_fast {
+            Some("sessions forecast")
+        } else if with_fast > ratio_of(&q) {
+            Some("fast signal")
+        } else {
+            None
+        };
         if let Some(ps) = smoothing::panic(
             state,
             p,

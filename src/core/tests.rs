@@ -1144,6 +1144,35 @@ fn panic_weighs_the_fast_signal_and_ignores_it_when_bad() {
         panic.to_string().contains("from the fast signal"),
         "{panic}"
     );
+    // Connections at 250% decide; the fast signal lifts throughput from 100% to 120% and
+    // decides nothing, so it is not named.
+    let mut r = Run::new(p.clone(), 4);
+    let mut obs = Observations::values(
+        r.now,
+        &[
+            (P95Latency, 0.05),
+            (ErrorRate, 0.0),
+            (Connections, 100.0),
+            (Throughput, 400.0),
+        ],
+    );
+    obs.fast = Some(Reading::Value {
+        value: 480.0,
+        at_ms: r.now,
+    });
+    let d = r.tick(&obs);
+    assert!(d.panic, "{}", d.summary());
+    assert!(
+        d.reasons.iter().any(|r| matches!(
+            r,
+            Reason::Panic {
+                driven_by: None,
+                ..
+            }
+        )),
+        "{}",
+        d.summary()
+    );
     let d = run(f64::NAN);
     assert!(!d.panic, "{}", d.summary());
     assert_eq!(
