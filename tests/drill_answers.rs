@@ -249,16 +249,15 @@ fn requests_not_sent_at_the_in_flight_bound_are_behind_schedule_not_achieved() {
 #[test]
 fn a_connection_bound_holds_and_waiting_shows_in_the_latency() {
     let scenario = "name: bounded\nreplicas: 1\nclient_timeout: 10s\nphases:\n  - {name: load, duration: 3s, connections: 2, rate: {per_connection: 20}}\n";
-    let (addr, _, _, accepted) = slow_server_counted(Duration::from_millis(100));
+    let (addr, _, _, loaded) = slow_server_counted(Duration::from_millis(100));
     let (_, json) = common::drill_with(
         &format!("http://{addr}"),
         scenario,
         &["--http-connections", "2"],
     );
-    // The steady-state probe has a client of its own: one connection.
-    let bounded = accepted.load(Ordering::SeqCst);
+    let bounded = loaded.load(Ordering::SeqCst);
     assert!(
-        bounded <= 3,
+        bounded <= 2,
         "{bounded} connections for a bound of 2: {json}"
     );
     let p99 = json["overall"]["p99_ms"].as_f64().unwrap();
@@ -288,8 +287,9 @@ fn a_slow_phase_does_not_hold_back_the_next_ones_schedule() {
     let (code, json) = common::drill(&format!("http://{addr}"), scenario);
     assert_eq!(code, 0, "{json}");
     let fast = json["phases"][1]["counts"]["scheduled"].as_u64().unwrap();
+    // 100 on the old code; a stall of the drill's thread can cost a few, not half.
     assert!(
-        fast >= 190,
+        fast > 150,
         "{fast} of 200 scheduled in the fast phase: {json}"
     );
 }

@@ -25,6 +25,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Session opens and closes per endpoint at once: the drill's end closes every session,
+/// and 10,000 DELETEs must not be 10,000 connections (Docker's userland proxy dies past a
+/// few thousand). Opens are 32 at a time already (the engine's MAX_OPENING).
+const SESSION_CONNECTIONS: usize = 64;
+
 /// A TCP connect that takes longer than this is refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -93,19 +98,10 @@ impl HttpClient {
             .or_insert_with(|| {
                 Rc::new(Endpoint {
                     load: Pool::new(permits),
-                    session: Pool::new(Semaphore::MAX_PERMITS),
+                    session: Pool::new(SESSION_CONNECTIONS),
                 })
             })
             .clone()
-    }
-
-    /// Drops the connections kept for endpoints not in `addrs` (discovery let them go);
-    /// requests still out to one finish on it.
-    pub fn keep_only(&self, addrs: &[SocketAddr]) {
-        let mut eps = self.endpoints.borrow_mut();
-        if eps.keys().any(|a| !addrs.contains(a)) {
-            eps.retain(|a, _| addrs.contains(a));
-        }
     }
 
     /// POST `body` to /mcp at `addr`, with the session's id when it has one; the reply, or

@@ -81,8 +81,9 @@ pub struct Engine {
     /// After a failed open, no new opens until then: an overloaded server must not be
     /// stormed with handshakes.
     retry_after: Rc<RefCell<Option<Instant>>>,
-    /// Session closes still out: the drill waits for them before it exits, or the server
-    /// keeps the sessions (and a stand-in's session cap fills across drills).
+    /// Session closes still out: the drill waits for them (and for handshakes still out,
+    /// which close what they open) before it exits, or the server keeps the sessions (and
+    /// a stand-in's session cap fills across drills).
     pub closing: Rc<std::cell::Cell<u32>>,
 }
 
@@ -123,6 +124,11 @@ impl Engine {
         }
     }
 
+    /// Session handshakes and closes still out.
+    pub fn session_work(&self) -> u32 {
+        self.closing.get() + *self.opening.borrow()
+    }
+
     /// Live sessions (opened and not lost).
     pub fn sessions(&self) -> u32 {
         self.sessions.borrow().iter().filter(|s| s.live()).count() as u32
@@ -139,7 +145,6 @@ impl Engine {
     /// Opens or closes sessions toward `target` (lost ones are dropped and replaced).
     pub fn follow_sessions(&mut self, target: u32) {
         self.target = target;
-        self.client.keep_only(&self.endpoints.borrow());
         {
             let mut s = self.sessions.borrow_mut();
             // A connection the server closed soon after it opened is a failed open, not a
@@ -213,6 +218,7 @@ impl Engine {
             };
             *self.opening.borrow_mut() += 1;
             let (wire, stats) = (self.wire.clone(), self.stats.clone());
+            let closing = self.closing.clone();
             let (client, sessions, opening, opened, failures, retry_after) = (
                 self.client.clone(),
                 self.sessions.clone(),
@@ -249,8 +255,10 @@ impl Engine {
                     match id {
                         Some(Handle::Stream(conn)) => conn.close(),
                         Some(Handle::Http(id)) => {
+                            closing.set(closing.get() + 1);
                             tokio::task::spawn_local(async move {
-                                client.delete_session(addr, &id).await
+                                client.delete_session(addr, &id).await;
+                                closing.set(closing.get().saturating_sub(1));
                             });
                         }
                         None => {}

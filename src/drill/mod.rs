@@ -310,9 +310,10 @@ async fn drill(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     engine.follow_sessions(0);
-    // The closes finish (each DELETE has 2 s): exiting first left the sessions open.
-    let close_until = Instant::now() + Duration::from_secs(3);
-    while engine.closing.get() > 0 && Instant::now() < close_until {
+    // The closes finish (each DELETE has 2 s), and handshakes still out close what they
+    // open: exiting first left the sessions open on the server.
+    let close_until = Instant::now() + scenario.client_timeout + Duration::from_secs(3);
+    while engine.session_work() > 0 && Instant::now() < close_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     *stop.borrow_mut() = true;
