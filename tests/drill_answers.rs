@@ -152,12 +152,22 @@ fn slow_server(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>) {
 
 /// As `slow_server`, with the TCP connections that carried load.
 fn slow_server_counted(delay: Duration) -> (String, Deleted, Arc<Mutex<u64>>, Arc<AtomicU64>) {
+    session_server(delay, Duration::ZERO)
+}
+
+/// The sessions fake behind `slow_server`: each request answered after `delay`, each
+/// DELETE after `delete_delay`.
+fn session_server(
+    delay: Duration,
+    delete_delay: Duration,
+) -> (String, Deleted, Arc<Mutex<u64>>, Arc<AtomicU64>) {
     let deleted: Deleted = Arc::default();
     let opened = Arc::new(Mutex::new(0u64));
     let state = (deleted.clone(), opened.clone());
     let (addr, accepted) = serve_counted(move |req| {
         let sid = req.session.unwrap_or_default();
         if req.method == "DELETE" {
+            std::thread::sleep(delete_delay);
             deleted.lock().unwrap().insert(sid.clone());
             ("200 OK", sid, String::new())
         } else if req.body.contains("\"initialize\"") {
@@ -321,33 +331,7 @@ fn session_opens_do_not_wait_behind_a_bounded_load() {
 /// drill gave its closes 200 ms and left them all open on the server).
 #[test]
 fn the_drill_waits_for_its_session_closes_before_it_exits() {
-    let deleted: Deleted = Arc::default();
-    let opened = Arc::new(Mutex::new(0u64));
-    let (d, o) = (deleted.clone(), opened.clone());
-    let addr = serve(move |req| {
-        let sid = req.session.unwrap_or_default();
-        if req.method == "DELETE" {
-            std::thread::sleep(Duration::from_millis(500));
-            d.lock().unwrap().insert(sid.clone());
-            ("200 OK", sid, String::new())
-        } else if req.body.contains("\"initialize\"") {
-            let mut n = o.lock().unwrap();
-            *n += 1;
-            (
-                "200 OK",
-                format!("s{n}"),
-                r#"{"jsonrpc":"2.0","id":0,"result":{}}"#.into(),
-            )
-        } else if !req.body.contains("\"id\"") {
-            ("202 Accepted", sid, String::new())
-        } else {
-            (
-                "200 OK",
-                sid,
-                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into(),
-            )
-        }
-    });
+    let (addr, deleted, opened, _) = session_server(Duration::ZERO, Duration::from_millis(500));
     let scenario = "name: closes\nreplicas: 1\nphases:\n  - {name: load, duration: 1s, connections: 4, rate: {per_connection: 5}}\n";
     let (code, json) = common::drill(&format!("http://{addr}"), scenario);
     assert_eq!(code, 0, "{json}");
