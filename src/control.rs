@@ -225,7 +225,7 @@ impl Controller {
         if let Some(load) = load {
             crate::swarm::add_load(&mut per_node, &tasks, load);
         }
-        let tasks = serving;
+        let mut tasks = serving;
         placement.node_lost_ms = node_lost_ms;
         let ready = tasks.len() as u32;
         status.ready = Some(ready);
@@ -295,6 +295,11 @@ impl Controller {
                 }
             };
             rt.committed(ok);
+            if ok && plan.decision.desired < info.replicas {
+                tasks = self
+                    .still_running(&svc.name, plan.decision.desired, tasks)
+                    .await;
+            }
         }
         let d = plan.decision;
         let changed = plan.changed;
@@ -325,6 +330,35 @@ impl Controller {
         status.last_decision = Some(ds);
         let shed = apply.then_some((tasks, plan.admission));
         (status, shed)
+    }
+
+    /// After a scale-down, the tasks Swarm keeps: the edge and the admission limits go to
+    /// these this tick, not to the ones being stopped. Read at the tick's start, a stopping
+    /// task stayed an HAProxy server for up to a tick after its container had gone, and
+    /// the requests sent to it waited out the connect timeout: a calm drill through
+    /// HAProxy timed out 10 requests per scale-down step. Tasks are only ever dropped
+    /// here: an unreadable listing keeps this tick's.
+    async fn still_running(
+        &self,
+        service: &str,
+        replicas: u32,
+        tasks: Vec<TaskInfo>,
+    ) -> Vec<TaskInfo> {
+        let wait = std::time::Duration::from_secs(1);
+        match self
+            .swarm
+            .tasks_after_scale_down(service, replicas, wait)
+            .await
+        {
+            Ok(now) => tasks
+                .into_iter()
+                .filter(|t| now.iter().any(|n| n.id == t.id))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(service, error = %e, "cannot list the tasks after a scale-down; the edge follows the tick's listing");
+                tasks
+            }
+        }
     }
 }
 

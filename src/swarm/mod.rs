@@ -205,6 +205,26 @@ impl Swarm {
             .collect())
     }
 
+    /// The tasks still meant to run after a scale-down to `replicas`: Swarm's orchestrator
+    /// marks the ones it stops (desired state shutdown) a moment after the write, and
+    /// their containers get SIGTERM a moment later. Polls until at most `replicas` are
+    /// left or `wait` has passed, and returns the last listing.
+    pub async fn tasks_after_scale_down(
+        &self,
+        name: &str,
+        replicas: u32,
+        wait: std::time::Duration,
+    ) -> Result<Vec<TaskInfo>, SwarmError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let tasks = self.tasks(name).await?;
+            if tasks.len() <= replicas as usize || tokio::time::Instant::now() >= deadline {
+                return Ok(tasks);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Node id → address, for reaching host-mode ports of tasks on other nodes.
     pub async fn node_addresses(&self) -> Result<HashMap<String, String>, SwarmError> {
         Ok(addresses(&self.nodes().await?))

@@ -140,6 +140,10 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
             &tcp_backend,
             "--admission-port",
             "0",
+            // A tick as the e2e drills run (production's is longer): a stopping task left
+            // on the edge until the next tick is then seen (below).
+            "--interval",
+            "2s",
         ],
         dir.join("andon.log"),
     );
@@ -203,6 +207,18 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
     // Demand for 8: the service scales, and the servers follow.
     sig.set(name, "rps", 800.0);
     follows(8);
+    // MCP traffic through the edge while it sheds and while 6 of the 8 go: a request
+    // may be shed (503) or lose its session with its replica (404, a new session), but
+    // none may wait on a stopped replica. Before andon dropped the stopping tasks from
+    // the edge in the tick that scaled down, each step timed out that replica's requests
+    // (a calm drill through HAProxy: 10 per step, 18% of a second's requests).
+    let edge_http = format!("http://{}", env("ANDON_HAPROXY_HTTP"));
+    let traffic = std::thread::spawn(move || {
+        super::drill::drill(
+            &edge_http,
+            "name: through-the-edge\nreplicas: 8\nclient_timeout: 2s\nphases:\n  - name: calm\n    duration: 60s\n    connections: 10\n    rate: {per_connection: 5}\n    mix: {ping: 1}\n",
+        )
+    });
     // Red sheds 10%: the per-session admitted rate is set at the edge.
     sig.set(name, "p95", 0.3);
     wait_for(
@@ -219,6 +235,21 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
     sig.set(name, "p95", 0.05);
     sig.set(name, "rps", 150.0);
     follows(2);
+    assert!(
+        !traffic.is_finished(),
+        "the scale-down came after the drill: make the drill longer"
+    );
+    let (_, v) = traffic.join().unwrap();
+    let errors = &v["counts"]["errors"];
+    eprintln!("through the edge while it scaled 8 -> 2: {}", v["counts"]);
+    for class in ["timeout", "reset", "refused"] {
+        assert!(errors[class].is_null(), "{class}: {}", v["counts"]);
+    }
+    assert!(
+        v["counts"]["ok"].as_u64().unwrap_or(0) > 1000,
+        "{}",
+        v["counts"]
+    );
     wait_for(Duration::from_secs(20), "no limit once calm", || {
         let m = haproxy(&format!("show map {map}"))?;
         m.contains("1000000").then_some(())

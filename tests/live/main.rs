@@ -8,6 +8,8 @@
 //! Each test serves its own signal gauges, runs its own Prometheus (1 s scrapes) and its
 //! own stand-in services, so what the controller sees is what the test set.
 
+#[path = "../common/drill.rs"]
+mod drill;
 mod edge;
 mod predict;
 mod support;
