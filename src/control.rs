@@ -158,6 +158,13 @@ impl Controller {
             }
         }
         let nodes = crate::swarm::addresses(&nodes);
+        // The edge first: HAProxy's servers and limits, level-triggered; after a
+        // scale-down it takes the stopping tasks out, and that cannot wait behind the
+        // replicas' admission endpoints. A dry run leaves it.
+        let edge = match &self.edge {
+            Some(e) if !self.opts.dry_run => Some(e.apply(&shedding, &nodes).await),
+            _ => None,
+        };
         // The admission limits, to every running task of every service at once (port 0:
         // the replicas have no admission endpoint, e.g. a real erlmcp behind the edge).
         if self.admission.port != 0 {
@@ -166,11 +173,6 @@ impl Controller {
                 self.shared.metrics.actuator_error("admission");
             }
         }
-        // The edge: HAProxy's servers and limits, level-triggered. A dry run leaves it.
-        let edge = match &self.edge {
-            Some(e) if !self.opts.dry_run => Some(e.apply(&shedding, &nodes).await),
-            _ => None,
-        };
         if let Some(e) = edge.as_ref().and_then(|e| e.error.as_ref()) {
             tracing::warn!(error = %e, "edge: HAProxy not in step");
             self.shared.metrics.actuator_error("haproxy");
@@ -335,9 +337,12 @@ impl Controller {
     /// After a scale-down, the tasks Swarm keeps: the edge and the admission limits go to
     /// these this tick, not to the ones being stopped. Read at the tick's start, a stopping
     /// task stayed an HAProxy server for up to a tick after its container had gone, and
-    /// the requests sent to it waited out the connect timeout: a calm drill through
-    /// HAProxy timed out 10 requests per scale-down step. Tasks are only ever dropped
-    /// here: an unreadable listing keeps this tick's.
+    /// HAProxy's retries on it outlasted the clients: a calm drill through HAProxy timed
+    /// out 10 requests per scale-down step. Best effort: Swarm signals a task about when
+    /// it marks it, so a few requests may still reach it (HAProxy then redispatches,
+    /// manifests/haproxy.cfg); with several services scaling down in one tick, their
+    /// listings are waited for one after another. Tasks are only ever dropped here: an
+    /// unreadable listing keeps this tick's.
     async fn still_running(
         &self,
         service: &str,
@@ -355,6 +360,7 @@ impl Controller {
                 .filter(|t| now.iter().any(|n| n.id == t.id))
                 .collect(),
             Err(e) => {
+                self.shared.metrics.source_error("docker");
                 tracing::warn!(service, error = %e, "cannot list the tasks after a scale-down; the edge follows the tick's listing");
                 tasks
             }

@@ -206,9 +206,11 @@ impl Swarm {
     }
 
     /// The tasks still meant to run after a scale-down to `replicas`: Swarm's orchestrator
-    /// marks the ones it stops (desired state shutdown) a moment after the write, and
-    /// their containers get SIGTERM a moment later. Polls until at most `replicas` are
-    /// left or `wait` has passed, and returns the last listing.
+    /// takes the ones it stops out of desired state running a moment after the write, and
+    /// signals their containers about then. Polls until at most `replicas` are left or
+    /// `wait` has passed (an update in progress can keep more listed), and returns the
+    /// last listing. In steady state each slot has one task meant to run, so the count
+    /// drops only once Swarm has marked the ones it stops.
     pub async fn tasks_after_scale_down(
         &self,
         name: &str,
@@ -218,7 +220,16 @@ impl Swarm {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let tasks = self.tasks(name).await?;
-            if tasks.len() <= replicas as usize || tokio::time::Instant::now() >= deadline {
+            if tasks.len() <= replicas as usize {
+                return Ok(tasks);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    service = name,
+                    listed = tasks.len(),
+                    replicas,
+                    "still more tasks than replicas after the scale-down's wait"
+                );
                 return Ok(tasks);
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
