@@ -342,7 +342,8 @@ impl Outlook {
                 value: self.sessions,
                 error: self.sessions_error,
                 overshoot: self.sessions_overshoot,
-                horizon_s: self.horizon_s,
+                // Demand already connected, not a forecast ahead.
+                horizon_s: 0.0,
             },
         ]
     }
@@ -526,7 +527,9 @@ pub fn recommend(
                         ),
                     })
                 }
-                _ if forecast > value => candidates.push(("sessions", forecast, h)),
+                // Demand already connected: due now, not at the horizon (the rate
+                // catches up with it over its window).
+                _ if forecast > value => candidates.push(("sessions", forecast, 0)),
                 _ => {}
             }
         }

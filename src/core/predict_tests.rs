@@ -421,6 +421,14 @@ fn a_step_in_sessions_is_met_at_the_rate_they_sent_before() {
         first.summary()
     );
     assert_eq!(first.desired, 20, "{}", first.summary());
+    // Demand already connected: due now, not at the 60 s horizon.
+    assert!(
+        first
+            .summary()
+            .contains("throughput 2000/s already connected, not yet in the reading → 20"),
+        "{}",
+        first.summary()
+    );
     // Steady before the step, and once the rate has caught up: nothing to add.
     assert!(ds[..8 * 3].iter().all(|d| sessions_vote(d).is_none()));
     assert!(ds.last().unwrap().desired == 20 && sessions_vote(ds.last().unwrap()).is_none());

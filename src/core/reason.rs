@@ -330,6 +330,17 @@ impl fmt::Display for Reason {
                 value,
                 horizon_s,
                 replicas,
+            } if *horizon_s == 0.0 => write!(
+                f,
+                "forecast ({forecaster}): {signal} {} already connected, not yet in the reading → {replicas} replicas",
+                signal.format(*value)
+            ),
+            Reason::Forecast {
+                signal,
+                forecaster,
+                value,
+                horizon_s,
+                replicas,
             } => write!(
                 f,
                 "forecast ({forecaster}): {signal} {} in {horizon_s:.0}s → {replicas} replicas",
