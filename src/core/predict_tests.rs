@@ -518,3 +518,22 @@ fn held_sessions_never_vote_not_even_by_a_rounding() {
         assert_eq!(o.votes, None, "{o:?}");
     }
 }
+
+/// Found in review: only the sessions forecaster's demand is "already connected"; a
+/// trend at `horizon: 0s` (allowed) keeps its "in 0s".
+#[test]
+fn only_the_sessions_forecast_reads_as_already_connected() {
+    let reason = |forecaster| Reason::Forecast {
+        signal: SignalKind::Throughput,
+        forecaster,
+        value: 2000.0,
+        horizon_s: 0.0,
+        replicas: 20,
+    };
+    assert!(reason("sessions").to_string().contains("already connected"));
+    let trend = reason("trend").to_string();
+    assert!(
+        !trend.contains("already connected") && trend.contains("in 0s"),
+        "{trend}"
+    );
+}

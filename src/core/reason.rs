@@ -324,15 +324,17 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The sessions forecaster's demand is already connected (a trend at a
+            // `horizon: 0s` is not, so the forecaster decides the words, not the horizon).
             Reason::Forecast {
                 signal,
-                forecaster,
+                forecaster: "sessions",
                 value,
-                horizon_s,
                 replicas,
-            } if *horizon_s == 0.0 => write!(
+                ..
+            } => write!(
                 f,
-                "forecast ({forecaster}): {signal} {} already connected, not yet in the reading → {replicas} replicas",
+                "forecast (sessions): {signal} {} already connected, not yet in the reading → {replicas} replicas",
                 signal.format(*value)
             ),
             Reason::Forecast {
