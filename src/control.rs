@@ -297,7 +297,9 @@ impl Controller {
                 }
             };
             rt.committed(ok);
-            if ok && plan.decision.desired < info.replicas {
+            // Only an edge or admission endpoints read the tasks after this.
+            let consumers = self.edge.is_some() || self.admission.port != 0;
+            if ok && consumers && plan.decision.desired < info.replicas {
                 tasks = self
                     .still_running(&svc.name, plan.decision.desired, tasks)
                     .await;
