@@ -8,6 +8,7 @@
 //! runtime with a LocalSet), so the generator uses at most one core by construction.
 
 use super::http::{HttpClient, Lane};
+use super::http_lane::{BoundedLane, Job};
 use super::mcp::{self, ErrorClass};
 use super::stats::Stats;
 use super::stream::{self, StreamConn};
@@ -59,6 +60,8 @@ pub type Endpoints = Rc<RefCell<Vec<SocketAddr>>>;
 
 pub struct Engine {
     pub client: HttpClient,
+    /// The load's own connections when they are bounded (`--http-connections`).
+    bounded: Option<BoundedLane>,
     pub wire: Wire,
     pub endpoints: Endpoints,
     pub stats: Rc<RefCell<Stats>>,
@@ -103,6 +106,7 @@ impl Engine {
     ) -> Engine {
         Engine {
             client: HttpClient::new(http_connections),
+            bounded: http_connections.map(BoundedLane::new),
             wire,
             endpoints,
             stats,
@@ -344,20 +348,12 @@ impl Engine {
             self.sessions.clone(),
         );
         let deadline = intended + self.timeout;
-        tokio::task::spawn_local(async move {
-            let outcome = match &id {
-                Handle::Http(id) => {
-                    request(&client, Lane::Load, addr, Some(id), body, deadline, true).await
-                }
-                Handle::Stream(conn) => (conn.request(request_id, body, deadline).await, 0),
-            };
+        let handle = id.clone();
+        let done = move |class: Option<ErrorClass>| {
             let micros = intended.elapsed().as_micros().min(u64::MAX as u128) as u64;
             *in_flight.borrow_mut() -= 1;
             session_in_flight.set(session_in_flight.get().saturating_sub(1));
-            if matches!(
-                outcome.0,
-                Some(ErrorClass::SessionLost | ErrorClass::Refused)
-            ) {
+            if matches!(class, Some(ErrorClass::SessionLost | ErrorClass::Refused)) {
                 if let Some(s) = sessions.borrow_mut().get_mut(idx) {
                     let same = match (&s.id, &id) {
                         (Some(Handle::Http(a)), Handle::Http(b)) => a == b,
@@ -369,8 +365,44 @@ impl Engine {
                     }
                 }
             }
-            stats.borrow_mut().record(phase, method, micros, outcome.0);
-        });
+            stats.borrow_mut().record(phase, method, micros, class);
+        };
+        match (&handle, &self.bounded) {
+            (Handle::Http(session), Some(lane)) => {
+                let session = session.clone();
+                lane.submit(
+                    addr,
+                    Job {
+                        session,
+                        body,
+                        deadline,
+                        done: Box::new(done),
+                    },
+                );
+            }
+            (Handle::Http(session), None) => {
+                let session = session.clone();
+                tokio::task::spawn_local(async move {
+                    let (class, _) = request(
+                        &client,
+                        Lane::Load,
+                        addr,
+                        Some(&session),
+                        body,
+                        deadline,
+                        true,
+                    )
+                    .await;
+                    done(class);
+                });
+            }
+            (Handle::Stream(conn), _) => {
+                let conn = conn.clone();
+                tokio::task::spawn_local(async move {
+                    done(conn.request(request_id, body, deadline).await);
+                });
+            }
+        }
     }
 
     /// Picks a method by the phase's mix.

@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod http;
+mod http_lane;
 pub mod load;
 pub mod mcp;
 pub mod report;

@@ -173,11 +173,17 @@ impl Stats {
             None => {
                 if let Some(p) = self.phases.get_mut(phase) {
                     let _ = p.overall.record(v);
-                    let h = p
-                        .per_method
-                        .entry(method.to_string())
-                        .or_insert_with(new_histogram);
-                    let _ = h.record(v);
+                    // Looked up before inserting: a String per answer was a malloc each.
+                    match p.per_method.get_mut(method) {
+                        Some(h) => {
+                            let _ = h.record(v);
+                        }
+                        None => {
+                            let mut h = new_histogram();
+                            let _ = h.record(v);
+                            p.per_method.insert(method.to_string(), h);
+                        }
+                    }
                     p.counts.ok += 1;
                 }
                 let _ = self.window.record(v);

@@ -1,0 +1,382 @@
+//! The bounded HTTP load lane (`--http-connections N`), wrk's model: at most N keep-alive
+//! connections per endpoint, each a loop on its own task that takes the next request from
+//! the endpoint's queue, writes it, and reads its answer. A request with no free
+//! connection waits in the queue, and its latency still counts from its intended send
+//! time (the engine's), so a slow server shows as latency, not as more connections.
+//!
+//! Why not hyper here, as everywhere else in the drill: per request, hyper's connection
+//! API costs a task for the request, a task switch to the connection's own task and back
+//! over a channel, a header map each way and a timer; against a zero-latency stand-in
+//! its requests per CPU-second were 0.66-0.76x wrk's, and a profile found that cost spread
+//! thin over those pieces, with the system calls already one write and one read per
+//! request. A loop that owns its connection needs none of it: the request is formatted
+//! into a reused buffer, the answer parsed in place with `httparse` (hyper's own parser),
+//! one timer per connection is reset per request. Measured side by side in
+//! `benches/generator.sh` (README, "Generator").
+//!
+//! Only the load takes this lane: session opens and closes, probes and the unbounded
+//! default go through `http::HttpClient` (hyper), which needs the session id header and
+//! has no bound to honour.
+
+use super::mcp::{self, ErrorClass};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// A TCP connect that takes longer than this is refused (as in `http`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An answer's head and body at most: past it the connection is dropped and the request
+/// counts as reset, so a hostile server cannot grow the drill's memory without bound.
+const MAX_ANSWER: usize = 4 << 20;
+
+/// What a request's outcome is handed to: the engine's bookkeeping (None: success).
+pub type Done = Box<dyn FnOnce(Option<ErrorClass>)>;
+
+/// One load request: its session, body and deadline, and what to call when it is over.
+pub struct Job {
+    pub session: Rc<str>,
+    pub body: String,
+    pub deadline: Instant,
+    pub done: Done,
+}
+
+/// The lane's queues and connection loops, per endpoint; cheap to clone.
+#[derive(Clone)]
+pub struct BoundedLane {
+    per_endpoint: usize,
+    endpoints: Rc<RefCell<HashMap<SocketAddr, Rc<Queue>>>>,
+}
+
+struct Queue {
+    addr: SocketAddr,
+    jobs: RefCell<VecDeque<Job>>,
+    wake: Notify,
+    loops: Cell<usize>,
+    idle: Cell<usize>,
+}
+
+impl BoundedLane {
+    pub fn new(per_endpoint: u32) -> BoundedLane {
+        BoundedLane {
+            per_endpoint: per_endpoint.max(1) as usize,
+            endpoints: Rc::default(),
+        }
+    }
+
+    /// Queues a request for `addr`; a connection loop takes it, a new one while fewer than
+    /// the bound run and none is idle.
+    pub fn submit(&self, addr: SocketAddr, job: Job) {
+        let q = self
+            .endpoints
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| {
+                Rc::new(Queue {
+                    addr,
+                    jobs: RefCell::default(),
+                    wake: Notify::new(),
+                    loops: Cell::new(0),
+                    idle: Cell::new(0),
+                })
+            })
+            .clone();
+        q.jobs.borrow_mut().push_back(job);
+        if q.idle.get() == 0 && q.loops.get() < self.per_endpoint {
+            q.loops.set(q.loops.get() + 1);
+            tokio::task::spawn_local(connection_loop(q));
+        } else if q.idle.get() > 0 {
+            q.wake.notify_one();
+        }
+    }
+}
+
+/// One connection's life: requests one after another, reconnecting when the server closes.
+async fn connection_loop(q: Rc<Queue>) {
+    let mut conn: Option<Conn> = None;
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+    loop {
+        let next = q.jobs.borrow_mut().pop_front();
+        let Some(job) = next else {
+            q.idle.set(q.idle.get() + 1);
+            q.wake.notified().await;
+            q.idle.set(q.idle.get() - 1);
+            continue;
+        };
+        let outcome = if Instant::now() >= job.deadline {
+            // It waited its whole timeout for a connection: never sent.
+            Some(ErrorClass::Timeout)
+        } else {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(job.deadline));
+            let exchange = exchange(q.addr, &mut conn, &job);
+            tokio::select! {
+                biased;
+                r = exchange => r,
+                // Dropped mid-exchange: an HTTP/1.1 connection with an answer still owed
+                // cannot carry another request.
+                _ = timer.as_mut() => Some(ErrorClass::Timeout),
+            }
+        };
+        (job.done)(outcome);
+    }
+}
+
+/// A connection and its reused buffers.
+struct Conn {
+    tcp: TcpStream,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// One request and its answer; the error class, or None. Takes the connection out of
+/// `conn` at once and puts it back only when it can carry another request, so a timeout
+/// that drops this future mid-exchange leaves none behind.
+async fn exchange(addr: SocketAddr, conn: &mut Option<Conn>, job: &Job) -> Option<ErrorClass> {
+    let kept = conn.take().filter(|c| !closed_while_idle(&c.tcp));
+    let reused = kept.is_some();
+    let mut c = match kept {
+        Some(c) => c,
+        None => match connect(addr).await {
+            Ok(c) => c,
+            Err(class) => return Some(class),
+        },
+    };
+    format_request(&mut c.out, addr, &job.session, &job.body);
+    if c.tcp.write_all(&c.out).await.is_err() {
+        // A kept-alive connection the server closed before the request went out: nothing
+        // reached it, so once more on a new connection (as hyper does).
+        if !reused {
+            return Some(ErrorClass::Reset);
+        }
+        c = match connect(addr).await {
+            Ok(c) => c,
+            Err(class) => return Some(class),
+        };
+        format_request(&mut c.out, addr, &job.session, &job.body);
+        if c.tcp.write_all(&c.out).await.is_err() {
+            return Some(ErrorClass::Reset);
+        }
+    }
+    match read_answer(&mut c).await {
+        Ok(a) => {
+            let class = mcp::classify(a.status, a.retry_after, &c.body, true);
+            if a.keep_alive {
+                *conn = Some(c);
+            }
+            class
+        }
+        Err(class) => Some(class),
+    }
+}
+
+/// An idle keep-alive connection the server has closed (or sent something unasked on):
+/// read-ready with no request out. Readiness is tokio's cached state, so a live idle
+/// connection costs no system call.
+fn closed_while_idle(tcp: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match tcp.poll_read_ready(&mut cx) {
+        Poll::Pending => false,
+        Poll::Ready(Err(_)) => true,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, ErrorClass> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(Conn {
+                tcp,
+                out: Vec::with_capacity(512),
+                buf: Vec::with_capacity(4096),
+                body: Vec::new(),
+            })
+        }
+        _ => Err(ErrorClass::Refused),
+    }
+}
+
+/// The POST, head and body, as `http::HttpClient::post` sends it.
+fn format_request(out: &mut Vec<u8>, addr: SocketAddr, session: &str, body: &str) {
+    use std::io::Write;
+    out.clear();
+    let _ = write!(
+        out,
+        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(body.as_bytes());
+}
+
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    keep_alive: bool,
+}
+
+/// How the body's end is known.
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Reads one answer: the head, then the body by its length, its chunks, or the close.
+async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
+    c.buf.clear();
+    c.body.clear();
+    // The head (a 1xx before the answer is skipped).
+    let (status, head_len, framing, retry_after, mut keep_alive) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&c.buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let status = resp.code.unwrap_or(0);
+                if (100..200).contains(&status) {
+                    c.buf.drain(..n);
+                    continue;
+                }
+                let mut framing = Framing::UntilClose;
+                let (mut retry_after, mut keep_alive) = (false, resp.version == Some(1));
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        let len = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or(ErrorClass::Reset)?;
+                        if !matches!(framing, Framing::Chunked) {
+                            framing = Framing::Length(len);
+                        }
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        if contains_token(h.value, "chunked") {
+                            framing = Framing::Chunked;
+                        }
+                    } else if h.name.eq_ignore_ascii_case("retry-after") {
+                        retry_after = true;
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        if contains_token(h.value, "close") {
+                            keep_alive = false;
+                        } else if contains_token(h.value, "keep-alive") {
+                            keep_alive = true;
+                        }
+                    }
+                }
+                if status == 204 || status == 304 {
+                    framing = Framing::Length(0);
+                }
+                break (status, n, framing, retry_after, keep_alive);
+            }
+            Ok(httparse::Status::Partial) => fill(c).await.map_err(|_| ErrorClass::Reset)?,
+            Err(_) => return Err(ErrorClass::Reset),
+        }
+    };
+    let mut pos = head_len;
+    match framing {
+        Framing::Length(len) => {
+            if len > MAX_ANSWER {
+                return Err(ErrorClass::Reset);
+            }
+            while c.buf.len() < pos + len {
+                fill(c).await.map_err(|_| ErrorClass::Reset)?;
+            }
+            c.body.extend_from_slice(&c.buf[pos..pos + len]);
+            pos += len;
+        }
+        Framing::Chunked => loop {
+            match httparse::parse_chunk_size(&c.buf[pos..]) {
+                Ok(httparse::Status::Complete((n, size))) => {
+                    let size = usize::try_from(size).map_err(|_| ErrorClass::Reset)?;
+                    if c.body.len() + size > MAX_ANSWER {
+                        return Err(ErrorClass::Reset);
+                    }
+                    // The chunk, and the CRLF after it (after the last, the trailers' end).
+                    let end = pos + n + size;
+                    if size == 0 {
+                        pos = end;
+                        loop {
+                            if let Some(i) = find_crlf(&c.buf[pos..]) {
+                                let line_empty = i == 0;
+                                pos += i + 2;
+                                if line_empty {
+                                    break;
+                                }
+                            } else {
+                                fill(c).await.map_err(|_| ErrorClass::Reset)?;
+                            }
+                        }
+                        break;
+                    }
+                    while c.buf.len() < end + 2 {
+                        fill(c).await.map_err(|_| ErrorClass::Reset)?;
+                    }
+                    c.body.extend_from_slice(&c.buf[pos + n..end]);
+                    pos = end + 2;
+                }
+                Ok(httparse::Status::Partial) => fill(c).await.map_err(|_| ErrorClass::Reset)?,
+                Err(_) => return Err(ErrorClass::Reset),
+            }
+        },
+        Framing::UntilClose => {
+            keep_alive = false;
+            loop {
+                match fill(c).await {
+                    Ok(()) => {}
+                    Err(Fill::Closed) => break,
+                    Err(_) => return Err(ErrorClass::Reset),
+                }
+            }
+            c.body.extend_from_slice(&c.buf[pos..]);
+            pos = c.buf.len();
+        }
+    }
+    // Bytes past the answer were never asked for: the connection is out of step.
+    if c.buf.len() > pos {
+        keep_alive = false;
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        keep_alive,
+    })
+}
+
+enum Fill {
+    Closed,
+    Failed,
+    TooLarge,
+}
+
+/// Reads more of the answer into the buffer.
+async fn fill(c: &mut Conn) -> Result<(), Fill> {
+    if c.buf.len() >= MAX_ANSWER {
+        return Err(Fill::TooLarge);
+    }
+    c.buf.reserve(4096);
+    match c.tcp.read_buf(&mut c.buf).await {
+        Ok(0) => Err(Fill::Closed),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Fill::Failed),
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+fn contains_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
