@@ -4,7 +4,8 @@
 # session), HTTP/1.1 keep-alive. Prints:
 #   efficiency: requests per CPU-second of each generator process (the server saturates);
 #               the drill with wrk's 32 connections (--http-connections 32) and with
-#               its default, a connection per request in flight;
+#               its default, a connection per request in flight, at 10,000/s; and on 32
+#               connections at wrk's own closed-loop rate;
 #   ws:         messages per CPU-second over WebSocket (erlmcp's wire), the drill against
 #               tsung 1.7 (ts_websocket, text frames ending in \n), on one stand-in;
 #   rate:       the highest open-loop rate the drill holds (achieved ≥ 99% of offered,
@@ -79,6 +80,13 @@ for bound in 32 none; do
   d_eff=$(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}')
   echo "  drill, connections $bound: $d_eff req/CPU-s ($d_ok ok of $(field "r['counts']['scheduled']") at 10,000/s open-loop, $d_cpu CPU-s over 10 s, behind $(field "r['generator_behind_s']") s, p99 $(field "r['overall']['p99_ms']") ms, RSS $(awk '{printf "%.0f", $3 / 1024}' "$W/d.time") MB) -> $(awk -v a="$d_eff" -v b="$wrk_eff" 'BEGIN {printf "%.2f", a / b}')x wrk"
 done
+# Open-loop costs a timer wake per millisecond or so, closed-loop none: the drill again at
+# wrk's own closed-loop rate, on its 32 connections.
+wrk_rate=$(awk -v r="$wrk_rps" 'BEGIN {printf "%d", r / 100 * 100}')
+drill_at "$wrk_rate" 20 10 --http-connections 32
+d_ok=$(field "r['counts']['ok']"); d_cpu=$(cpu_of "$W/d.time")
+d_eff=$(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}')
+echo "  drill, connections 32, at wrk's rate: $d_eff req/CPU-s ($d_ok ok at $wrk_rate/s open-loop, $d_cpu CPU-s, p99 $(field "r['overall']['p99_ms']") ms) -> $(awk -v a="$d_eff" -v b="$wrk_eff" 'BEGIN {printf "%.2f", a / b}')x wrk"
 
 tsung_run() { # pings per user -> $W/ts.time
   cat >"$W/ts.xml" <<XML

@@ -257,3 +257,26 @@ fn an_answer_that_stops_halfway_times_out_and_its_connection_is_dropped() {
     assert!(ok >= 30, "{ok} answered: {json}");
     assert!(accepted.load(Ordering::SeqCst) >= 2, "{json}");
 }
+
+/// A chunk size of 2^64 - 1 after some body (httparse takes 16 hex digits): a reset, and
+/// the connection's loop goes on with the next requests. Adding it to the body's length
+/// overflowed, and the loop's task died with the request it held: with one connection
+/// no request after it was ever answered (the review's reproduction).
+#[test]
+fn a_chunk_size_of_two_to_the_64_is_a_reset_and_the_loop_goes_on() {
+    let (addr, _) = raw_server(|n| {
+        if n == 0 {
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\nffffffffffffffff\r\nyyyy"
+                    .to_vec(),
+                After::Close,
+            )
+        } else {
+            (plain("200 OK", RESULT), After::KeepOpen)
+        }
+    });
+    let json = drill_bounded(&addr, "1");
+    assert_eq!(errors(&json, "reset"), 1, "{json}");
+    let ok = json["counts"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 35, "{ok} answered of about 40: {json}");
+}

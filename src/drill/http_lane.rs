@@ -87,18 +87,53 @@ impl BoundedLane {
                 })
             })
             .clone();
+        expire(&q);
         q.jobs.borrow_mut().push_back(job);
-        if q.idle.get() == 0 && q.loops.get() < self.per_endpoint {
+        // A loop per job beyond the idle ones, up to the bound: the schedule sends a burst
+        // in one go when it is behind, and an idle loop is only counted busy once it runs.
+        if q.jobs.borrow().len() > q.idle.get() && q.loops.get() < self.per_endpoint {
             q.loops.set(q.loops.get() + 1);
-            tokio::task::spawn_local(connection_loop(q));
-        } else if q.idle.get() > 0 {
+            tokio::task::spawn_local(connection_loop(q.clone()));
+        }
+        if q.idle.get() > 0 {
             q.wake.notify_one();
         }
     }
 }
 
+/// Fails the queued requests whose deadline has passed, as a timeout, now rather than
+/// when a connection comes free: with every connection held by a slow answer, they would
+/// otherwise count in a later second and hold the bound on requests in flight. The queue
+/// is in deadline order (one timeout, sends in schedule order).
+fn expire(q: &Queue) {
+    let now = Instant::now();
+    loop {
+        let job = {
+            let mut jobs = q.jobs.borrow_mut();
+            match jobs.front() {
+                Some(j) if j.deadline <= now => jobs.pop_front(),
+                _ => None,
+            }
+        };
+        match job {
+            Some(j) => (j.done)(Some(ErrorClass::Timeout)),
+            None => return,
+        }
+    }
+}
+
+/// Keeps the loop count true when a loop ends (the drill's end drops its task).
+struct Running(Rc<Queue>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.loops.set(self.0.loops.get().saturating_sub(1));
+    }
+}
+
 /// One connection's life: requests one after another, reconnecting when the server closes.
 async fn connection_loop(q: Rc<Queue>) {
+    let _running = Running(q.clone());
     let mut conn: Option<Conn> = None;
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     loop {
@@ -170,6 +205,11 @@ async fn exchange(addr: SocketAddr, conn: &mut Option<Conn>, job: &Job) -> Optio
         Ok(a) => {
             let class = mcp::classify(a.status, a.retry_after, &c.body, true);
             if a.keep_alive {
+                // A large answer's buffers are not kept for the connection's life.
+                if c.buf.capacity() > 1 << 16 || c.body.capacity() > 1 << 16 {
+                    c.buf = Vec::with_capacity(4096);
+                    c.body = Vec::new();
+                }
                 *conn = Some(c);
             }
             class
@@ -239,7 +279,8 @@ async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
     c.body.clear();
     // The head (a 1xx before the answer is skipped).
     let (status, head_len, framing, retry_after, mut keep_alive) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        // As many headers as hyper allows.
+        let mut headers = [httparse::EMPTY_HEADER; 100];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&c.buf) {
             Ok(httparse::Status::Complete(n)) => {
@@ -248,34 +289,41 @@ async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
                     c.buf.drain(..n);
                     continue;
                 }
-                let mut framing = Framing::UntilClose;
-                let (mut retry_after, mut keep_alive) = (false, resp.version == Some(1));
+                let (mut length, mut chunked, mut encoded) = (None, false, false);
+                let (mut retry_after, mut close, mut keep) = (false, false, false);
                 for h in resp.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let len = std::str::from_utf8(h.value)
+                        // Digits only, and every copy the same (RFC 9112 6.3), as hyper.
+                        let v = h.value.trim_ascii();
+                        let len = std::str::from_utf8(v)
                             .ok()
-                            .and_then(|v| v.trim().parse().ok())
+                            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                            .and_then(|v| v.parse::<usize>().ok())
                             .ok_or(ErrorClass::Reset)?;
-                        if !matches!(framing, Framing::Chunked) {
-                            framing = Framing::Length(len);
+                        if length.is_some_and(|l| l != len) {
+                            return Err(ErrorClass::Reset);
                         }
+                        length = Some(len);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        if contains_token(h.value, "chunked") {
-                            framing = Framing::Chunked;
-                        }
+                        encoded = true;
+                        chunked = last_token_is(h.value, "chunked");
                     } else if h.name.eq_ignore_ascii_case("retry-after") {
                         retry_after = true;
                     } else if h.name.eq_ignore_ascii_case("connection") {
-                        if contains_token(h.value, "close") {
-                            keep_alive = false;
-                        } else if contains_token(h.value, "keep-alive") {
-                            keep_alive = true;
-                        }
+                        close |= contains_token(h.value, "close");
+                        keep |= contains_token(h.value, "keep-alive");
                     }
                 }
-                if status == 204 || status == 304 {
-                    framing = Framing::Length(0);
-                }
+                // A transfer coding wins over a length; one that does not end in chunked
+                // ends with the connection (RFC 9112 6.3).
+                let framing = match (status, encoded, chunked, length) {
+                    (204 | 304, ..) => Framing::Length(0),
+                    (_, true, true, _) => Framing::Chunked,
+                    (_, true, false, _) => Framing::UntilClose,
+                    (_, false, _, Some(len)) => Framing::Length(len),
+                    _ => Framing::UntilClose,
+                };
+                let keep_alive = !close && (keep || resp.version == Some(1));
                 break (status, n, framing, retry_after, keep_alive);
             }
             Ok(httparse::Status::Partial) => fill(c).await.map_err(|_| ErrorClass::Reset)?,
@@ -297,8 +345,9 @@ async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
         Framing::Chunked => loop {
             match httparse::parse_chunk_size(&c.buf[pos..]) {
                 Ok(httparse::Status::Complete((n, size))) => {
+                    // Compared without adding: a size can be up to 2^64 - 1.
                     let size = usize::try_from(size).map_err(|_| ErrorClass::Reset)?;
-                    if c.body.len() + size > MAX_ANSWER {
+                    if size > MAX_ANSWER - c.body.len() {
                         return Err(ErrorClass::Reset);
                     }
                     // The chunk, and the CRLF after it (after the last, the trailers' end).
@@ -320,6 +369,9 @@ async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
                     }
                     while c.buf.len() < end + 2 {
                         fill(c).await.map_err(|_| ErrorClass::Reset)?;
+                    }
+                    if &c.buf[end..end + 2] != b"\r\n" {
+                        return Err(ErrorClass::Reset);
                     }
                     c.body.extend_from_slice(&c.buf[pos + n..end]);
                     pos = end + 2;
@@ -373,6 +425,14 @@ async fn fill(c: &mut Conn) -> Result<(), Fill> {
 
 fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
+}
+
+/// The last of a comma-separated list is `token`.
+fn last_token_is(value: &[u8], token: &str) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 fn contains_token(value: &[u8], token: &str) -> bool {
