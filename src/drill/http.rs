@@ -1,16 +1,15 @@
-//! The drill's HTTP/1.1 client: keep-alive connections per endpoint, on hyper's
-//! connection API, optionally at most N per endpoint.
+//! The drill's HTTP/1.1 client for everything but the load: session opens and closes,
+//! and the steady-state probe. Keep-alive connections per endpoint on hyper's connection
+//! API, at most 64 per endpoint (a list of idle connections and a semaphore), so that the
+//! drill's end, closing 10,000 sessions, is not 10,000 connections.
 //!
-//! Bounded, it is wrk2's generator: a request with no free connection waits for one, and
-//! its latency still counts from its intended send time, so a slow server shows as latency
-//! and not as a flood of new connections. Unbounded (the default), a request with no free
-//! connection opens one, as hyper's pooled client did here before.
+//! The load has its own lane (`http_lane`): its own connections, so a backed-up load
+//! cannot time out a handshake (a refusal the server never made) or a DELETE (a session
+//! left open on it), and its own client, cheaper per request than this one.
 //!
 //! Why not hyper-util's pooled client: it has no bound on connections per host, and at
 //! 10,000 requests/s against one stand-in it opened about 2,000 connections for 20
-//! sessions. Measured side by side, unbounded this client is no faster; bounded at 32 it
-//! answered 1.32x the requests per CPU-second (README, "Generator"). The pool is a list
-//! of idle connections and a semaphore: everything runs on the drill's one thread.
+//! sessions (README, "Generator").
 
 use super::mcp::ErrorClass;
 use bytes::Bytes;
@@ -43,25 +42,10 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// Which connections a request takes. The bound is the load's: session opens and closes
-/// have connections of their own, so a queue of load requests cannot time out a handshake
-/// (a refusal the server never made) or a DELETE (a session left open on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Load,
-    Session,
-}
-
 /// Connections to each endpoint; cheap to clone (one pool, shared).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct HttpClient {
-    per_endpoint: Option<u32>,
-    endpoints: Rc<RefCell<HashMap<SocketAddr, Rc<Endpoint>>>>,
-}
-
-struct Endpoint {
-    load: Pool,
-    session: Pool,
+    endpoints: Rc<RefCell<HashMap<SocketAddr, Rc<Pool>>>>,
 }
 
 struct Pool {
@@ -70,35 +54,19 @@ struct Pool {
     permits: Semaphore,
 }
 
-impl Pool {
-    fn new(permits: usize) -> Pool {
-        Pool {
-            idle: RefCell::default(),
-            permits: Semaphore::new(permits),
-        }
-    }
-}
-
 impl HttpClient {
-    /// `per_endpoint`: the load's connections to one endpoint at most (None: no bound).
-    pub fn new(per_endpoint: Option<u32>) -> HttpClient {
-        HttpClient {
-            per_endpoint,
-            endpoints: Rc::default(),
-        }
+    pub fn new() -> HttpClient {
+        HttpClient::default()
     }
 
-    fn endpoint(&self, addr: SocketAddr) -> Rc<Endpoint> {
-        let permits = self
-            .per_endpoint
-            .map_or(Semaphore::MAX_PERMITS, |n| n.max(1) as usize);
+    fn pool(&self, addr: SocketAddr) -> Rc<Pool> {
         self.endpoints
             .borrow_mut()
             .entry(addr)
             .or_insert_with(|| {
-                Rc::new(Endpoint {
-                    load: Pool::new(permits),
-                    session: Pool::new(SESSION_CONNECTIONS),
+                Rc::new(Pool {
+                    idle: RefCell::default(),
+                    permits: Semaphore::new(SESSION_CONNECTIONS),
                 })
             })
             .clone()
@@ -109,7 +77,6 @@ impl HttpClient {
     /// spent waiting for a free connection counts against `deadline`.
     pub async fn post(
         &self,
-        lane: Lane,
         addr: SocketAddr,
         session: Option<&str>,
         body: String,
@@ -127,7 +94,7 @@ impl HttpClient {
         let Ok(req) = b.body(Full::new(Bytes::from(body))) else {
             return Err((ErrorClass::Reset, 0));
         };
-        self.send(lane, addr, req, deadline).await
+        self.send(addr, req, deadline).await
     }
 
     /// DELETEs a session (best effort: a server that forgot it already is fine).
@@ -138,28 +105,18 @@ impl HttpClient {
             .body(Full::new(Bytes::new()));
         if let Ok(req) = req {
             let _ = self
-                .send(
-                    Lane::Session,
-                    addr,
-                    req,
-                    Instant::now() + Duration::from_secs(2),
-                )
+                .send(addr, req, Instant::now() + Duration::from_secs(2))
                 .await;
         }
     }
 
     async fn send(
         &self,
-        lane: Lane,
         addr: SocketAddr,
         req: Request<Full<Bytes>>,
         deadline: Instant,
     ) -> Result<Reply, (ErrorClass, u16)> {
-        let ep = self.endpoint(addr);
-        let pool = match lane {
-            Lane::Load => &ep.load,
-            Lane::Session => &ep.session,
-        };
+        let pool = &*self.pool(addr);
         let deadline = tokio::time::Instant::from_std(deadline);
         // The status, once the headers are in: a timeout while reading the body keeps it.
         let status_seen = Cell::new(0u16);

@@ -1,22 +1,23 @@
-//! The bounded HTTP load lane (`--http-connections N`), wrk's model: at most N keep-alive
-//! connections per endpoint, each a loop on its own task that takes the next request from
-//! the endpoint's queue, writes it, and reads its answer. A request with no free
-//! connection waits in the queue, and its latency still counts from its intended send
-//! time (the engine's), so a slow server shows as latency, not as more connections.
+//! The drill's HTTP load lane, wrk's model: per endpoint, keep-alive connections each run
+//! by a loop on its own task that takes the next request from the endpoint's queue,
+//! writes it, and reads its answer.
 //!
-//! Why not hyper here, as everywhere else in the drill: per request, hyper's connection
-//! API costs a task for the request, a task switch to the connection's own task and back
-//! over a channel, a header map each way and a timer; against a zero-latency stand-in
-//! its requests per CPU-second were 0.66-0.76x wrk's, and a profile found that cost spread
-//! thin over those pieces, with the system calls already one write and one read per
-//! request. A loop that owns its connection needs none of it: the request is formatted
-//! into a reused buffer, the answer parsed in place with `httparse` (hyper's own parser),
-//! one timer per connection is reset per request. Measured side by side in
+//! - Bounded (`--http-connections N`), it is wrk2's generator: at most N connections per
+//!   endpoint, and a request with none free waits in the queue, its latency still counted
+//!   from its intended send time (the engine's), so a slow server shows as latency, not as
+//!   a flood of new connections.
+//! - Unbounded (the default), a request with no idle connection gets a new one: a
+//!   connection per request in flight, which the engine's `--max-in-flight` bounds.
+//!
+//! Why not hyper, as for session opens and closes (`http`): per request, hyper's
+//! connection API costs a task for the request, a switch to the connection's own task and
+//! back over a channel, a header map each way and a timer. Against a zero-latency
+//! stand-in its requests per CPU-second were 0.66-0.76x wrk's, and a profile found that
+//! cost spread thin over those pieces, the system calls being already one write and one
+//! read per request. A loop that owns its connection needs none of it: the request is
+//! formatted into a reused buffer, the answer parsed in place with `httparse` (hyper's
+//! own parser), and one timer per connection is reset per request. Side by side in
 //! `benches/generator.sh` (README, "Generator").
-//!
-//! Only the load takes this lane: session opens and closes, probes and the unbounded
-//! default go through `http::HttpClient` (hyper), which needs the session id header and
-//! has no bound to honour.
 
 use super::mcp::{self, ErrorClass};
 use std::cell::{Cell, RefCell};
@@ -49,7 +50,7 @@ pub struct Job {
 
 /// The lane's queues and connection loops, per endpoint; cheap to clone.
 #[derive(Clone)]
-pub struct BoundedLane {
+pub struct LoadLane {
     per_endpoint: usize,
     endpoints: Rc<RefCell<HashMap<SocketAddr, Rc<Queue>>>>,
 }
@@ -57,14 +58,17 @@ pub struct BoundedLane {
 struct Queue {
     addr: SocketAddr,
     jobs: RefCell<VecDeque<Job>>,
-    wake: Notify,
     loops: Cell<usize>,
-    idle: Cell<usize>,
+    /// The idle loops, the last to go idle on top: it takes the next request, so that
+    /// connections in use stay in use and the rest idle out. Woken in the order they went
+    /// idle (a Notify's), the longest idle took it, and a server's keep-alive timeout
+    /// (HAProxy's, 100 ms here) closed it just as a request went out: a reset.
+    idle: RefCell<Vec<Rc<Notify>>>,
 }
 
-impl BoundedLane {
-    pub fn new(per_endpoint: u32) -> BoundedLane {
-        BoundedLane {
+impl LoadLane {
+    pub fn new(per_endpoint: u32) -> LoadLane {
+        LoadLane {
             per_endpoint: per_endpoint.max(1) as usize,
             endpoints: Rc::default(),
         }
@@ -81,22 +85,24 @@ impl BoundedLane {
                 Rc::new(Queue {
                     addr,
                     jobs: RefCell::default(),
-                    wake: Notify::new(),
                     loops: Cell::new(0),
-                    idle: Cell::new(0),
+                    idle: RefCell::default(),
                 })
             })
             .clone();
         expire(&q);
         q.jobs.borrow_mut().push_back(job);
-        // A loop per job beyond the idle ones, up to the bound: the schedule sends a burst
-        // in one go when it is behind, and an idle loop is only counted busy once it runs.
-        if q.jobs.borrow().len() > q.idle.get() && q.loops.get() < self.per_endpoint {
-            q.loops.set(q.loops.get() + 1);
-            tokio::task::spawn_local(connection_loop(q.clone()));
-        }
-        if q.idle.get() > 0 {
-            q.wake.notify_one();
+        // An idle loop takes it (out of the idle list at once, so a burst in one go, as
+        // the schedule sends when it is behind, wakes one loop per request), else a new
+        // loop while fewer than the bound run; else it waits for a loop to come free.
+        let idle = q.idle.borrow_mut().pop();
+        match idle {
+            Some(wake) => wake.notify_one(),
+            None if q.loops.get() < self.per_endpoint => {
+                q.loops.set(q.loops.get() + 1);
+                tokio::task::spawn_local(connection_loop(q.clone()));
+            }
+            None => {}
         }
     }
 }
@@ -135,13 +141,14 @@ impl Drop for Running {
 async fn connection_loop(q: Rc<Queue>) {
     let _running = Running(q.clone());
     let mut conn: Option<Conn> = None;
+    let wake = Rc::new(Notify::new());
     let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     loop {
         let next = q.jobs.borrow_mut().pop_front();
         let Some(job) = next else {
-            q.idle.set(q.idle.get() + 1);
-            q.wake.notified().await;
-            q.idle.set(q.idle.get() - 1);
+            // Out of the list again by whoever wakes it.
+            q.idle.borrow_mut().push(wake.clone());
+            wake.notified().await;
             continue;
         };
         let outcome = if Instant::now() >= job.deadline {

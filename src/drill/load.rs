@@ -7,8 +7,8 @@
 //! (coordinated omission corrected). Everything runs on one thread (a current-thread
 //! runtime with a LocalSet), so the generator uses at most one core by construction.
 
-use super::http::{HttpClient, Lane};
-use super::http_lane::{BoundedLane, Job};
+use super::http::HttpClient;
+use super::http_lane::{Job, LoadLane};
 use super::mcp::{self, ErrorClass};
 use super::stats::Stats;
 use super::stream::{self, StreamConn};
@@ -60,8 +60,8 @@ pub type Endpoints = Rc<RefCell<Vec<SocketAddr>>>;
 
 pub struct Engine {
     pub client: HttpClient,
-    /// The load's own connections when they are bounded (`--http-connections`).
-    bounded: Option<BoundedLane>,
+    /// The load's own HTTP connections (at most `--http-connections` per endpoint).
+    load: LoadLane,
     pub wire: Wire,
     pub endpoints: Endpoints,
     pub stats: Rc<RefCell<Stats>>,
@@ -105,8 +105,10 @@ impl Engine {
         http_connections: Option<u32>,
     ) -> Engine {
         Engine {
-            client: HttpClient::new(http_connections),
-            bounded: http_connections.map(BoundedLane::new),
+            client: HttpClient::new(),
+            // Unbounded, a connection per request in flight, which the bound on requests
+            // in flight bounds.
+            load: LoadLane::new(http_connections.unwrap_or(max_in_flight)),
             wire,
             endpoints,
             stats,
@@ -341,8 +343,7 @@ impl Engine {
         let request_id = self.request_id;
         let body = mcp::request_body(method, request_id);
         self.request_id += 1;
-        let (client, stats, in_flight, sessions) = (
-            self.client.clone(),
+        let (stats, in_flight, sessions) = (
             self.stats.clone(),
             self.in_flight.clone(),
             self.sessions.clone(),
@@ -367,37 +368,17 @@ impl Engine {
             }
             stats.borrow_mut().record(phase, method, micros, class);
         };
-        match (&handle, &self.bounded) {
-            (Handle::Http(session), Some(lane)) => {
-                let session = session.clone();
-                lane.submit(
-                    addr,
-                    Job {
-                        session,
-                        body,
-                        deadline,
-                        done: Box::new(done),
-                    },
-                );
-            }
-            (Handle::Http(session), None) => {
-                let session = session.clone();
-                tokio::task::spawn_local(async move {
-                    let (class, _) = request(
-                        &client,
-                        Lane::Load,
-                        addr,
-                        Some(&session),
-                        body,
-                        deadline,
-                        true,
-                    )
-                    .await;
-                    done(class);
-                });
-            }
-            (Handle::Stream(conn), _) => {
-                let conn = conn.clone();
+        match handle {
+            Handle::Http(session) => self.load.submit(
+                addr,
+                Job {
+                    session,
+                    body,
+                    deadline,
+                    done: Box::new(done),
+                },
+            ),
+            Handle::Stream(conn) => {
                 tokio::task::spawn_local(async move {
                     done(conn.request(request_id, body, deadline).await);
                 });
@@ -423,7 +404,7 @@ impl Engine {
 async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     let reply = client
-        .post(Lane::Session, addr, None, mcp::initialize_body(), deadline)
+        .post(addr, None, mcp::initialize_body(), deadline)
         .await
         .ok()?;
     let id = reply
@@ -431,7 +412,6 @@ async fn open_session(client: &HttpClient, addr: SocketAddr, timeout: Duration) 
         .filter(|_| (200..300).contains(&reply.status))?;
     let (class, _) = request(
         client,
-        Lane::Session,
         addr,
         Some(&id),
         mcp::INITIALIZED_BODY.to_string(),
@@ -462,7 +442,7 @@ pub async fn probe(
         };
     }
     match client
-        .post(Lane::Session, addr, None, mcp::initialize_body(), deadline)
+        .post(addr, None, mcp::initialize_body(), deadline)
         .await
     {
         Err((class, status)) => (Some(class), status),
@@ -481,14 +461,13 @@ pub async fn probe(
 /// One POST to /mcp. Returns the error class (None = success) and the HTTP status.
 pub async fn request(
     client: &HttpClient,
-    lane: Lane,
     addr: SocketAddr,
     session: Option<&str>,
     body: String,
     deadline: Instant,
     expects_answer: bool,
 ) -> (Option<ErrorClass>, u16) {
-    match client.post(lane, addr, session, body, deadline).await {
+    match client.post(addr, session, body, deadline).await {
         Err((class, status)) => (Some(class), status),
         Ok(r) => (
             mcp::classify(r.status, r.retry_after, &r.body, expects_answer),

@@ -108,7 +108,7 @@ pub async fn steady_state(
     service: Option<&str>,
 ) -> Vec<Outcome> {
     let mut out = Vec::new();
-    let client = super::http::HttpClient::new(None);
+    let client = super::http::HttpClient::new();
     let eps = endpoints.borrow().clone();
     let (mut ok, mut total) = (0, 0);
     let mut last_error = String::new();
