@@ -82,7 +82,7 @@ for bound in 32 none; do
 done
 # Open-loop costs a timer wake per millisecond or so, closed-loop none: the drill again at
 # wrk's own closed-loop rate, on its 32 connections.
-wrk_rate=$(awk -v r="$wrk_rps" 'BEGIN {printf "%d", r / 100 * 100}')
+wrk_rate=$(awk -v r="$wrk_rps" 'BEGIN {printf "%d", int(r / 100) * 100}')
 drill_at "$wrk_rate" 20 10 --http-connections 32
 d_ok=$(field "r['counts']['ok']"); d_cpu=$(cpu_of "$W/d.time")
 d_eff=$(awk -v n="$d_ok" -v c="$d_cpu" 'BEGIN {printf "%.0f", n / c}')

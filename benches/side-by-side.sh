@@ -41,7 +41,7 @@ print('$3', ok, round(c,2), round(ok/c), r['overall']['p99_ms'], round(int(m)/10
 }
 for _ in $(seq "${3:-3}"); do
   /usr/bin/time -f "%U %S %M" -o wrk.time wrk -t1 -c32 -d10s -s ping.lua http://127.0.0.1:$PORT/mcp > wrk.out
-  n=$(awk '/requests in/ {print $1}' wrk.out); c=$(awk '{print $1+$2}' wrk.time); rps=$(awk '/Requests\/sec/ {printf "%d", $2/100*100}' wrk.out)
+  n=$(awk '/requests in/ {print $1}' wrk.out); c=$(awk '{print $1+$2}' wrk.time); rps=$(awk '/Requests\/sec/ {printf "%d", int($2 / 100) * 100}' wrk.out)
   echo "wrk $n $c $(awk -v n=$n -v c=$c 'BEGIN{printf "%.0f", n/c}') rps=$rps"
   d "$OLD" 10000 old-32 --http-connections 32
   d "$NEW" 10000 new-32 --http-connections 32

@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -279,4 +279,82 @@ fn a_chunk_size_of_two_to_the_64_is_a_reset_and_the_loop_goes_on() {
     assert_eq!(errors(&json, "reset"), 1, "{json}");
     let ok = json["counts"]["ok"].as_u64().unwrap_or(0);
     assert!(ok >= 35, "{ok} answered of about 40: {json}");
+}
+
+/// A connection the server closes while it is idle is closed by the drill then, not when
+/// the drill next sends on it (never, for a loop at the bottom of the idle list, or one
+/// for a replica that is gone): the server half-closes after each answer and sees the
+/// drill's close before the drill's end deletes its sessions. Before, every such socket
+/// sat half-closed (CLOSE_WAIT) until the drill exited.
+#[test]
+fn connections_the_server_closes_while_idle_are_closed_at_once() {
+    use std::sync::atomic::AtomicBool;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let deleting = Arc::new(AtomicBool::new(false));
+    let (closed_before, closed_after) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (d, before, after) = (
+        deleting.clone(),
+        closed_before.clone(),
+        closed_after.clone(),
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (d, before, after) = (d.clone(), before.clone(), after.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                while let Some((method, body)) = read_request(&mut r) {
+                    // The drill's end, not the probe's DELETE before the load.
+                    if method == "DELETE"
+                        && before.load(Ordering::SeqCst) + after.load(Ordering::SeqCst) > 0
+                    {
+                        d.store(true, Ordering::SeqCst);
+                    }
+                    let load = body.contains("\"id\"") && !body.contains("\"initialize\"");
+                    let answer = if body.contains("\"initialize\"") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nmcp-session-id: s1\r\ncontent-length: {}\r\n\r\n{}",
+                            RESULT.len(),
+                            RESULT
+                        )
+                        .into_bytes()
+                    } else if load {
+                        plain("200 OK", RESULT)
+                    } else {
+                        plain("202 Accepted", "")
+                    };
+                    if w.write_all(&answer).is_err() {
+                        return;
+                    }
+                    if load {
+                        // Half-closed: the drill's close shows as the end of what it sends.
+                        let _ = w.shutdown(std::net::Shutdown::Write);
+                        let mut rest = Vec::new();
+                        let _ = r.read_to_end(&mut rest);
+                        let closed = if d.load(Ordering::SeqCst) {
+                            &after
+                        } else {
+                            &before
+                        };
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let scenario = "name: idle-close\nreplicas: 1\nclient_timeout: 1s\nphases:\n  - {name: load, duration: 1s, connections: 2, rate: {per_connection: 4}}\n  - {name: quiet, duration: 2s, connections: 2, rate: {total: 0}}\n";
+    let (_, json) = common::drill_with(&format!("http://{addr}"), scenario, &[]);
+    assert_eq!(json["counts"]["errors"], serde_json::json!({}), "{json}");
+    let (before, after) = (
+        closed_before.load(Ordering::SeqCst),
+        closed_after.load(Ordering::SeqCst),
+    );
+    // 8 requests, each on a connection the server closes after it.
+    assert!(
+        before >= 4,
+        "{before} load connections closed during the drill ({after} after): {json}"
+    );
+    assert_eq!(after, 0, "{after} still open at the drill's end: {json}");
 }

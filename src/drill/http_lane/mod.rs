@@ -19,14 +19,17 @@
 //! own parser), and one timer per connection is reset per request. Side by side in
 //! `benches/generator.sh` (README, "Generator").
 
+mod answer;
+
 use super::mcp::{self, ErrorClass};
+use answer::read_answer;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -148,7 +151,9 @@ async fn connection_loop(q: Rc<Queue>) {
         let Some(job) = next else {
             // Out of the list again by whoever wakes it.
             q.idle.borrow_mut().push(wake.clone());
-            wake.notified().await;
+            if !idle(&q, &wake, &mut conn).await {
+                return;
+            }
             continue;
         };
         let outcome = if Instant::now() >= job.deadline {
@@ -168,6 +173,44 @@ async fn connection_loop(q: Rc<Queue>) {
             }
         };
         (job.done)(outcome);
+    }
+}
+
+/// How long a loop left with no connection waits idle before it ends.
+const IDLE_END: Duration = Duration::from_secs(10);
+
+/// Waits, idle in the list, to be woken (true). Meanwhile a connection the server closes
+/// is closed here too, not left half-closed until the loop's next request, which for a
+/// loop at the bottom of the list, or one for a replica that is gone, never comes. A loop
+/// left with no connection for `IDLE_END` takes itself off the list and ends (false), so
+/// loops do not stay at a past peak of requests in flight.
+async fn idle(q: &Queue, wake: &Rc<Notify>, conn: &mut Option<Conn>) -> bool {
+    loop {
+        match conn {
+            Some(c) => tokio::select! {
+                biased;
+                _ = wake.notified() => return true,
+                _ = c.tcp.readable() => {
+                    if closed_while_idle(&c.tcp) {
+                        *conn = None;
+                    }
+                }
+            },
+            None => tokio::select! {
+                biased;
+                _ = wake.notified() => return true,
+                _ = tokio::time::sleep(IDLE_END) => {
+                    let listed = q.idle.borrow().iter().position(|n| Rc::ptr_eq(n, wake));
+                    if let Some(i) = listed {
+                        q.idle.borrow_mut().remove(i);
+                        return false;
+                    }
+                    // Taken off the list by a request: its wake-up is stored for us.
+                    wake.notified().await;
+                    return true;
+                }
+            },
+        }
     }
 }
 
@@ -265,185 +308,4 @@ fn format_request(out: &mut Vec<u8>, addr: SocketAddr, session: &str, body: &str
         body.len()
     );
     out.extend_from_slice(body.as_bytes());
-}
-
-struct Answer {
-    status: u16,
-    retry_after: bool,
-    keep_alive: bool,
-}
-
-/// How the body's end is known.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// Reads one answer: the head, then the body by its length, its chunks, or the close.
-async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
-    c.buf.clear();
-    c.body.clear();
-    // The head (a 1xx before the answer is skipped).
-    let (status, head_len, framing, retry_after, mut keep_alive) = loop {
-        // As many headers as hyper allows.
-        let mut headers = [httparse::EMPTY_HEADER; 100];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&c.buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let status = resp.code.unwrap_or(0);
-                if (100..200).contains(&status) {
-                    c.buf.drain(..n);
-                    continue;
-                }
-                let (mut length, mut chunked, mut encoded) = (None, false, false);
-                let (mut retry_after, mut close, mut keep) = (false, false, false);
-                for h in resp.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        // Digits only, and every copy the same (RFC 9112 6.3), as hyper.
-                        let v = h.value.trim_ascii();
-                        let len = std::str::from_utf8(v)
-                            .ok()
-                            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .ok_or(ErrorClass::Reset)?;
-                        if length.is_some_and(|l| l != len) {
-                            return Err(ErrorClass::Reset);
-                        }
-                        length = Some(len);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        encoded = true;
-                        chunked = last_token_is(h.value, "chunked");
-                    } else if h.name.eq_ignore_ascii_case("retry-after") {
-                        retry_after = true;
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        close |= contains_token(h.value, "close");
-                        keep |= contains_token(h.value, "keep-alive");
-                    }
-                }
-                // A transfer coding wins over a length; one that does not end in chunked
-                // ends with the connection (RFC 9112 6.3).
-                let framing = match (status, encoded, chunked, length) {
-                    (204 | 304, ..) => Framing::Length(0),
-                    (_, true, true, _) => Framing::Chunked,
-                    (_, true, false, _) => Framing::UntilClose,
-                    (_, false, _, Some(len)) => Framing::Length(len),
-                    _ => Framing::UntilClose,
-                };
-                let keep_alive = !close && (keep || resp.version == Some(1));
-                break (status, n, framing, retry_after, keep_alive);
-            }
-            Ok(httparse::Status::Partial) => fill(c).await.map_err(|_| ErrorClass::Reset)?,
-            Err(_) => return Err(ErrorClass::Reset),
-        }
-    };
-    let mut pos = head_len;
-    match framing {
-        Framing::Length(len) => {
-            if len > MAX_ANSWER {
-                return Err(ErrorClass::Reset);
-            }
-            while c.buf.len() < pos + len {
-                fill(c).await.map_err(|_| ErrorClass::Reset)?;
-            }
-            c.body.extend_from_slice(&c.buf[pos..pos + len]);
-            pos += len;
-        }
-        Framing::Chunked => loop {
-            match httparse::parse_chunk_size(&c.buf[pos..]) {
-                Ok(httparse::Status::Complete((n, size))) => {
-                    // Compared without adding: a size can be up to 2^64 - 1.
-                    let size = usize::try_from(size).map_err(|_| ErrorClass::Reset)?;
-                    if size > MAX_ANSWER - c.body.len() {
-                        return Err(ErrorClass::Reset);
-                    }
-                    // The chunk, and the CRLF after it (after the last, the trailers' end).
-                    let end = pos + n + size;
-                    if size == 0 {
-                        pos = end;
-                        loop {
-                            if let Some(i) = find_crlf(&c.buf[pos..]) {
-                                let line_empty = i == 0;
-                                pos += i + 2;
-                                if line_empty {
-                                    break;
-                                }
-                            } else {
-                                fill(c).await.map_err(|_| ErrorClass::Reset)?;
-                            }
-                        }
-                        break;
-                    }
-                    while c.buf.len() < end + 2 {
-                        fill(c).await.map_err(|_| ErrorClass::Reset)?;
-                    }
-                    if &c.buf[end..end + 2] != b"\r\n" {
-                        return Err(ErrorClass::Reset);
-                    }
-                    c.body.extend_from_slice(&c.buf[pos + n..end]);
-                    pos = end + 2;
-                }
-                Ok(httparse::Status::Partial) => fill(c).await.map_err(|_| ErrorClass::Reset)?,
-                Err(_) => return Err(ErrorClass::Reset),
-            }
-        },
-        Framing::UntilClose => {
-            keep_alive = false;
-            loop {
-                match fill(c).await {
-                    Ok(()) => {}
-                    Err(Fill::Closed) => break,
-                    Err(_) => return Err(ErrorClass::Reset),
-                }
-            }
-            c.body.extend_from_slice(&c.buf[pos..]);
-            pos = c.buf.len();
-        }
-    }
-    // Bytes past the answer were never asked for: the connection is out of step.
-    if c.buf.len() > pos {
-        keep_alive = false;
-    }
-    Ok(Answer {
-        status,
-        retry_after,
-        keep_alive,
-    })
-}
-
-enum Fill {
-    Closed,
-    Failed,
-    TooLarge,
-}
-
-/// Reads more of the answer into the buffer.
-async fn fill(c: &mut Conn) -> Result<(), Fill> {
-    if c.buf.len() >= MAX_ANSWER {
-        return Err(Fill::TooLarge);
-    }
-    c.buf.reserve(4096);
-    match c.tcp.read_buf(&mut c.buf).await {
-        Ok(0) => Err(Fill::Closed),
-        Ok(_) => Ok(()),
-        Err(_) => Err(Fill::Failed),
-    }
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
-}
-
-/// The last of a comma-separated list is `token`.
-fn last_token_is(value: &[u8], token: &str) -> bool {
-    value
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-fn contains_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
