@@ -17,6 +17,8 @@
 # Usage: benches/generator.sh   (builds release; installs wrk and tsung if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/wrk-ping.sh
+. benches/wrk-ping.sh
 for tool in wrk tsung; do
   command -v $tool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null; }
 done
@@ -28,26 +30,7 @@ PORT=${PORT:-18181}
 SPID=$!
 trap 'kill $SPID 2>/dev/null; kill -CONT $SPID 2>/dev/null; rm -rf "$W"' EXIT
 sleep 1
-H=(-H 'content-type: application/json' -H 'accept: application/json, text/event-stream')
-# 20 sessions, as the drill uses: rmcp serves one session's requests one after another.
-SIDS=()
-for _ in $(seq 20); do
-  SID=$(curl -s -D - "${H[@]}" -o /dev/null -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"wrk","version":"1"}}}' http://127.0.0.1:$PORT/mcp | awk 'tolower($1)=="mcp-session-id:" {print $2}' | tr -d '\r')
-  curl -s "${H[@]}" -H "mcp-session-id: $SID" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' http://127.0.0.1:$PORT/mcp >/dev/null
-  SIDS+=("\"$SID\"")
-done
-cat >"$W/ping.lua" <<LUA
-local sids = { $(IFS=,; echo "${SIDS[*]}") }
-local i = 0
-request = function()
-  i = i % #sids + 1
-  return wrk.format("POST", nil, {
-    ["content-type"] = "application/json",
-    ["accept"] = "application/json, text/event-stream",
-    ["mcp-session-id"] = sids[i],
-  }, '{"jsonrpc":"2.0","id":1,"method":"ping"}')
-end
-LUA
+wrk_ping_script "$PORT" "$W/ping.lua"
 cpu_of() { awk '{print $1 + $2}' "$1"; } # user + sys seconds from /usr/bin/time -f "%U %S"
 
 # wrk: one thread (one core at most), 32 connections, 10 s.

@@ -6,26 +6,14 @@
 # CPU-s, p99 ms, max RSS MB per drill.
 # Usage: benches/side-by-side.sh OLD_BINARY NEW_BINARY [ROUNDS]   (3 rounds by default)
 set -u
+# shellcheck source=benches/wrk-ping.sh
+. "$(dirname "$0")/wrk-ping.sh"
 OLD=$(realpath "${1:?usage: $0 OLD_BINARY NEW_BINARY [ROUNDS]}"); NEW=$(realpath "${2:?usage: $0 OLD_BINARY NEW_BINARY [ROUNDS]}")
 PORT=${PORT:-18181}
 W=$(mktemp -d); cd "$W"
 "$NEW" stand-in --listen 127.0.0.1:$PORT --zero-latency --queue-limit 100000 2>/dev/null &
 SPID=$!; trap 'kill $SPID; rm -rf "$W"' EXIT; sleep 1
-H=(-H 'content-type: application/json' -H 'accept: application/json, text/event-stream')
-SIDS=()
-for _ in $(seq 20); do
-  SID=$(curl -s -D - "${H[@]}" -o /dev/null -d '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"wrk","version":"1"}}}' http://127.0.0.1:$PORT/mcp | awk 'tolower($1)=="mcp-session-id:" {print $2}' | tr -d '\r')
-  curl -s "${H[@]}" -H "mcp-session-id: $SID" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' http://127.0.0.1:$PORT/mcp >/dev/null
-  SIDS+=("\"$SID\"")
-done
-cat > ping.lua <<LUA
-local sids = { $(IFS=,; echo "${SIDS[*]}") }
-local i = 0
-request = function()
-  i = i % #sids + 1
-  return wrk.format("POST", nil, {["content-type"] = "application/json", ["accept"] = "application/json, text/event-stream", ["mcp-session-id"] = sids[i]}, '{"jsonrpc":"2.0","id":1,"method":"ping"}')
-end
-LUA
+wrk_ping_script "$PORT" ping.lua
 d() { # bin rate label extra...
   cat > s.yaml <<YAML
 name: gen

@@ -8,8 +8,11 @@
 #[path = "common/drill.rs"]
 #[allow(dead_code)]
 mod common;
+#[path = "common/request.rs"]
+#[allow(dead_code)]
+mod request;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,7 +60,7 @@ fn serve_connection(
 ) {
     let mut r = BufReader::new(stream.try_clone().unwrap());
     let mut w = stream;
-    while let Some((method, body)) = read_request(&mut r) {
+    while let Some(request::Req { method, body, .. }) = request::read_request(&mut r) {
         let (bytes, after) = if method == "DELETE" || !body.contains("\"id\"") {
             (plain("202 Accepted", ""), After::KeepOpen)
         } else if body.contains("\"initialize\"") {
@@ -89,29 +92,6 @@ fn serve_connection(
             }
         }
     }
-}
-
-fn read_request(r: &mut impl BufRead) -> Option<(String, String)> {
-    let (mut len, mut method) = (0usize, String::new());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if method.is_empty() {
-            method = line.split(' ').next().unwrap_or("").to_string();
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut buf = vec![0; len];
-    r.read_exact(&mut buf).ok()?;
-    Some((method, String::from_utf8_lossy(&buf).to_string()))
 }
 
 /// An answer with a length.
@@ -304,7 +284,7 @@ fn connections_the_server_closes_while_idle_are_closed_at_once() {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream.try_clone().unwrap());
                 let mut w = stream;
-                while let Some((method, body)) = read_request(&mut r) {
+                while let Some(request::Req { method, body, .. }) = request::read_request(&mut r) {
                     // The drill's end, not the probe's DELETE before the load.
                     if method == "DELETE"
                         && before.load(Ordering::SeqCst) + after.load(Ordering::SeqCst) > 0

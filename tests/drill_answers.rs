@@ -4,20 +4,16 @@
 
 #[path = "common/drill.rs"]
 mod common;
+#[path = "common/request.rs"]
+mod request;
 
+use request::{read_request, Req};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// One HTTP request as the fakes need it.
-struct Req {
-    method: String,
-    session: Option<String>,
-    body: String,
-}
 
 /// What a fake answers: status line, session id, body.
 type Answer = (&'static str, String, String);
@@ -64,37 +60,6 @@ fn serve_counted(
         }
     });
     (addr, loaded)
-}
-
-fn read_request(r: &mut impl BufRead) -> Option<Req> {
-    let (mut len, mut session, mut method) = (0usize, None, String::new());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if method.is_empty() {
-            method = line.split(' ').next().unwrap_or("").to_string();
-        }
-        let l = line.to_ascii_lowercase();
-        if let Some(v) = l.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if let Some(v) = l.strip_prefix("mcp-session-id:") {
-            session = Some(v.trim().to_string());
-        }
-    }
-    let mut buf = vec![0; len];
-    r.read_exact(&mut buf).ok()?;
-    Some(Req {
-        method,
-        session,
-        body: String::from_utf8_lossy(&buf).to_string(),
-    })
 }
 
 /// Answers every request with `status` and `body`.

@@ -194,13 +194,20 @@ async fn checkout(
     }
 }
 
+/// A TCP connection to `addr` for HTTP, as both clients open them (this one and the load
+/// lane's): refused when it cannot be made within `CONNECT_TIMEOUT`.
+pub(super) async fn connect_tcp(addr: SocketAddr) -> Result<tokio::net::TcpStream, ErrorClass> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        _ => Err(ErrorClass::Refused),
+    }
+}
+
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, (ErrorClass, u16)> {
-    let tcp =
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(t)) => t,
-            _ => return Err((ErrorClass::Refused, 0)),
-        };
-    let _ = tcp.set_nodelay(true);
+    let tcp = connect_tcp(addr).await.map_err(|c| (c, 0))?;
     let (sender, conn) = http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|_| (ErrorClass::Reset, 0))?;

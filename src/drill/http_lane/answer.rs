@@ -5,12 +5,6 @@
 use super::{Conn, ErrorClass, MAX_ANSWER};
 use tokio::io::AsyncReadExt;
 
-pub(super) struct Answer {
-    pub(super) status: u16,
-    pub(super) retry_after: bool,
-    pub(super) keep_alive: bool,
-}
-
 /// How the body's end is known.
 enum Framing {
     Length(usize),
@@ -19,12 +13,14 @@ enum Framing {
 }
 
 /// An answer's head, as far as the lane needs it.
-struct Head {
-    status: u16,
+pub(super) struct Head {
+    pub(super) status: u16,
     len: usize,
     framing: Framing,
-    retry_after: bool,
-    keep_alive: bool,
+    pub(super) retry_after: bool,
+    /// Whether the connection can carry another request (once the answer is read, also
+    /// whether it ended where its framing said).
+    pub(super) keep_alive: bool,
 }
 
 /// Parses the head at the start of `buf`: None while it is incomplete. Not async, so the
@@ -83,11 +79,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ErrorClass> {
 }
 
 /// Reads one answer: the head, then the body by its length, its chunks, or the close.
-pub(super) async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
+pub(super) async fn read_answer(c: &mut Conn) -> Result<Head, ErrorClass> {
     c.buf.clear();
     c.body.clear();
     // The head (a 1xx before the answer is skipped).
-    let head = loop {
+    let mut head = loop {
         match parse_head(&c.buf)? {
             Some(h) if (100..200).contains(&h.status) => {
                 c.buf.drain(..h.len);
@@ -96,15 +92,8 @@ pub(super) async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
             None => fill(c).await.map_err(|_| ErrorClass::Reset)?,
         }
     };
-    let Head {
-        status,
-        len: head_len,
-        framing,
-        retry_after,
-        mut keep_alive,
-    } = head;
-    let mut pos = head_len;
-    match framing {
+    let mut pos = head.len;
+    match head.framing {
         Framing::Length(len) => {
             if len > MAX_ANSWER {
                 return Err(ErrorClass::Reset);
@@ -154,7 +143,7 @@ pub(super) async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
             }
         },
         Framing::UntilClose => {
-            keep_alive = false;
+            head.keep_alive = false;
             loop {
                 match fill(c).await {
                     Ok(()) => {}
@@ -168,25 +157,22 @@ pub(super) async fn read_answer(c: &mut Conn) -> Result<Answer, ErrorClass> {
     }
     // Bytes past the answer were never asked for: the connection is out of step.
     if c.buf.len() > pos {
-        keep_alive = false;
+        head.keep_alive = false;
     }
-    Ok(Answer {
-        status,
-        retry_after,
-        keep_alive,
-    })
+    Ok(head)
 }
 
+/// Why no more of the answer came: the close ends a close-delimited body; anything else
+/// (an error, the size limit) is a reset.
 enum Fill {
     Closed,
     Failed,
-    TooLarge,
 }
 
 /// Reads more of the answer into the buffer.
 async fn fill(c: &mut Conn) -> Result<(), Fill> {
     if c.buf.len() >= MAX_ANSWER {
-        return Err(Fill::TooLarge);
+        return Err(Fill::Failed);
     }
     c.buf.reserve(4096);
     match c.tcp.read_buf(&mut c.buf).await {

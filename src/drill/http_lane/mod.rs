@@ -33,9 +33,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-/// A TCP connect that takes longer than this is refused (as in `http`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// An answer's head and body at most: past it the connection is dropped and the request
 /// counts as reset, so a hostile server cannot grow the drill's memory without bound.
 const MAX_ANSWER: usize = 4 << 20;
@@ -284,18 +281,12 @@ fn closed_while_idle(tcp: &TcpStream) -> bool {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn, ErrorClass> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
-            Ok(Conn {
-                tcp,
-                out: Vec::with_capacity(512),
-                buf: Vec::with_capacity(4096),
-                body: Vec::new(),
-            })
-        }
-        _ => Err(ErrorClass::Refused),
-    }
+    Ok(Conn {
+        tcp: super::http::connect_tcp(addr).await?,
+        out: Vec::with_capacity(512),
+        buf: Vec::with_capacity(4096),
+        body: Vec::new(),
+    })
 }
 
 /// The POST, head and body, as `http::HttpClient::post` sends it.
