@@ -220,6 +220,8 @@ pub fn decide_in_place(
             }
         }
     }
+    // What the signals and forecasts ask for, before windows and step limits: panic's jump.
+    let needed = rec.replicas.map(|r| r.max(window_floor).clamp(min, max));
     let mut desired = match rec.replicas {
         // A progressing update holds the replicas; the windows still see the wish.
         Some(r) if holding_for_update => {
@@ -312,15 +314,12 @@ pub fn decide_in_place(
         } else {
             None
         };
-        if let Some(ps) = smoothing::panic(
-            state,
-            p,
+        let demand = smoothing::PanicDemand {
             ratio,
             driven_by,
-            replicas.ready,
-            now_ms,
-            &mut reasons,
-        ) {
+            needed,
+        };
+        if let Some(ps) = smoothing::panic(state, p, demand, replicas.ready, now_ms, &mut reasons) {
             panicking = true;
             if let Some(w) = ps.want.filter(|_| !freeze) {
                 desired = desired.max(w);

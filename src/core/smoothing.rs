@@ -174,37 +174,53 @@ fn period_start(events: &[ScaleEvent], period: Duration, current: u32, now_ms: u
 }
 
 /// Knative's panic mode. Returns the replicas panic demands, if panicking. The condition
-/// is the demand/capacity ratio averaged over the panic window; panic lasts until the
+/// is the demand/capacity ratio averaged over the panic window (by time, see
+/// [`window_average`]); panic lasts until the
 /// stable window passes without it.
 pub fn panic(
     state: &mut CoreState,
     panic: &Panic,
-    ratio: Option<f64>,
-    driven_by: Option<&'static str>,
+    demand: PanicDemand,
     ready: u32,
     now_ms: u64,
     reasons: &mut Vec<Reason>,
 ) -> Option<PanicState> {
+    let PanicDemand {
+        ratio,
+        driven_by,
+        needed,
+    } = demand;
     if let Some(r) = ratio.filter(|r| r.is_finite()) {
         state.panic_samples.push(Sample {
             at_ms: now_ms,
             value: r,
         });
     }
-    state
+    // Keep the window's readings and the last one before it: where the oldest in the
+    // window starts is where that one ended.
+    let start = now_ms.saturating_sub(ms(panic.window));
+    let before = state
         .panic_samples
-        .retain(|s| s.at_ms.saturating_add(ms(panic.window)) > now_ms || s.at_ms == now_ms);
-    let n = state.panic_samples.len();
-    let avg = (n > 0).then(|| state.panic_samples.iter().map(|s| s.value).sum::<f64>() / n as f64);
+        .iter()
+        .filter(|s| s.at_ms <= start)
+        .count();
+    state.panic_samples.drain(..before.saturating_sub(1));
+    let avg = window_average(&state.panic_samples, now_ms, ms(panic.window));
     if let Some(avg) = avg.filter(|a| *a >= panic.threshold) {
         state.last_panic_ms = Some(now_ms);
-        // Enough ready replicas for the averaged demand at target.
+        // Enough ready replicas for the averaged demand at target, or what this tick's
+        // readings and forecasts need if more: a step limit is for ordinary rises, and
+        // panic is the case it was not made for, so it no longer caps the jump.
         let want = (ready.max(1) as f64 * avg).ceil();
         let want = if want >= u32::MAX as f64 {
             u32::MAX
         } else {
             want as u32
         };
+        let want = want.max(needed.unwrap_or(0));
+        reasons.retain(|r| {
+            !matches!(r, Reason::StepLimited { direction: Dir::Up, wanted, .. } if *wanted <= want)
+        });
         reasons.push(Reason::Panic {
             ratio: avg,
             threshold: panic.threshold,
@@ -223,6 +239,45 @@ pub fn panic(
     }
     state.last_panic_ms = None;
     None
+}
+
+/// The average over the window `(now - window, now]` of readings (oldest first) that each
+/// stand for the time since the one before: a tick's reading is what it saw since the last
+/// tick. The very first reading, with none before it, stands for as long as the gap to the
+/// next. Knative averages per-second buckets over its 6 s window; a plain mean of ticks
+/// 5 s apart weighed the reading before the window's last second as much as the one after
+/// it, which made the 6 s window a 10 s one. Empty: None; a zero-width window or a single
+/// reading: the latest reading.
+pub fn window_average(samples: &[Sample], now_ms: u64, window_ms: u64) -> Option<f64> {
+    let start = now_ms.saturating_sub(window_ms);
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for (i, s) in samples.iter().enumerate().filter(|(_, s)| s.at_ms > start) {
+        let from = match (i.checked_sub(1), samples.get(i + 1)) {
+            (Some(p), _) => samples[p].at_ms,
+            (None, Some(next)) => s.at_ms.saturating_sub(next.at_ms.saturating_sub(s.at_ms)),
+            (None, None) => s.at_ms,
+        };
+        let w = s.at_ms.min(now_ms).saturating_sub(from.max(start)) as f64;
+        sum += s.value * w;
+        weight += w;
+    }
+    if weight > 0.0 {
+        Some(sum / weight)
+    } else {
+        samples.last().map(|s| s.value)
+    }
+}
+
+/// This tick's demand, as panic reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct PanicDemand {
+    /// Demand over the ready replicas' capacity at target (the fast signal and the
+    /// sessions forecast weighed in).
+    pub ratio: Option<f64>,
+    /// What lifted the ratio above the reading's, for the reason.
+    pub driven_by: Option<&'static str>,
+    /// The replicas this tick's readings and forecasts ask for, before windows and limits.
+    pub needed: Option<u32>,
 }
 
 /// In panic: replicas to jump to (when the condition holds now), and no scale-down.
@@ -258,6 +313,30 @@ mod tests {
             kind,
             period: Duration::from_secs(period_s),
         }
+    }
+
+    /// Each reading stands for the time since the one before, so with ticks 5 s apart a
+    /// 6 s window is 5 s of the latest and 1 s of the one before (the plain mean made it
+    /// half and half, a 10 s window).
+    #[test]
+    fn the_window_average_weighs_readings_by_the_time_they_stand_for() {
+        let s = |at_ms, value| Sample { at_ms, value };
+        let ticks = [s(185_000, 0.24), s(190_000, 0.24), s(195_000, 2.4)];
+        let avg = window_average(&ticks, 195_000, 6_000);
+        assert!((avg.unwrap() - (0.24 + 5.0 * 2.4) / 6.0).abs() < 1e-9);
+        // The first reading ever stands for a tick, like the others.
+        let avg = window_average(&ticks[1..], 195_000, 6_000);
+        assert!((avg.unwrap() - (0.24 + 5.0 * 2.4) / 6.0).abs() < 1e-9);
+        let avg = window_average(&[s(4_000, 5.0), s(5_000, 0.05)], 5_000, 6_000);
+        assert!((avg.unwrap() - 2.525).abs() < 1e-9);
+        // One reading: itself, whatever the window.
+        assert_eq!(window_average(&[s(10, 3.0)], 10, 6_000), Some(3.0));
+        // Readings 1 s apart over a 3 s window: the plain mean of the last three.
+        let per_second: Vec<_> = (1..=5).map(|i| s(i * 1000, i as f64)).collect();
+        assert_eq!(window_average(&per_second, 5000, 3000), Some(4.0));
+        // A zero-width window is the latest reading; nothing is nothing.
+        assert_eq!(window_average(&[s(5, 1.0), s(9, 2.0)], 9, 0), Some(2.0));
+        assert_eq!(window_average(&[], 9, 6000), None);
     }
 
     /// Before: the period start counted only changes in the same direction, percent
