@@ -117,6 +117,7 @@ start_haproxy() {
   sed -e "s#/var/run/haproxy/admin.sock#$DIR/haproxy.sock#" \
       -e "s#/usr/local/etc/haproxy/admit.map#$DIR/admit.map#" \
       -e "s#bind :8080#bind $HAPROXY_HTTP#" -e "s#bind :9000#bind $HAPROXY_TCP#" \
+      -e "s#bind :8405#bind 127.0.0.1:8405#" \
       -e "s#^global#global\n    pidfile $DIR/haproxy.pid#" \
       manifests/haproxy.cfg >"$DIR/haproxy.cfg"
   haproxy -c -q -f "$DIR/haproxy.cfg" || { log "manifests/haproxy.cfg is not valid"; exit 1; }

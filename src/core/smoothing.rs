@@ -190,28 +190,37 @@ pub fn panic(
         driven_by,
         needed,
     } = demand;
+    // Samples are demand in replicas (the ratio times the ready replicas of their tick), so
+    // a window that straddles a scale-up is not multiplied by the new replicas again.
+    let ready = ready.max(1) as f64;
     if let Some(r) = ratio.filter(|r| r.is_finite()) {
-        state.panic_samples.push(Sample {
+        let sample = Sample {
             at_ms: now_ms,
-            value: r,
-        });
+            value: r * ready,
+        };
+        match state.panic_samples.last_mut() {
+            Some(last) if last.at_ms == now_ms => *last = sample,
+            _ => state.panic_samples.push(sample),
+        }
     }
-    // Keep the window's readings and the last one before it: where the oldest in the
-    // window starts is where that one ended.
-    let start = now_ms.saturating_sub(ms(panic.window));
-    let before = state
-        .panic_samples
-        .iter()
-        .filter(|s| s.at_ms <= start)
-        .count();
-    state.panic_samples.drain(..before.saturating_sub(1));
-    let avg = window_average(&state.panic_samples, now_ms, ms(panic.window));
+    // Keep the window's readings and the last one before it (where the oldest in the
+    // window starts is where that one ended); none from the future (a clock set back, or
+    // a label from a controller whose clock was ahead).
+    let window = ms(panic.window);
+    let samples = &mut state.panic_samples;
+    samples.retain(|s| s.at_ms <= now_ms);
+    samples.sort_by_key(|s| s.at_ms);
+    let inside = samples.partition_point(|s| s.at_ms.saturating_add(window) <= now_ms);
+    samples.drain(..inside.saturating_sub(1));
+    // A tick with no reading (bad data) averages what the window still holds; a window
+    // with no reading in it has no average, and panic is not decided on it.
+    let avg = window_average(samples, now_ms, window).map(|replicas| replicas / ready);
     if let Some(avg) = avg.filter(|a| *a >= panic.threshold) {
         state.last_panic_ms = Some(now_ms);
         // Enough ready replicas for the averaged demand at target, or what this tick's
         // readings and forecasts need if more: a step limit is for ordinary rises, and
         // panic is the case it was not made for, so it no longer caps the jump.
-        let want = (ready.max(1) as f64 * avg).ceil();
+        let want = (ready * avg).ceil();
         let want = if want >= u32::MAX as f64 {
             u32::MAX
         } else {
@@ -246,25 +255,31 @@ pub fn panic(
 /// tick. The very first reading, with none before it, stands for as long as the gap to the
 /// next. Knative averages per-second buckets over its 6 s window; a plain mean of ticks
 /// 5 s apart weighed the reading before the window's last second as much as the one after
-/// it, which made the 6 s window a 10 s one. Empty: None; a zero-width window or a single
-/// reading: the latest reading.
+/// it, which made the 6 s window a 10 s one. Samples oldest first. No reading in the
+/// window: None (never a reading from before it); readings of no width: the latest.
 pub fn window_average(samples: &[Sample], now_ms: u64, window_ms: u64) -> Option<f64> {
-    let start = now_ms.saturating_sub(window_ms);
-    let (mut sum, mut weight) = (0.0, 0.0);
-    for (i, s) in samples.iter().enumerate().filter(|(_, s)| s.at_ms > start) {
+    // Signed, so that a window reaching back past the epoch is not cut short.
+    let (now, start) = (now_ms as i128, now_ms as i128 - window_ms as i128);
+    let (mut sum, mut weight, mut latest) = (0.0, 0.0, None);
+    for (i, s) in samples.iter().enumerate() {
+        let at = s.at_ms as i128;
+        if at <= start || at > now {
+            continue;
+        }
         let from = match (i.checked_sub(1), samples.get(i + 1)) {
-            (Some(p), _) => samples[p].at_ms,
-            (None, Some(next)) => s.at_ms.saturating_sub(next.at_ms.saturating_sub(s.at_ms)),
-            (None, None) => s.at_ms,
+            (Some(p), _) => samples[p].at_ms as i128,
+            (None, Some(next)) => 2 * at - next.at_ms as i128,
+            (None, None) => at,
         };
-        let w = s.at_ms.min(now_ms).saturating_sub(from.max(start)) as f64;
+        let w = (at - from.max(start)).max(0) as f64;
         sum += s.value * w;
         weight += w;
+        latest = Some(s.value);
     }
     if weight > 0.0 {
         Some(sum / weight)
     } else {
-        samples.last().map(|s| s.value)
+        latest
     }
 }
 
@@ -334,9 +349,12 @@ mod tests {
         // Readings 1 s apart over a 3 s window: the plain mean of the last three.
         let per_second: Vec<_> = (1..=5).map(|i| s(i * 1000, i as f64)).collect();
         assert_eq!(window_average(&per_second, 5000, 3000), Some(4.0));
-        // A zero-width window is the latest reading; nothing is nothing.
-        assert_eq!(window_average(&[s(5, 1.0), s(9, 2.0)], 9, 0), Some(2.0));
+        // Nothing in the window is nothing, never a reading from before it.
+        assert_eq!(window_average(&[s(95_000, 3.0)], 110_000, 6_000), None);
         assert_eq!(window_average(&[], 9, 6000), None);
+        // A window reaching back past the epoch: the first reading still counts.
+        let avg = window_average(&[s(0, 10.0), s(5_000, 0.0)], 5_000, 6_000).unwrap();
+        assert!((avg - 10.0 / 6.0).abs() < 1e-9, "{avg}");
     }
 
     /// Before: the period start counted only changes in the same direction, percent

@@ -478,12 +478,15 @@ fn emergency_and_panic_scale_ups_pass_the_flap_guard() {
         kind: StepKind::Replicas(100),
         period: Duration::from_secs(15),
     }];
+    let panic = p.behavior.panic.take();
     let mut r = Run::new(p, 10);
-    // Use up the two reversals: down, up, down.
+    // Use up the two reversals: down, up, down. Without panic: at once from 9 to 3 (no
+    // window here), its window would still hold the demand for 9 and jump back.
     r.ticks(20, 0.05, 50.0);
     r.ticks(20, 0.05, 90.0);
     r.ticks(20, 0.05, 30.0);
     assert_eq!(r.state.reversals_ms.len(), 2, "{:?}", r.state);
+    r.policy.behavior.panic = panic;
     let before = r.replicas;
     // An ordinary scale-up would be a third reversal: held.
     let d = r.ticks(1, 0.05, before as f64 * 10.0 * 1.5);
@@ -674,6 +677,29 @@ fn panic_jumps_at_once_and_blocks_scale_down() {
     assert!(has(&d, "panic_hold"));
     let d = r.ticks(2, 0.05, 10.0);
     assert!(!d.panic, "{}", d.summary());
+}
+
+/// Ticks without a demand reading (the connections missing, the rest good, so the line
+/// does not stop) after a panic decide nothing. Before, the last reading stood in for
+/// the window, past its end too, and its ratio was multiplied by the replicas the jump
+/// had added: 4 → 20 → 100 on bad data.
+#[test]
+fn panic_is_not_decided_again_on_ticks_without_a_reading() {
+    let mut p = policy();
+    p.services[0].max_replicas = 100;
+    let mut r = Run::new(p, 4);
+    let d = r.ticks(1, 0.05, 200.0);
+    assert!(d.panic && d.desired == 20, "{}", d.summary());
+    for _ in 0..30 {
+        let o = Observations::values(r.now, &[(P95Latency, 0.05), (ErrorRate, 0.0)]);
+        let d = r.tick(&o);
+        assert!(d.desired <= 20, "{}", d.summary());
+        assert!(
+            !d.reasons.iter().any(|x| matches!(x, Reason::Panic { .. })),
+            "{}",
+            d.summary()
+        );
+    }
 }
 
 #[test]
