@@ -18,6 +18,8 @@ PROM_ADDR=${ANDON_PROM_ADDR:-127.0.0.1:19090}
 # HAProxy in front of the stand-ins (manifests/haproxy.cfg): MCP over HTTP/WebSocket, TCP.
 HAPROXY_HTTP=${ANDON_HAPROXY_HTTP:-127.0.0.1:18090}
 HAPROXY_TCP=${ANDON_HAPROXY_TCP:-127.0.0.1:19009}
+# Its Prometheus exporter (the edge's sheds are in the policies' signals).
+HAPROXY_METRICS=${ANDON_HAPROXY_METRICS:-127.0.0.1:18405}
 IMAGE=${ANDON_IMAGE:-andon:dev}
 TARGET=x86_64-unknown-linux-gnu
 
@@ -78,7 +80,7 @@ start_prometheus() {
   if alive "$DIR/prometheus.pid"; then log "Prometheus already running"; return; fi
   mkdir -p "$DIR/prom"
   sed -e "s#unix:///var/run/docker.sock#unix://$SOCK#" -e "s#scrape_interval: 15s#scrape_interval: 2s#" \
-    manifests/prometheus.yml >"$DIR/prometheus.yml"
+    -e "s#127.0.0.1:8405#$HAPROXY_METRICS#" manifests/prometheus.yml >"$DIR/prometheus.yml"
   cp manifests/alerts.yml "$DIR/alerts.yml"
   prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prom" \
     --web.listen-address="$PROM_ADDR" --web.enable-lifecycle >"$DIR/prometheus.log" 2>&1 &
@@ -105,6 +107,7 @@ export ANDON_HAPROXY_CFG=$DIR/haproxy.cfg
 export ANDON_HAPROXY_MAP=$DIR/admit.map
 export ANDON_HAPROXY_HTTP=$HAPROXY_HTTP
 export ANDON_HAPROXY_TCP=$HAPROXY_TCP
+export ANDON_HAPROXY_METRICS=$HAPROXY_METRICS
 ENV
   log "ready: source $DIR/env"
 }
@@ -117,7 +120,7 @@ start_haproxy() {
   sed -e "s#/var/run/haproxy/admin.sock#$DIR/haproxy.sock#" \
       -e "s#/usr/local/etc/haproxy/admit.map#$DIR/admit.map#" \
       -e "s#bind :8080#bind $HAPROXY_HTTP#" -e "s#bind :9000#bind $HAPROXY_TCP#" \
-      -e "s#bind :8405#bind 127.0.0.1:8405#" \
+      -e "s#bind :8405#bind $HAPROXY_METRICS#" \
       -e "s#^global#global\n    pidfile $DIR/haproxy.pid#" \
       manifests/haproxy.cfg >"$DIR/haproxy.cfg"
   haproxy -c -q -f "$DIR/haproxy.cfg" || { log "manifests/haproxy.cfg is not valid"; exit 1; }

@@ -154,8 +154,9 @@ form_swarm() { # nodes managers
 start_prometheus() {
   alive "$DIR/prometheus.pid" && return
   mkdir -p "$DIR/prom"
+  # No HAProxy here: the edge's job (the file's last) is left out.
   sed -e "s#unix:///var/run/docker.sock#unix://$(sock_of 1)#" -e "s#scrape_interval: 15s#scrape_interval: 2s#" \
-    manifests/prometheus.yml >"$DIR/prometheus.yml"
+    -e '/^  # The edge (manifests\/haproxy.cfg/,$d' manifests/prometheus.yml >"$DIR/prometheus.yml"
   cp manifests/alerts.yml "$DIR/alerts.yml"
   prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prom" \
     --web.listen-address="$PROM_ADDR" >"$DIR/prometheus.log" 2>&1 &

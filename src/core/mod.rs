@@ -465,6 +465,12 @@ fn finish(
             from: current,
             to: desired,
         });
+        // A scale-down has judged the demand before it gone (it passed the scale-down
+        // window): panic's window must not hold that demand against fewer replicas (with a
+        // window shorter than panic's, it jumped straight back up).
+        if desired < current {
+            state.panic_samples.retain(|s| s.at_ms >= now_ms);
+        }
         reasons.push(Reason::Scale {
             from: current,
             to: desired,

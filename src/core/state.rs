@@ -40,7 +40,7 @@ pub struct CoreState {
     pub up_window: Vec<Sample>,
     /// Scale-down window: a monotonic deque whose front is the window's maximum.
     pub down_window: Vec<Sample>,
-    /// Demand-to-capacity ratios within the panic window.
+    /// Demand in replicas at target within the panic window (and the one before it).
     pub panic_samples: Vec<Sample>,
     /// Last time the panic condition held.
     pub last_panic_ms: Option<u64>,

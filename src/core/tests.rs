@@ -478,15 +478,14 @@ fn emergency_and_panic_scale_ups_pass_the_flap_guard() {
         kind: StepKind::Replicas(100),
         period: Duration::from_secs(15),
     }];
-    let panic = p.behavior.panic.take();
     let mut r = Run::new(p, 10);
-    // Use up the two reversals: down, up, down. Without panic: at once from 9 to 3 (no
-    // window here), its window would still hold the demand for 9 and jump back.
+    // Use up the two reversals: down, up, down. The last goes from 9 to 3 at once (no
+    // window here) while panic's window still holds the demand for 9: before scale-downs
+    // cleared it, panic jumped straight back (3 → 7, a third reversal).
     r.ticks(20, 0.05, 50.0);
     r.ticks(20, 0.05, 90.0);
     r.ticks(20, 0.05, 30.0);
     assert_eq!(r.state.reversals_ms.len(), 2, "{:?}", r.state);
-    r.policy.behavior.panic = panic;
     let before = r.replicas;
     // An ordinary scale-up would be a third reversal: held.
     let d = r.ticks(1, 0.05, before as f64 * 10.0 * 1.5);

@@ -296,8 +296,9 @@ fn a_bombing_through_haproxy_is_shed_at_the_edge() {
     let target = format!("http://{}", env("ANDON_HAPROXY_HTTP"));
     let (code, v) = drill_at(&target, "chaos/ci-bombing.yaml", &ctl, &[]);
     eprintln!("ci-bombing through HAProxy (exit {code}):\n{}", summary(&v));
-    // The tier leaves emergency while the bomb is still on (the edge's sheds are not
-    // erlmcp's errors). Before the gradual release (issue 8) the shedding went with it,
+    // The tier left emergency while the bomb was still on, when the edge's sheds were not
+    // in the error signal (they are now). Before the gradual release (issue 8) the
+    // shedding went with it,
     // from 10% admitted to all at once, the bomb came back and timed out: "timeouts <
     // 0.5% during bombing after 1m40s" read 100% (a run at 59fb1de). Now the load
     // is handed back in steps and that window holds. The p95 halves of the hypothesis
