@@ -173,10 +173,10 @@ fn period_start(events: &[ScaleEvent], period: Duration, current: u32, now_ms: u
     (current as i64 - change).max(0)
 }
 
-/// Knative's panic mode. Returns the replicas panic demands, if panicking. The condition
-/// is the demand/capacity ratio averaged over the panic window (by time, see
-/// [`window_average`]); panic lasts until the
-/// stable window passes without it.
+/// Knative's panic mode. Returns the replicas panic demands, if panicking. The condition:
+/// the demand (in replicas at target) averaged over the panic window by time (see
+/// [`window_average`]), over the replicas ready now, at or past the threshold; panic lasts
+/// until the stable window passes without it.
 pub fn panic(
     state: &mut CoreState,
     panic: &Panic,
