@@ -60,6 +60,7 @@ pub struct TimelinePoint {
     pub replicas: u32,
     pub ready: u32,
     pub connections: u32,
+    /// What the clients want to send: those at the session cap's door too.
     pub offered_rps: f64,
     /// Client-side latency of admitted requests (capped at the client timeout).
     pub p95_ms: f64,
@@ -112,7 +113,8 @@ pub struct Summary {
     pub updates: u32,
     /// Scale-ups followed by scale-downs and the other way round.
     pub direction_changes: u32,
-    /// Requests shed with a fast 503, and requests that timed out, over all offered.
+    /// Refused fast (shed with a 503, or the demand of clients at the session cap's
+    /// door), over what the clients wanted to send.
     pub shed_fraction: f64,
     pub timeout_rate: f64,
     /// Session attempts refused by the session cap (fast 503s at the door; not requests).
@@ -517,16 +519,18 @@ pub fn run_judged(
         let admitted_p95_ms = m.p95_s * 1000.0;
         summary.max_tier = summary.max_tier.max(tier);
         summary.peak_p95_ms = summary.peak_p95_ms.max(admitted_p95_ms);
-        summary.peak_error_rate = summary.peak_error_rate.max(m.error_rate());
+        summary.peak_error_rate = summary.peak_error_rate.max(m.client_error_rate());
         // The replicas the service asks for, as the drill reads them (the spec): with
         // nodes that cannot hold them all, fewer run (`ready`), and that is no scale-down.
         // The replica-seconds are what ran.
         let asked = swarm.spec().unwrap_or(m.replicas);
         summary.max_replicas = summary.max_replicas.max(asked);
-        summary.shed_requests += m.shed_rps * dt;
+        // The clients' view: the door's demand is refused fast, a shed (the model's
+        // TickMetrics::door_rps); without a session cap it is 0.
+        summary.shed_requests += (m.shed_rps + m.door_rps) * dt;
         summary.sessions_refused += m.refused_sessions * dt;
         summary.replica_seconds += m.replicas as f64 * dt;
-        offered += m.offered_rps * dt;
+        offered += m.client_offered_rps() * dt;
         timeouts += m.timeout_rps * dt;
         let truly = crate::baseline::true_tier(yardstick, &m);
         if truly >= Tier::Yellow {
@@ -535,11 +539,7 @@ pub fn run_judged(
         if truly >= Tier::Red {
             summary.seconds_red_or_worse += dt;
         }
-        let timeout_rate = if m.offered_rps > 0.0 {
-            m.timeout_rps / m.offered_rps
-        } else {
-            0.0
-        };
+        let timeout_rate = m.client_timeout_rate();
         points.push(Point {
             t,
             tier: Some(tier),
@@ -547,14 +547,10 @@ pub fn run_judged(
             ready: Some(m.ready),
             needed: Some(needed(yardstick, service, &m)),
             p95_s: (m.admitted_rps > 0.0).then_some(m.p95_s),
-            error_rate: Some(m.error_rate()),
+            error_rate: Some(m.client_error_rate()),
             timeout_rate: Some(timeout_rate),
-            offered_rps: Some(m.offered_rps),
-            shed_rate: Some(if m.offered_rps > 0.0 {
-                m.shed_rps / m.offered_rps
-            } else {
-                0.0
-            }),
+            offered_rps: Some(m.client_offered_rps()),
+            shed_rate: Some(m.client_shed_rate()),
             stopped: Some(stopped),
         });
         if opts.record && k % stride == 0 {
@@ -565,16 +561,12 @@ pub fn run_judged(
                 replicas: asked,
                 ready: m.ready,
                 connections: m.connections,
-                offered_rps: m.offered_rps,
+                offered_rps: m.client_offered_rps(),
                 p95_ms: admitted_p95_ms,
                 p99_ms: m.p99_s * 1000.0,
                 server_p95_ms: m.server_p95_s * 1000.0,
-                error_rate: m.error_rate(),
-                shed_rate: if m.offered_rps > 0.0 {
-                    m.shed_rps / m.offered_rps
-                } else {
-                    0.0
-                },
+                error_rate: m.client_error_rate(),
+                shed_rate: m.client_shed_rate(),
                 timeout_rate,
                 cpu: m.cpu,
                 memory_bytes: m.memory_bytes,

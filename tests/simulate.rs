@@ -734,6 +734,43 @@ fn with_a_session_cap_the_step_reaches_its_peak_in_one_update_under_hpas_p95() {
     );
 }
 
+/// Clients the session cap keeps at the door are refused at once: their demand is refused
+/// demand (a fast shed to them), not demand that went away. The overload's 1,200 clients
+/// want 180,000 msg/s; with a cap of 40 on 20 replicas 400 wait at the door. Before,
+/// their demand vanished from the run's figures: offered fell to 120,000/s, the shed
+/// fraction hid them, and the failures other than sheds were divided by a third less.
+#[test]
+fn the_clients_at_the_door_are_refused_demand_not_missing_demand() {
+    let text = std::fs::read_to_string("chaos/overload.yaml").unwrap();
+    let sc = scenario::from_str("chaos/overload.yaml", &text).unwrap();
+    let (from, to) = sc.phase_bounds(1);
+    let mut capped = shipped();
+    capped.capacity.session_cap = Some(40);
+    let r = sim_text(&text, &capped, true);
+    let late: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|p| p.t_s >= from.as_secs_f64() + 120.0 && p.t_s < to.as_secs_f64())
+        .collect();
+    assert!(!late.is_empty());
+    for p in &late {
+        assert!(
+            (p.offered_rps - 180_000.0).abs() < 1.0,
+            "at {} s: offered {:.0}/s, connections {}",
+            p.t_s,
+            p.offered_rps,
+            p.connections
+        );
+        // 400 of 1,200 clients at the door: at least a third refused fast.
+        assert!(
+            p.shed_rate > 0.33,
+            "at {} s: shed {:.3}",
+            p.t_s,
+            p.shed_rate
+        );
+    }
+}
+
 /// A known limit's run (`chaos/limits/`): of its expectations, only the one on
 /// replica-seconds fails.
 fn deviates_on_replica_seconds_alone(r: &SimResult) {

@@ -54,6 +54,11 @@ pub struct TickMetrics {
     pub p99_s: f64,
     /// Session attempts refused by the cap, per second (not in the requests).
     pub refused_sessions: f64,
+    /// What the clients at the door (refused by the cap) would send, per second: demand
+    /// refused at once, a fast shed to them. erlmcp never sees it, so it is in no signal
+    /// and not in `offered_rps`; the summary and the expectations count it
+    /// (`client_offered_rps`).
+    pub door_rps: f64,
     /// Average over ready tasks.
     pub cpu: f64,
     pub memory_bytes: f64,
@@ -68,6 +73,22 @@ impl TickMetrics {
     /// Sheds and errors over offered, as erlmcp_errors_total counts them.
     pub fn failure_rate(&self) -> f64 {
         ratio(self.error_rps + self.shed_rps, self.offered_rps)
+    }
+    /// What the clients want to send: the requests offered and the door's demand.
+    pub fn client_offered_rps(&self) -> f64 {
+        self.offered_rps + self.door_rps
+    }
+    /// As the clients see it: failures other than fast refusals, over what they want to
+    /// send (a client at the door is refused fast; its demand is not a failure).
+    pub fn client_error_rate(&self) -> f64 {
+        ratio(self.error_rps, self.client_offered_rps())
+    }
+    pub fn client_timeout_rate(&self) -> f64 {
+        ratio(self.timeout_rps, self.client_offered_rps())
+    }
+    /// Refused fast (shed, or at the door), over what the clients want to send.
+    pub fn client_shed_rate(&self) -> f64 {
+        ratio(self.shed_rps + self.door_rps, self.client_offered_rps())
     }
 }
 
@@ -460,6 +481,7 @@ impl Cluster {
         // at the door (erlmcp_sessions_refused_total), not a request the service served
         // or failed: the error signal and the tiers do not see it, the summary does.
         m.refused_sessions = self.waiting as f64 / SESSION_RETRY_S;
+        m.door_rps = self.waiting as f64 * offered_c;
         self.scratch.clear();
         self.memo.clear();
         let (mut cpu_sum, mut mem_sum) = (0.0, 0.0);
