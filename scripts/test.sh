@@ -21,6 +21,10 @@ export ANDON_HAPROXY_HTTP=${ANDON_TEST_HAPROXY_HTTP:-127.0.0.1:18091}
 export ANDON_HAPROXY_TCP=${ANDON_TEST_HAPROXY_TCP:-127.0.0.1:19008}
 export ANDON_HAPROXY_METRICS=${ANDON_TEST_HAPROXY_METRICS:-127.0.0.1:18406}
 
+# Each phase says when it starts and how long the run has taken, so that a slow CI run
+# shows where its time went.
+phase() { echo "test.sh: $(date -u +%T) (+$((SECONDS / 60)) m $((SECONDS % 60)) s): $*" >&2; }
+
 apt_install() {
   local runner=()
   [ "$(id -u)" = 0 ] || runner=(sudo)
@@ -34,8 +38,10 @@ command -v promtool >/dev/null 2>&1 || apt_install prometheus
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
 python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
 
+phase installs done; formatting, lints
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+phase unit, property and CLI tests
 cargo test --locked
 
 # The multi-node cluster, apart from one a developer may have up (ID 0): set before the
@@ -44,18 +50,24 @@ export ANDON_NODES_DIR=${ANDON_TEST_NODES_DIR:-/tmp/andon-test-nodes}
 export ANDON_NODES_ID=${ANDON_TEST_NODES_ID:-1}
 export ANDON_NODES_PROM_ADDR=${ANDON_TEST_NODES_PROM_ADDR:-127.0.0.1:19093}
 trap 'scripts/env.sh down; scripts/nodes.sh down' EXIT
+phase the local Swarm: build the image, start it
 scripts/env.sh up
 (
   # shellcheck disable=SC1091
   source "$ANDON_ENV_DIR/env"
+  phase live tests
   cargo test --locked --test live -- --ignored --test-threads=1
+  phase end-to-end tests
   cargo test --locked --test e2e -- --ignored --test-threads=1
 )
 scripts/env.sh down
 
+phase the three-node swarm
 scripts/nodes.sh up 3
 (
   # shellcheck disable=SC1091
   source "$ANDON_NODES_DIR/env"
+  phase multi-node tests
   cargo test --locked --test nodes -- --ignored --test-threads=1
 )
+phase done
