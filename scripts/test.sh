@@ -38,10 +38,10 @@ command -v promtool >/dev/null 2>&1 || apt_install prometheus
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
 python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
 
-phase installs done; formatting, lints
+phase "installs done; formatting, lints"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-phase unit, property and CLI tests
+phase "unit, property and CLI tests"
 cargo test --locked
 
 # The multi-node cluster, apart from one a developer may have up (ID 0): set before the
@@ -50,24 +50,24 @@ export ANDON_NODES_DIR=${ANDON_TEST_NODES_DIR:-/tmp/andon-test-nodes}
 export ANDON_NODES_ID=${ANDON_TEST_NODES_ID:-1}
 export ANDON_NODES_PROM_ADDR=${ANDON_TEST_NODES_PROM_ADDR:-127.0.0.1:19093}
 trap 'scripts/env.sh down; scripts/nodes.sh down' EXIT
-phase the local Swarm: build the image, start it
+phase "the local Swarm: build the image, start it"
 scripts/env.sh up
 (
   # shellcheck disable=SC1091
   source "$ANDON_ENV_DIR/env"
-  phase live tests
+  phase "live tests"
   cargo test --locked --test live -- --ignored --test-threads=1
-  phase end-to-end tests
+  phase "end-to-end tests"
   cargo test --locked --test e2e -- --ignored --test-threads=1
 )
 scripts/env.sh down
 
-phase the three-node swarm
+phase "the three-node swarm"
 scripts/nodes.sh up 3
 (
   # shellcheck disable=SC1091
   source "$ANDON_NODES_DIR/env"
-  phase multi-node tests
+  phase "multi-node tests"
   cargo test --locked --test nodes -- --ignored --test-threads=1
 )
-phase done
+phase "done"
