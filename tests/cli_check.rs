@@ -89,9 +89,9 @@ fn invalid_policies_are_reported_with_position_field_and_allowed_values() {
             "30s",
         ),
         (
-            "    query: avg by (service) (erlmcp_cpu_usage_percent{service=\"$service\"})",
+            "    query: sum by (service) (erlmcp_connections_total{service=\"$service\"})",
             "    query: \"\"",
-            "signals.cpu.query",
+            "signals.connections.query",
             "empty",
         ),
         (
