@@ -43,8 +43,10 @@ pub fn hpa_policy(policy: &Policy) -> Policy {
 pub fn true_tier(policy: &Policy, m: &TickMetrics) -> Tier {
     let value = |k: SignalKind| -> Option<f64> {
         Some(match k {
-            // What the policy's error query counts: failures and sheds over requests.
-            SignalKind::ErrorRate => m.failure_rate(),
+            // What the policy's error query counts (failures and sheds over requests),
+            // and the demand of clients the session cap refuses: refusing them is not
+            // serving them, whether or not a signal sees it.
+            SignalKind::ErrorRate => m.client_failure_rate(),
             SignalKind::P95Latency => {
                 if m.admitted_rps > 0.0 {
                     m.p95_s

@@ -284,7 +284,8 @@ fn needed(policy: &Policy, service: &ServiceSpec, m: &crate::model::TickMetrics)
         .filter_map(|(kind, per)| {
             let demand = match kind {
                 SignalKind::Connections => m.connections as f64,
-                SignalKind::Throughput => m.offered_rps,
+                // What the clients want, the door's included (its connections are too).
+                SignalKind::Throughput => m.client_offered_rps(),
                 _ => return None,
             };
             let enough = per * cap.target_utilization * (1.0 + cap.tolerance);
@@ -333,6 +334,11 @@ pub fn run_judged(
     let stride = ticks.div_ceil(MAX_TIMELINE).max(1);
     let mut cluster = Cluster::new(params, scenario.replicas);
     cluster.detail = opts.record;
+    // A deployment under the policy already has its cap: the first tick's sessions are
+    // placed under it too, not before the first decision posts it.
+    if opts.controlled {
+        cluster.set_session_cap(policy.capacity.session_cap);
+    }
     let mut prom = ModelPrometheus::new(
         (opts.rate_window.as_secs_f64() / dt).round() as usize,
         opts.rate_window.as_millis() as u64,

@@ -771,6 +771,33 @@ fn the_clients_at_the_door_are_refused_demand_not_missing_demand() {
     }
 }
 
+/// The yardstick counts a refused session's demand as not served. A fixed cap is a hard
+/// ceiling (20 replicas × 40 = 800 sessions): 1,000 low-rate sessions are 20% refused for
+/// the whole hold, where the service has room for all of them. A review's reproduction:
+/// before, the yardstick saw only the 800 served, fast, and the capped run won 0 s at red
+/// against the uncapped run's 21 (and HPA's 31). Why the shipped policy has no cap.
+#[test]
+fn sessions_the_cap_turns_away_count_against_it_on_the_yardstick() {
+    let mix = "mix: {tools/call: 0.5, resources/list: 0.25, resources/read: 0.25}";
+    let text = format!(
+        "name: many-sessions\nreplicas: 8\nclient_timeout: 5s\nphases:\n\
+         - {{name: calm, duration: 3m, connections: 48, rate: {{per_connection: 5}}, {mix}}}\n\
+         - {{name: hold, duration: 10m, connections: 1000, rate: {{per_connection: 5}}, {mix}}}\n\
+         - {{name: after, duration: 8m, connections: 48, rate: {{per_connection: 5}}, {mix}}}\n"
+    );
+    let mut capped = shipped();
+    capped.capacity.session_cap = Some(40);
+    let c = sim_text(&text, &capped, true);
+    let u = sim_text(&text, &shipped(), true);
+    assert!(c.summary.sessions_refused > 0.0, "the cap binds");
+    assert!(
+        c.summary.seconds_red_or_worse > u.summary.seconds_red_or_worse + 300.0,
+        "red or worse: capped {} s, uncapped {} s",
+        c.summary.seconds_red_or_worse,
+        u.summary.seconds_red_or_worse
+    );
+}
+
 /// A known limit's run (`chaos/limits/`): of its expectations, only the one on
 /// replica-seconds fails.
 fn deviates_on_replica_seconds_alone(r: &SimResult) {

@@ -86,6 +86,14 @@ impl TickMetrics {
     pub fn client_timeout_rate(&self) -> f64 {
         ratio(self.timeout_rps, self.client_offered_rps())
     }
+    /// Sheds, the door's demand and errors over what the clients want to send: the
+    /// yardstick's error rate (a client refused a session is not served).
+    pub fn client_failure_rate(&self) -> f64 {
+        ratio(
+            self.error_rps + self.shed_rps + self.door_rps,
+            self.client_offered_rps(),
+        )
+    }
     /// Refused fast (shed, or at the door), over what the clients want to send.
     pub fn client_shed_rate(&self) -> f64 {
         ratio(self.shed_rps + self.door_rps, self.client_offered_rps())
