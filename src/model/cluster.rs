@@ -70,10 +70,6 @@ impl TickMetrics {
     pub fn error_rate(&self) -> f64 {
         ratio(self.error_rps, self.offered_rps)
     }
-    /// Sheds and errors over offered, as erlmcp_errors_total counts them.
-    pub fn failure_rate(&self) -> f64 {
-        ratio(self.error_rps + self.shed_rps, self.offered_rps)
-    }
     /// What the clients want to send: the requests offered and the door's demand.
     pub fn client_offered_rps(&self) -> f64 {
         self.offered_rps + self.door_rps

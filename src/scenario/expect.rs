@@ -96,7 +96,8 @@ pub struct Point {
     pub p95_s: Option<f64>,
     pub error_rate: Option<f64>,
     pub timeout_rate: Option<f64>,
-    /// Offered requests per second and the share of them shed (fast 503).
+    /// Offered requests per second and the share of them refused fast (a 503, or in the
+    /// simulator the demand of clients at the session cap's door).
     pub offered_rps: Option<f64>,
     pub shed_rate: Option<f64>,
     /// Jidoka stopped the line.
