@@ -159,6 +159,8 @@ struct Wish {
     stopped: bool,
     /// Whether it sheds: the loop's every adjustment is not news (its reason says it).
     shedding: bool,
+    /// The session cap: lifted or posted again is news.
+    session_cap: Option<u32>,
 }
 
 impl Wish {
@@ -168,6 +170,7 @@ impl Wish {
             tier: d.tier,
             stopped: d.stopped,
             shedding: d.shed_admit.is_some(),
+            session_cap: d.session_cap,
         }
     }
 }
@@ -244,7 +247,7 @@ impl Reconciler {
         }
         let wish = Wish::of(&d);
         // Worth a line: the first decision, a different wish (replicas, tier, shedding, the
-        // stop), or the same wish again after the service had matched it (someone else
+        // session cap, the stop), or the same wish again after the service had matched it (someone else
         // changed the replicas). A wish that keeps failing to apply is not repeated.
         let changed = self
             .last
@@ -292,7 +295,7 @@ impl Reconciler {
                     .shed_admit
                     .zip(policy.capacity_of(SignalKind::Throughput))
                     .map(|(f, per)| f * per),
-                max_sessions: policy.capacity.session_cap,
+                max_sessions: d.session_cap,
             },
             decision: d,
             current: view.replicas,

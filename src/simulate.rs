@@ -69,7 +69,8 @@ pub struct TimelinePoint {
     pub server_p95_ms: f64,
     /// Failures other than sheds, over offered.
     pub error_rate: f64,
-    /// Shed (fast 503) over offered.
+    /// Refused fast (a 503, or the demand of clients at the session cap's door), over
+    /// offered.
     pub shed_rate: f64,
     pub timeout_rate: f64,
     pub cpu: f64,
@@ -335,8 +336,9 @@ pub fn run_judged(
     let mut cluster = Cluster::new(params, scenario.replicas);
     cluster.detail = opts.record;
     // A deployment under the policy already has its cap: the first tick's sessions are
-    // placed under it too, not before the first decision posts it.
-    if opts.controlled {
+    // placed under it too, not before the first decision posts it (unless it starts at
+    // its ceiling, where the cap is lifted: `core::capacity::session_cap`).
+    if opts.controlled && scenario.replicas < service.max_replicas {
         cluster.set_session_cap(policy.capacity.session_cap);
     }
     let mut prom = ModelPrometheus::new(

@@ -93,6 +93,33 @@ pub fn load_ratio(cap: &Capacity, q: &Qualities, ready: u32) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The session cap the tasks enforce this tick: the policy's (`capacity.session_cap`),
+/// lifted once no more replicas can come. The cap is for a step: sessions stay on the
+/// replica that accepted them, so new sessions that arrive before new replicas are ready
+/// wait at the door (and retry) rather than crowd the ready ones for the rest of their
+/// lives. Once the service runs all the replicas it may have (`max_replicas`, or what
+/// its nodes hold), a client at the door waits for nothing: the cap is lifted, and
+/// overload is shedding's. A cap that stayed was a hard ceiling: a review's 1,000
+/// sessions at 5 msg/s on at most 20 × 40 had a fifth of them refused for the whole
+/// 10-minute hold, where the replicas had room for all.
+pub fn session_cap(
+    cap: &Capacity,
+    ceiling: u32,
+    ready: u32,
+    desired: u32,
+    reasons: &mut Vec<Reason>,
+) -> Option<u32> {
+    let per_replica = cap.session_cap?;
+    if desired >= ceiling && ready >= desired {
+        reasons.push(Reason::SessionCapLifted {
+            cap: per_replica,
+            replicas: ready,
+        });
+        return None;
+    }
+    Some(per_replica)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +193,25 @@ mod tests {
             load_ratio(&cap(), &q(Some(1.0), None), 0),
             Some(MAX_LOAD_RATIO)
         );
+    }
+
+    #[test]
+    fn the_session_cap_is_lifted_only_when_no_more_replicas_can_come() {
+        let mut c = cap();
+        let mut r = vec![];
+        assert_eq!(session_cap(&c, 20, 8, 20, &mut r), None, "no cap set");
+        c.session_cap = Some(40);
+        // Below the ceiling, scaling or not: the cap holds new sessions for new replicas.
+        assert_eq!(session_cap(&c, 20, 8, 8, &mut r), Some(40));
+        assert_eq!(session_cap(&c, 20, 8, 16, &mut r), Some(40));
+        // At the ceiling with replicas still starting: they are worth waiting for.
+        assert_eq!(session_cap(&c, 20, 12, 20, &mut r), Some(40));
+        assert!(r.is_empty());
+        // At the ceiling, all running: nothing is coming.
+        assert_eq!(session_cap(&c, 20, 20, 20, &mut r), None);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].code(), "session_cap_lifted");
+        // Nodes that hold fewer than max_replicas are the ceiling.
+        assert_eq!(session_cap(&c, 6, 6, 6, &mut r), None);
     }
 }

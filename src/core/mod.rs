@@ -37,6 +37,9 @@ pub struct Decision {
     pub desired: u32,
     /// Shedding: admit at most this fraction of each replica's capacity; `None` = all.
     pub shed_admit: Option<f64>,
+    /// New sessions each replica accepts at most (`None`: no cap); see
+    /// `capacity::session_cap`.
+    pub session_cap: Option<u32>,
     /// Jidoka stopped the line: replicas held until the data is good again.
     pub stopped: bool,
     pub panic: bool,
@@ -136,11 +139,20 @@ pub fn decide_in_place(
             StoppedShed::Admit(a) => Some(a),
         };
         let desired = current.clamp(min, max);
+        let ceiling = ceiling(replicas, service);
+        let session_cap = capacity::session_cap(
+            &policy.capacity,
+            ceiling,
+            replicas.ready,
+            desired,
+            &mut reasons,
+        );
         finish(state, policy, current, desired, now_ms, &mut reasons);
         return Decision {
             tier,
             desired,
             shed_admit,
+            session_cap,
             stopped: true,
             panic: false,
             signals,
@@ -373,17 +385,32 @@ pub fn decide_in_place(
         },
         &mut reasons,
     );
+    let session_cap = capacity::session_cap(
+        &policy.capacity,
+        ceiling(replicas, service),
+        replicas.ready,
+        desired,
+        &mut reasons,
+    );
     finish(state, policy, current, desired, now_ms, &mut reasons);
     Decision {
         tier: shown,
         desired,
         shed_admit,
+        session_cap,
         stopped: false,
         panic: panicking,
         signals,
         reasons,
         forecasts,
     }
+}
+
+/// The most replicas the service can run now: its `max_replicas`, or fewer where its
+/// nodes hold fewer.
+fn ceiling(replicas: Replicas, service: &ServiceSpec) -> u32 {
+    let bound = replicas.placement.node_bound(service.max_replicas_per_node);
+    bound.map_or(service.max_replicas, |b| b.min(service.max_replicas))
 }
 
 /// First sight of a service with no remembered state: the scale-down window starts with

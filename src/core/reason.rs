@@ -101,6 +101,12 @@ pub enum Reason {
         wanted: u32,
         bound: u32,
     },
+    /// The policy's session cap is not enforced: the service runs all the replicas it may
+    /// have, so no client at the door would find room by waiting.
+    SessionCapLifted {
+        cap: u32,
+        replicas: u32,
+    },
     /// Jidoka: a reading is missing, stale, NaN/Inf or errored; it may not scale down.
     BadData {
         signal: SignalKind,
@@ -301,6 +307,7 @@ impl Reason {
             Reason::ShedAdjusted { .. } => "shed_adjusted",
             Reason::ShedReleasing { .. } => "shed_releasing",
             Reason::Bounded { .. } => "bounded",
+            Reason::SessionCapLifted { .. } => "session_cap_lifted",
             Reason::BadData { .. } => "bad_data",
             Reason::HeldForBadData { .. } => "held_for_bad_data",
             Reason::Stopped { .. } => "stopped",
@@ -479,6 +486,10 @@ impl fmt::Display for Reason {
                 write!(f, "panic mode: no scale-down for another {remaining_s:.0}s")
             }
             Reason::Bounded { wanted, bound } => write!(f, "bounded: {wanted} → {bound}"),
+            Reason::SessionCapLifted { cap, replicas } => write!(
+                f,
+                "session cap of {cap} lifted: all {replicas} replicas the service may have are running"
+            ),
             Reason::BadData { signal, quality } => write!(f, "jidoka: {signal} is {quality}"),
             Reason::HeldForBadData { wanted } => {
                 write!(f, "jidoka: bad data, not scaling down to {wanted}")

@@ -179,6 +179,7 @@ mod tests {
             tier: Tier::Red,
             desired: 6,
             shed_admit: Some(0.9),
+            session_cap: Some(40),
             stopped: false,
             panic: false,
             signals: vec![(SignalKind::P95Latency, Quality::Good { value: 0.3 })],

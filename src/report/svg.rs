@@ -206,7 +206,7 @@ fn draw(r: &SimResult, sc: &Scenario, svg: &mut String) -> DrawResult {
         tl.iter().map(|p| (p.t_s, p.offered_rps * p.shed_rate)),
         RED.stroke_width(2),
     ))?
-    .label("shed (503)")
+    .label("refused fast (503, or at the session cap)")
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     c.draw_series(LineSeries::new(
         tl.iter().map(|p| (p.t_s, p.offered_rps * p.error_rate)),
