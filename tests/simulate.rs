@@ -822,6 +822,63 @@ fn a_session_cap_is_lifted_once_the_service_runs_its_max_replicas() {
     );
 }
 
+/// Nor is the cap a ceiling below max: it is never below the demand's share of the
+/// replicas that will run (600 sessions on a cap of 30 settle at 19 replicas, which
+/// hold 570: 5% were refused for the whole hold, the tier green), and a node lost at
+/// max lowers what the service can run (16 of 20 fit; 14% of 1,300 sessions were
+/// refused until the node came back). A review's reproductions: now the door refuses
+/// only while the step's replicas start.
+#[test]
+fn a_session_cap_refuses_only_while_replicas_start() {
+    let phases = |to: u32, grow: &str| {
+        format!(
+            "phases:\n\
+             - {{name: calm, duration: 3m, connections: 48, rate: {{per_connection: 5}}}}\n\
+             - {{name: step, duration: 8s, connections: {{from: 48, to: {to}, step: 238, every: 2s}}, rate: {{per_connection: 5}}}}\n\
+             - {{name: hold, duration: 242s, connections: {to}, rate: {{per_connection: 5}}}}\n\
+             {grow}\
+             - {{name: after, duration: 8m, connections: 48, rate: {{per_connection: 5}}}}\n"
+        )
+    };
+    let below_max = format!(
+        "name: cap-below-share\nreplicas: 8\nclient_timeout: 5s\n{}",
+        phases(
+            600,
+            "- {name: hold2, duration: 6m, connections: 600, rate: {per_connection: 5}}\n"
+        )
+    );
+    let node_lost = format!(
+        "name: node-lost-at-max\nreplicas: 8\nclient_timeout: 5s\n\
+         nodes: {{count: 3, tasks_per_node: 8}}\n\
+         faults:\n  - {{at: 400s, node_down: {{node: n3, for: 5m}}}}\n{}",
+        phases(
+            1000,
+            "- {name: grow, duration: 60s, connections: {from: 1000, to: 1300}, rate: {per_connection: 5}}\n\
+             - {name: hold2, duration: 6m, connections: 1300, rate: {per_connection: 5}}\n"
+        )
+    );
+    for (text, cap) in [(below_max, 30), (node_lost, 40)] {
+        let mut capped = shipped();
+        capped.capacity.session_cap = Some(cap);
+        let r = sim_text(&text, &capped, true);
+        assert!(
+            r.summary.sessions_refused > 0.0,
+            "the cap binds in the step"
+        );
+        for p in r.timeline.iter().filter(|p| p.shed_rate > 0.0) {
+            assert!(
+                (180.0..215.0).contains(&p.t_s),
+                "{}: at {} s, {:.3} refused with {} of {} replicas ready",
+                r.scenario,
+                p.t_s,
+                p.shed_rate,
+                p.ready,
+                p.replicas
+            );
+        }
+    }
+}
+
 /// The yardstick counts a refused session's demand as not served: on the step with a
 /// cap, each second the door turns away more than red's error rate (0.5%) is a second
 /// at red, though the replicas that serve are fast. Before, the capped step scored 0 s

@@ -93,31 +93,56 @@ pub fn load_ratio(cap: &Capacity, q: &Qualities, ready: u32) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// Where the service stands, for the session cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Room {
+    /// The most replicas the service can run now: `max_replicas`, or fewer where its
+    /// nodes hold fewer (the policy's replicas per node, or tasks that found no node).
+    pub ceiling: u32,
+    pub desired: u32,
+    pub ready: u32,
+    /// The connections signal's good reading: the sessions that want a replica (with a
+    /// cap, the policy counts those at the door too).
+    pub sessions: Option<f64>,
+}
+
 /// The session cap the tasks enforce this tick: the policy's (`capacity.session_cap`),
-/// lifted once no more replicas can come. The cap is for a step: sessions stay on the
-/// replica that accepted them, so new sessions that arrive before new replicas are ready
-/// wait at the door (and retry) rather than crowd the ready ones for the rest of their
-/// lives. Once the service runs all the replicas it may have (`max_replicas`, or what
-/// its nodes hold), a client at the door waits for nothing: the cap is lifted, and
-/// overload is shedding's. A cap that stayed was a hard ceiling: a review's 1,000
-/// sessions at 5 msg/s on at most 20 × 40 had a fifth of them refused for the whole
-/// 10-minute hold, where the replicas had room for all.
-pub fn session_cap(
-    cap: &Capacity,
-    ceiling: u32,
-    ready: u32,
-    desired: u32,
-    reasons: &mut Vec<Reason>,
-) -> Option<u32> {
-    let per_replica = cap.session_cap?;
-    if desired >= ceiling && ready >= desired {
+/// raised to the demand's share of the replicas that will run, and lifted once no more
+/// replicas can come. The cap is for a step: sessions stay on the replica that accepted
+/// them, so new sessions that arrive before new replicas are ready wait at the door
+/// (and retry) rather than crowd the ready ones for the rest of their lives. A cap below
+/// the demand's share would refuse clients with every replica they get running (a hard
+/// ceiling: a review's 600 sessions on a cap of 30 left 5% refused at 19 replicas, the
+/// tier green). Once the service runs all the replicas it can, a client at the door
+/// waits for nothing: the cap is lifted, and overload is shedding's (a fixed cap turned
+/// a fifth of 1,000 sessions away for a 10-minute hold on at most 20 × 40; after a
+/// node was lost at max, 14% of them until it came back).
+pub fn session_cap(cap: &Capacity, room: Room, reasons: &mut Vec<Reason>) -> Option<u32> {
+    let policy_cap = cap.session_cap?;
+    let coming = room.desired.min(room.ceiling).max(1);
+    if room.ready >= coming && coming >= room.ceiling {
         reasons.push(Reason::SessionCapLifted {
-            cap: per_replica,
-            replicas: ready,
+            cap: policy_cap,
+            replicas: room.ceiling,
         });
         return None;
     }
-    Some(per_replica)
+    let share = room
+        .sessions
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| (s / coming as f64).ceil().min(u32::MAX as f64) as u32)
+        .unwrap_or(0);
+    let effective = policy_cap.max(share);
+    if room.ready < coming || effective > policy_cap {
+        reasons.push(Reason::SessionCapHeld {
+            cap: effective,
+            policy_cap,
+            sessions: room.sessions.unwrap_or(0.0),
+            ready: room.ready,
+            coming,
+        });
+    }
+    Some(effective)
 }
 
 #[cfg(test)]
@@ -199,19 +224,40 @@ mod tests {
     fn the_session_cap_is_lifted_only_when_no_more_replicas_can_come() {
         let mut c = cap();
         let mut r = vec![];
-        assert_eq!(session_cap(&c, 20, 8, 20, &mut r), None, "no cap set");
+        let room = |ceiling, desired, ready, sessions| Room {
+            ceiling,
+            desired,
+            ready,
+            sessions,
+        };
+        let at = |c: &Capacity, x: Room, r: &mut Vec<Reason>| session_cap(c, x, r);
+        assert_eq!(at(&c, room(20, 20, 8, None), &mut r), None, "no cap set");
         c.session_cap = Some(40);
-        // Below the ceiling, scaling or not: the cap holds new sessions for new replicas.
-        assert_eq!(session_cap(&c, 20, 8, 8, &mut r), Some(40));
-        assert_eq!(session_cap(&c, 20, 8, 16, &mut r), Some(40));
-        // At the ceiling with replicas still starting: they are worth waiting for.
-        assert_eq!(session_cap(&c, 20, 12, 20, &mut r), Some(40));
+        // Below the ceiling, steady: the cap waits for a step, silently.
+        assert_eq!(at(&c, room(20, 8, 8, Some(100.0)), &mut r), Some(40));
         assert!(r.is_empty());
+        // Scaling: it holds new sessions for the new replicas, and says so.
+        assert_eq!(at(&c, room(20, 16, 8, Some(480.0)), &mut r), Some(40));
+        assert_eq!(
+            r.pop().unwrap().to_string(),
+            "session cap 40: 8 of 16 replicas running"
+        );
+        // At the ceiling with replicas still starting: they are worth waiting for.
+        assert_eq!(at(&c, room(20, 20, 12, None), &mut r), Some(40));
+        r.clear();
         // At the ceiling, all running: nothing is coming.
-        assert_eq!(session_cap(&c, 20, 20, 20, &mut r), None);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].code(), "session_cap_lifted");
-        // Nodes that hold fewer than max_replicas are the ceiling.
-        assert_eq!(session_cap(&c, 6, 6, 6, &mut r), None);
+        assert_eq!(at(&c, room(20, 20, 20, None), &mut r), None);
+        assert_eq!(r.pop().unwrap().code(), "session_cap_lifted");
+        // A node lost at max: 16 fit, 16 run, 20 still asked for.
+        assert_eq!(at(&c, room(16, 20, 16, Some(1300.0)), &mut r), None);
+        // Never below the demand's share of the replicas that will run: 600 sessions on
+        // 19 replicas need 32 each.
+        let mut c30 = c.clone();
+        c30.session_cap = Some(30);
+        assert_eq!(at(&c30, room(20, 19, 19, Some(600.0)), &mut r), Some(32));
+        assert_eq!(
+            r.pop().unwrap().to_string(),
+            "session cap 30 raised to 32: 600 sessions over 19 replicas"
+        );
     }
 }

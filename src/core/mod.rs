@@ -139,12 +139,9 @@ pub fn decide_in_place(
             StoppedShed::Admit(a) => Some(a),
         };
         let desired = current.clamp(min, max);
-        let ceiling = ceiling(replicas, service);
         let session_cap = capacity::session_cap(
             &policy.capacity,
-            ceiling,
-            replicas.ready,
-            desired,
+            room(&q, replicas, service, desired),
             &mut reasons,
         );
         finish(state, policy, current, desired, now_ms, &mut reasons);
@@ -387,9 +384,7 @@ pub fn decide_in_place(
     );
     let session_cap = capacity::session_cap(
         &policy.capacity,
-        ceiling(replicas, service),
-        replicas.ready,
-        desired,
+        room(&q, replicas, service, desired),
         &mut reasons,
     );
     finish(state, policy, current, desired, now_ms, &mut reasons);
@@ -406,11 +401,31 @@ pub fn decide_in_place(
     }
 }
 
-/// The most replicas the service can run now: its `max_replicas`, or fewer where its
-/// nodes hold fewer.
-fn ceiling(replicas: Replicas, service: &ServiceSpec) -> u32 {
-    let bound = replicas.placement.node_bound(service.max_replicas_per_node);
-    bound.map_or(service.max_replicas, |b| b.min(service.max_replicas))
+/// Where the service stands for the session cap: the most replicas it can run now
+/// (`max_replicas`, or fewer where its nodes hold fewer: the policy's replicas per node,
+/// or tasks that found no node), and the sessions that want one.
+fn room(
+    q: &tier::Qualities,
+    replicas: Replicas,
+    service: &ServiceSpec,
+    desired: u32,
+) -> capacity::Room {
+    let p = replicas.placement;
+    let ceiling = [
+        Some(service.max_replicas),
+        p.node_bound(service.max_replicas_per_node),
+        p.fits(replicas.current),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(service.max_replicas);
+    capacity::Room {
+        ceiling,
+        desired,
+        ready: replicas.ready,
+        sessions: q[SignalKind::Connections.index()].and_then(|x| x.value()),
+    }
 }
 
 /// First sight of a service with no remembered state: the scale-down window starts with

@@ -107,6 +107,15 @@ pub enum Reason {
         cap: u32,
         replicas: u32,
     },
+    /// The session cap is posted while replicas start, or raised to the demand's share
+    /// of the replicas that will run.
+    SessionCapHeld {
+        cap: u32,
+        policy_cap: u32,
+        sessions: f64,
+        ready: u32,
+        coming: u32,
+    },
     /// Jidoka: a reading is missing, stale, NaN/Inf or errored; it may not scale down.
     BadData {
         signal: SignalKind,
@@ -308,6 +317,7 @@ impl Reason {
             Reason::ShedReleasing { .. } => "shed_releasing",
             Reason::Bounded { .. } => "bounded",
             Reason::SessionCapLifted { .. } => "session_cap_lifted",
+            Reason::SessionCapHeld { .. } => "session_cap",
             Reason::BadData { .. } => "bad_data",
             Reason::HeldForBadData { .. } => "held_for_bad_data",
             Reason::Stopped { .. } => "stopped",
@@ -488,8 +498,28 @@ impl fmt::Display for Reason {
             Reason::Bounded { wanted, bound } => write!(f, "bounded: {wanted} → {bound}"),
             Reason::SessionCapLifted { cap, replicas } => write!(
                 f,
-                "session cap of {cap} lifted: all {replicas} replicas the service may have are running"
+                "session cap of {cap} lifted: the service runs all the replicas it can have ({replicas})"
             ),
+            Reason::SessionCapHeld {
+                cap,
+                policy_cap,
+                sessions,
+                ready,
+                coming,
+            } => {
+                if cap > policy_cap {
+                    write!(
+                        f,
+                        "session cap {policy_cap} raised to {cap}: {sessions:.0} sessions over {coming} replicas"
+                    )?;
+                } else {
+                    write!(f, "session cap {cap}")?;
+                }
+                if ready < coming {
+                    write!(f, "{}{ready} of {coming} replicas running", if cap > policy_cap { "; " } else { ": " })?;
+                }
+                Ok(())
+            }
             Reason::BadData { signal, quality } => write!(f, "jidoka: {signal} is {quality}"),
             Reason::HeldForBadData { wanted } => {
                 write!(f, "jidoka: bad data, not scaling down to {wanted}")
