@@ -159,8 +159,9 @@ struct Wish {
     stopped: bool,
     /// Whether it sheds: the loop's every adjustment is not news (its reason says it).
     shedding: bool,
-    /// The session cap: lifted or posted again is news.
-    session_cap: Option<u32>,
+    /// Whether a session cap is posted: lifted or posted again is news (a raised cap
+    /// follows the sessions reading, tick by tick, and is not).
+    session_capped: bool,
 }
 
 impl Wish {
@@ -170,7 +171,7 @@ impl Wish {
             tier: d.tier,
             stopped: d.stopped,
             shedding: d.shed_admit.is_some(),
-            session_cap: d.session_cap,
+            session_capped: d.session_cap.is_some(),
         }
     }
 }

@@ -822,6 +822,51 @@ fn a_session_cap_is_lifted_once_the_service_runs_its_max_replicas() {
     );
 }
 
+/// Nor does the cap wait for a replica that never starts. A review's case: in the step
+/// to max, a task dies and stays down (a crash loop: Swarm's restart delay here is 10
+/// minutes), so 19 of 20 run and the cap waited for the 20th: 1,000 sessions over 20 is
+/// 50 each, the 19 running hold 950, and 5% of the clients waited at the door for as
+/// long as the task was down. Now the cap waits 30 s from the step (180 s), then shares
+/// the sessions over the replicas running.
+#[test]
+fn a_session_cap_does_not_wait_for_a_task_that_never_starts() {
+    let text = "name: crash-loop-at-max\nreplicas: 8\nclient_timeout: 5s\n\
+         faults:\n  - {at: 182s, kill_tasks: 1}\n\
+         phases:\n\
+         - {name: calm, duration: 3m, connections: 48, rate: {per_connection: 5}}\n\
+         - {name: hold, duration: 10m, connections: 1000, rate: {per_connection: 5}}\n\
+         - {name: after, duration: 8m, connections: 48, rate: {per_connection: 5}}\n";
+    let sc = scenario::from_str("inline.yaml", text).expect("valid scenario");
+    let mut capped = shipped();
+    capped.capacity.session_cap = Some(40);
+    let opts = Options {
+        restart_delay: std::time::Duration::from_secs(600),
+        ..Options::default()
+    };
+    let r = simulate::run(&sc, &capped, &capped.services[0], opts);
+    let down: Vec<_> = r
+        .timeline
+        .iter()
+        .filter(|p| (176.0..780.0).contains(&p.t_s))
+        .collect();
+    assert!(
+        down.iter().all(|p| p.ready < 20),
+        "the killed task stays down for the hold"
+    );
+    let refusing: Vec<_> = down.iter().filter(|p| p.shed_rate > 0.0).collect();
+    assert!(!refusing.is_empty(), "its sessions come back to the door");
+    for p in refusing {
+        assert!(
+            p.t_s < 230.0,
+            "at {} s, {:.3} refused with {} of {} replicas ready",
+            p.t_s,
+            p.shed_rate,
+            p.ready,
+            p.replicas
+        );
+    }
+}
+
 /// Nor is the cap a ceiling below max: it is never below the demand's share of the
 /// replicas that will run (600 sessions on a cap of 30 settle at 19 replicas, which
 /// hold 570: 5% were refused for the whole hold, the tier green), and a node lost at

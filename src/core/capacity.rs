@@ -106,6 +106,13 @@ pub struct Room {
     pub sessions: Option<f64>,
 }
 
+/// How long the session cap waits for replicas that are starting. Swarm starts a task
+/// in about 5 s, readiness adds a few more (`behavior.predict.ready_after`, 10 s by
+/// default); a task not ready in three times that is failing (a crash loop, a health
+/// check, an image that does not pull), and a cap that waited for it would refuse the
+/// clients the running replicas have room for until it starts, perhaps never.
+pub const CAP_WAIT_MS: u64 = 30_000;
+
 /// The session cap the tasks enforce this tick: the policy's (`capacity.session_cap`),
 /// raised to the demand's share of the replicas that will run, and lifted once no more
 /// replicas can come. The cap is for a step: sessions stay on the replica that accepted
@@ -116,30 +123,59 @@ pub struct Room {
 /// tier green). Once the service runs all the replicas it can, a client at the door
 /// waits for nothing: the cap is lifted, and overload is shedding's (a fixed cap turned
 /// a fifth of 1,000 sessions away for a 10-minute hold on at most 20 × 40; after a
-/// node was lost at max, 14% of them until it came back).
-pub fn session_cap(cap: &Capacity, room: Room, reasons: &mut Vec<Reason>) -> Option<u32> {
-    let policy_cap = cap.session_cap?;
+/// node was lost at max, 14% of them until it came back). Replicas still not ready
+/// after [`CAP_WAIT_MS`] are not waited for: the share is over those running. Without a
+/// good sessions reading the cap cannot be sized, and is lifted (Jidoka: blind data
+/// turns no client away, as it scales nothing down). `waiting_since_ms` is the core's
+/// memory of when replicas began to be awaited.
+pub fn session_cap(
+    cap: &Capacity,
+    room: Room,
+    (now_ms, waiting_since_ms): (u64, &mut Option<u64>),
+    reasons: &mut Vec<Reason>,
+) -> Option<u32> {
+    let Some(policy_cap) = cap.session_cap else {
+        *waiting_since_ms = None;
+        return None;
+    };
     let coming = room.desired.min(room.ceiling).max(1);
-    if room.ready >= coming && coming >= room.ceiling {
+    let starting = room.ready < coming;
+    let since = if starting {
+        *waiting_since_ms.get_or_insert(now_ms)
+    } else {
+        *waiting_since_ms = None;
+        now_ms
+    };
+    if !starting && coming >= room.ceiling {
         reasons.push(Reason::SessionCapLifted {
             cap: policy_cap,
-            replicas: room.ceiling,
+            replicas: Some(room.ceiling),
         });
         return None;
     }
-    let share = room
-        .sessions
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| (s / coming as f64).ceil().min(u32::MAX as f64) as u32)
-        .unwrap_or(0);
+    let Some(sessions) = room.sessions.filter(|s| s.is_finite() && *s >= 0.0) else {
+        reasons.push(Reason::SessionCapLifted {
+            cap: policy_cap,
+            replicas: None,
+        });
+        return None;
+    };
+    let waited_out = starting && now_ms.saturating_sub(since) > CAP_WAIT_MS;
+    let over = if waited_out {
+        room.ready.max(1)
+    } else {
+        coming
+    };
+    let share = (sessions / over as f64).ceil().min(u32::MAX as f64) as u32;
     let effective = policy_cap.max(share);
-    if room.ready < coming || effective > policy_cap {
+    if starting || effective > policy_cap {
         reasons.push(Reason::SessionCapHeld {
             cap: effective,
             policy_cap,
-            sessions: room.sessions.unwrap_or(0.0),
+            sessions,
             ready: room.ready,
             coming,
+            waited_out,
         });
     }
     Some(effective)
@@ -230,7 +266,9 @@ mod tests {
             ready,
             sessions,
         };
-        let at = |c: &Capacity, x: Room, r: &mut Vec<Reason>| session_cap(c, x, r);
+        let mut since = None;
+        let mut at =
+            |c: &Capacity, x: Room, r: &mut Vec<Reason>| session_cap(c, x, (0, &mut since), r);
         assert_eq!(at(&c, room(20, 20, 8, None), &mut r), None, "no cap set");
         c.session_cap = Some(40);
         // Below the ceiling, steady: the cap waits for a step, silently.
@@ -243,7 +281,7 @@ mod tests {
             "session cap 40: 8 of 16 replicas running"
         );
         // At the ceiling with replicas still starting: they are worth waiting for.
-        assert_eq!(at(&c, room(20, 20, 12, None), &mut r), Some(40));
+        assert_eq!(at(&c, room(20, 20, 12, Some(480.0)), &mut r), Some(40));
         r.clear();
         // At the ceiling, all running: nothing is coming.
         assert_eq!(at(&c, room(20, 20, 20, None), &mut r), None);
@@ -259,5 +297,56 @@ mod tests {
             r.pop().unwrap().to_string(),
             "session cap 30 raised to 32: 600 sessions over 19 replicas"
         );
+        // No good sessions reading: a cap it cannot size is not posted (it fell back to
+        // the policy's 30, a hard ceiling below the 32 the last reading needed).
+        assert_eq!(at(&c30, room(20, 19, 19, None), &mut r), None);
+        assert_eq!(
+            r.pop().unwrap().to_string(),
+            "session cap of 30 lifted: no good sessions reading to size it by"
+        );
+        assert_eq!(at(&c30, room(20, 19, 19, Some(f64::NAN)), &mut r), None);
+    }
+
+    /// A review's case: one task at max never turns ready (a crash loop), so the ceiling
+    /// is 20, 19 run, and the cap waited for the 20th for ever: 1,000 sessions over 20
+    /// is 50 each, 950 on the 19 running, 5% refused for as long as the task failed.
+    #[test]
+    fn the_session_cap_waits_for_starting_replicas_only_so_long() {
+        let mut c = cap();
+        c.session_cap = Some(40);
+        let mut since = None;
+        let mut r = vec![];
+        let stuck = Room {
+            ceiling: 20,
+            desired: 20,
+            ready: 19,
+            sessions: Some(1000.0),
+        };
+        let mut cap_at = |t_ms: u64, room: Room, r: &mut Vec<Reason>| {
+            session_cap(&c, room, (t_ms, &mut since), r)
+        };
+        assert_eq!(cap_at(100_000, stuck, &mut r), Some(50));
+        assert_eq!(cap_at(100_000 + CAP_WAIT_MS, stuck, &mut r), Some(50));
+        assert_eq!(
+            cap_at(100_000 + CAP_WAIT_MS + 5_000, stuck, &mut r),
+            Some(53)
+        );
+        assert_eq!(
+            r.pop().unwrap().to_string(),
+            "session cap 40 raised to 53: 1000 sessions over 19 replicas; 1 of 20 replicas not ready after 30s"
+        );
+        // It starts: the cap is lifted, and the wait is forgotten.
+        let all = Room { ready: 20, ..stuck };
+        assert_eq!(cap_at(200_000, all, &mut r), None);
+        // A new step later waits afresh.
+        let step = Room {
+            desired: 16,
+            ready: 8,
+            sessions: Some(640.0),
+            ..stuck
+        };
+        assert_eq!(cap_at(900_000, step, &mut r), Some(40));
+        assert_eq!(cap_at(900_000 + CAP_WAIT_MS, step, &mut r), Some(40));
+        assert_eq!(cap_at(900_000 + CAP_WAIT_MS + 1, step, &mut r), Some(80));
     }
 }

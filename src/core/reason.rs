@@ -102,19 +102,22 @@ pub enum Reason {
         bound: u32,
     },
     /// The policy's session cap is not enforced: the service runs all the replicas it may
-    /// have, so no client at the door would find room by waiting.
+    /// have (`Some`), so no client at the door would find room by waiting; or there is no
+    /// good sessions reading (`None`) to size it by.
     SessionCapLifted {
         cap: u32,
-        replicas: u32,
+        replicas: Option<u32>,
     },
     /// The session cap is posted while replicas start, or raised to the demand's share
-    /// of the replicas that will run.
+    /// of the replicas that will run (of those running, once the others have been
+    /// starting for longer than the cap waits: `waited_out`).
     SessionCapHeld {
         cap: u32,
         policy_cap: u32,
         sessions: f64,
         ready: u32,
         coming: u32,
+        waited_out: bool,
     },
     /// Jidoka: a reading is missing, stale, NaN/Inf or errored; it may not scale down.
     BadData {
@@ -496,9 +499,16 @@ impl fmt::Display for Reason {
                 write!(f, "panic mode: no scale-down for another {remaining_s:.0}s")
             }
             Reason::Bounded { wanted, bound } => write!(f, "bounded: {wanted} → {bound}"),
-            Reason::SessionCapLifted { cap, replicas } => write!(
+            Reason::SessionCapLifted {
+                cap,
+                replicas: Some(n),
+            } => write!(
                 f,
-                "session cap of {cap} lifted: the service runs all the replicas it can have ({replicas})"
+                "session cap of {cap} lifted: the service runs all the replicas it can have ({n})"
+            ),
+            Reason::SessionCapLifted { cap, replicas: None } => write!(
+                f,
+                "session cap of {cap} lifted: no good sessions reading to size it by"
             ),
             Reason::SessionCapHeld {
                 cap,
@@ -506,17 +516,22 @@ impl fmt::Display for Reason {
                 sessions,
                 ready,
                 coming,
+                waited_out,
             } => {
+                let over = if *waited_out { ready } else { coming };
                 if cap > policy_cap {
                     write!(
                         f,
-                        "session cap {policy_cap} raised to {cap}: {sessions:.0} sessions over {coming} replicas"
+                        "session cap {policy_cap} raised to {cap}: {sessions:.0} sessions over {over} replicas"
                     )?;
                 } else {
                     write!(f, "session cap {cap}")?;
                 }
-                if ready < coming {
-                    write!(f, "{}{ready} of {coming} replicas running", if cap > policy_cap { "; " } else { ": " })?;
+                let sep = if cap > policy_cap { "; " } else { ": " };
+                if *waited_out {
+                    write!(f, "{sep}{} of {coming} replicas not ready after {}s", coming - ready, super::capacity::CAP_WAIT_MS / 1000)?;
+                } else if ready < coming {
+                    write!(f, "{sep}{ready} of {coming} replicas running")?;
                 }
                 Ok(())
             }

@@ -400,7 +400,15 @@ impl Checker<'_> {
         );
         let tolerance = self.fraction("capacity.tolerance", raw.tolerance, false, 0.99);
         let session_cap = raw.session_cap.and_then(|n| {
-            if (1..=MAX_SESSION_CAP).contains(&n) {
+            if !defined.contains(&SignalKind::Connections) {
+                // The cap is sized each tick by the sessions that want a replica; without
+                // the reading it could only be a fixed ceiling.
+                self.error(
+                    "capacity.session_cap",
+                    "needs a `connections` signal (the sessions it is shared over); allowed: define signals.connections, or remove the cap",
+                );
+                None
+            } else if (1..=MAX_SESSION_CAP).contains(&n) {
                 Some(n as u32)
             } else {
                 self.error(

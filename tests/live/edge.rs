@@ -112,6 +112,9 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
     );
     sig.set(name, "p95", 0.05);
     sig.set(name, "rps", 150.0);
+    // The sessions the cap is shared over (a cap needs the reading): none yet, so the
+    // policy's 2 holds.
+    sig.set(name, "conns", 0.0);
     prom.wait_value(name, "rps", 150.0);
     // A session cap of 2 per replica: HAProxy's maxconn on every server.
     let text = policy(&[(name, 2, 8)], FAST_BEHAVIOR);
@@ -120,7 +123,12 @@ fn haproxy_follows_the_tasks_sheds_and_is_resynced_after_a_restart() {
         text.contains(util),
         "the test policy changed: mend this test"
     );
-    let text = text.replace(util, &format!("  session_cap: 2\n{util}"));
+    let text = text
+        .replace(util, &format!("  session_cap: 2\n{util}"))
+        .replace(
+            "signals:\n",
+            "signals:\n  connections:\n    query: max by (service) (andontest_signal{service=\"$service\", signal=\"conns\"})\n    unit: count\n",
+        );
     std::fs::write(dir.join("policy.yaml"), text).unwrap();
     let http_backend = format!("erlmcp={name}:8080");
     let tcp_backend = format!("erlmcp_tcp={name}:9000");
