@@ -7,6 +7,7 @@ use super::observation::Quality;
 use super::reason::Reason;
 use super::tier::Qualities;
 use crate::policy::Capacity;
+use serde::{Deserialize, Serialize};
 
 /// What target tracking recommends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,11 +107,20 @@ pub struct Room {
     pub sessions: Option<f64>,
 }
 
-/// How long the session cap waits for replicas that are starting. Swarm starts a task
-/// in about 5 s, readiness adds a few more (`behavior.predict.ready_after`, 10 s by
-/// default); a task not ready in three times that is failing (a crash loop, a health
-/// check, an image that does not pull), and a cap that waited for it would refuse the
-/// clients the running replicas have room for until it starts, perhaps never.
+/// Since when the session cap has waited for starting replicas, and for how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapWait {
+    pub since_ms: u64,
+    pub coming: u32,
+}
+
+/// How long the session cap waits for replicas that are starting, from the last time
+/// more were asked for. Swarm starts a task here in about 5 s, and readiness adds a few
+/// more (10 s in all, `behavior.predict`'s default `ready_after`; the wait is fixed and
+/// does not follow that setting); a task not ready in three times that is failing (a
+/// crash loop, a health check, an image that does not pull), and a cap that waited for
+/// it would refuse the clients the running replicas have room for until it starts,
+/// perhaps never.
 pub const CAP_WAIT_MS: u64 = 30_000;
 
 /// The session cap the tasks enforce this tick: the policy's (`capacity.session_cap`),
@@ -126,25 +136,39 @@ pub const CAP_WAIT_MS: u64 = 30_000;
 /// node was lost at max, 14% of them until it came back). Replicas still not ready
 /// after [`CAP_WAIT_MS`] are not waited for: the share is over those running. Without a
 /// good sessions reading the cap cannot be sized, and is lifted (Jidoka: blind data
-/// turns no client away, as it scales nothing down). `waiting_since_ms` is the core's
-/// memory of when replicas began to be awaited.
+/// turns no client away, as it scales nothing down). `wait` is the core's memory of
+/// when replicas began to be awaited, restarted when more are asked for (a ramp's second
+/// step, or a step while a task crash-loops, waits for its own new replicas).
 pub fn session_cap(
     cap: &Capacity,
     room: Room,
-    (now_ms, waiting_since_ms): (u64, &mut Option<u64>),
+    (now_ms, wait): (u64, &mut Option<CapWait>),
     reasons: &mut Vec<Reason>,
 ) -> Option<u32> {
     let Some(policy_cap) = cap.session_cap else {
-        *waiting_since_ms = None;
+        *wait = None;
         return None;
     };
     let coming = room.desired.min(room.ceiling).max(1);
     let starting = room.ready < coming;
-    let since = if starting {
-        *waiting_since_ms.get_or_insert(now_ms)
-    } else {
-        *waiting_since_ms = None;
-        now_ms
+    let since = match wait {
+        Some(w) if starting && coming <= w.coming => {
+            // Fewer coming (a scale-down while some start): still the same wait, but a
+            // rise from here asks for new replicas.
+            w.coming = coming;
+            w.since_ms
+        }
+        _ if starting => {
+            *wait = Some(CapWait {
+                since_ms: now_ms,
+                coming,
+            });
+            now_ms
+        }
+        _ => {
+            *wait = None;
+            now_ms
+        }
     };
     if !starting && coming >= room.ceiling {
         reasons.push(Reason::SessionCapLifted {
@@ -348,5 +372,24 @@ mod tests {
         assert_eq!(cap_at(900_000, step, &mut r), Some(40));
         assert_eq!(cap_at(900_000 + CAP_WAIT_MS, step, &mut r), Some(40));
         assert_eq!(cap_at(900_000 + CAP_WAIT_MS + 1, step, &mut r), Some(80));
+        // A ramp: each step's new replicas get their own 30 s (a second review's case:
+        // the first step's timer ended the second's wait after 16 s, cap 50 not 40).
+        let ramp = |desired, ready, sessions| Room {
+            ceiling: 20,
+            desired,
+            ready,
+            sessions: Some(sessions),
+        };
+        assert_eq!(cap_at(2_000_000, ramp(12, 12, 480.0), &mut r), Some(40));
+        assert_eq!(cap_at(2_005_000, ramp(16, 12, 640.0), &mut r), Some(40));
+        assert_eq!(cap_at(2_020_000, ramp(18, 14, 700.0), &mut r), Some(40));
+        assert_eq!(cap_at(2_036_000, ramp(18, 14, 700.0), &mut r), Some(40));
+        assert_eq!(cap_at(2_051_000, ramp(18, 14, 700.0), &mut r), Some(50));
+        // All ready: the wait is over. Then a step while a task crash-loops waits for
+        // the step's replicas.
+        assert_eq!(cap_at(2_900_000, ramp(12, 12, 480.0), &mut r), Some(40));
+        assert_eq!(cap_at(3_000_000, ramp(12, 11, 480.0), &mut r), Some(40));
+        assert_eq!(cap_at(9_000_000, ramp(12, 11, 480.0), &mut r), Some(44));
+        assert_eq!(cap_at(9_005_000, ramp(16, 11, 600.0), &mut r), Some(40));
     }
 }

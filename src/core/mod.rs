@@ -142,7 +142,7 @@ pub fn decide_in_place(
         let session_cap = capacity::session_cap(
             &policy.capacity,
             room(&q, replicas, service, desired),
-            (now_ms, &mut state.cap_waiting_since_ms),
+            (now_ms, &mut state.cap_wait),
             &mut reasons,
         );
         finish(state, policy, current, desired, now_ms, &mut reasons);
@@ -386,7 +386,7 @@ pub fn decide_in_place(
     let session_cap = capacity::session_cap(
         &policy.capacity,
         room(&q, replicas, service, desired),
-        (now_ms, &mut state.cap_waiting_since_ms),
+        (now_ms, &mut state.cap_wait),
         &mut reasons,
     );
     finish(state, policy, current, desired, now_ms, &mut reasons);

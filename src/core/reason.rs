@@ -518,7 +518,7 @@ impl fmt::Display for Reason {
                 coming,
                 waited_out,
             } => {
-                let over = if *waited_out { ready } else { coming };
+                let over = if *waited_out { (*ready).max(1) } else { *coming };
                 if cap > policy_cap {
                     write!(
                         f,

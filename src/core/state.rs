@@ -59,10 +59,10 @@ pub struct CoreState {
     /// The tier is shown red for want of nodes ([`super::placement::tier_floor`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cannot_place: bool,
-    /// Since when the session cap has waited for replicas that are starting
-    /// ([`super::capacity::session_cap`]).
+    /// Since when the session cap has waited for replicas that are starting, and for
+    /// how many ([`super::capacity::session_cap`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cap_waiting_since_ms: Option<u64>,
+    pub cap_wait: Option<super::capacity::CapWait>,
     /// The demand forecasters (`behavior.predict`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub predict: Vec<super::predict::SignalForecast>,
