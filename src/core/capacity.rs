@@ -151,24 +151,15 @@ pub fn session_cap(
     };
     let coming = room.desired.min(room.ceiling).max(1);
     let starting = room.ready < coming;
-    let since = match wait {
-        Some(w) if starting && coming <= w.coming => {
-            // Fewer coming (a scale-down while some start): still the same wait, but a
-            // rise from here asks for new replicas.
-            w.coming = coming;
-            w.since_ms
-        }
-        _ if starting => {
-            *wait = Some(CapWait {
-                since_ms: now_ms,
-                coming,
-            });
-            now_ms
-        }
-        _ => {
-            *wait = None;
-            now_ms
-        }
+    // The wait restarts when more replicas are asked for; fewer coming (a scale-down
+    // while some start) is the same wait, and a rise from there is a new one.
+    *wait = match *wait {
+        _ if !starting => None,
+        Some(w) if coming <= w.coming => Some(CapWait { coming, ..w }),
+        _ => Some(CapWait {
+            since_ms: now_ms,
+            coming,
+        }),
     };
     if !starting && coming >= room.ceiling {
         reasons.push(Reason::SessionCapLifted {
@@ -184,7 +175,7 @@ pub fn session_cap(
         });
         return None;
     };
-    let waited_out = starting && now_ms.saturating_sub(since) > CAP_WAIT_MS;
+    let waited_out = wait.is_some_and(|w| now_ms.saturating_sub(w.since_ms) > CAP_WAIT_MS);
     let over = if waited_out {
         room.ready.max(1)
     } else {
