@@ -12,6 +12,7 @@ mod http_lane;
 pub mod load;
 pub mod mcp;
 pub mod report;
+mod schedule;
 pub mod stats;
 pub mod stream;
 mod target;
@@ -256,7 +257,7 @@ async fn drill(
     let names: Vec<String> = scenario.phases.iter().map(|p| p.name.clone()).collect();
     let mut behind = 0u32;
     let max_in_flight = opts.max_in_flight;
-    load::run_schedule(&mut engine, &scenario, start, |eng, pi, second| {
+    schedule::run_schedule(&mut engine, &scenario, start, |eng, pi, second| {
         let w = watched.borrow().clone();
         let sess = eng.sessions();
         let s = Second {

@@ -1,9 +1,14 @@
 //! The drill's eyes: the target's tasks (discovery, followed as Swarm scales), the
 //! service's replicas from the Docker API, and the controller's tier, shedding and stop
-//! flag from its /status.
+//! flag from its /status; and the steady-state probe, which asks each endpoint for an
+//! `initialize`.
 
+use super::http::HttpClient;
 use super::load::Endpoints;
-use super::Target;
+use super::mcp::{self, ErrorClass};
+use super::stats::Stats;
+use super::stream;
+use super::{Target, Wire};
 use crate::policy::Tier;
 use crate::record::status::Status;
 use crate::scenario::expect::Outcome;
@@ -12,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
 pub struct Watched {
@@ -115,7 +121,7 @@ pub async fn steady_state(
     for addr in &eps {
         total += 1;
         let deadline = || std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let (class, status) = super::load::probe(wire, &client, *addr, deadline()).await;
+        let (class, status) = probe(wire, &client, *addr, deadline()).await;
         if class.is_none() {
             ok += 1;
         } else {
@@ -152,4 +158,40 @@ pub async fn steady_state(
         });
     }
     out
+}
+
+/// The steady-state probe: does the endpoint answer `initialize`? The session it opens
+/// is closed again (a probe per endpoint must not leave one behind).
+pub async fn probe(
+    wire: &Wire,
+    client: &HttpClient,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> (Option<ErrorClass>, u16) {
+    if *wire != Wire::Http {
+        let stats = Rc::new(RefCell::new(Stats::new(&[])));
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        return match stream::open(wire, addr, timeout, &stats).await {
+            Ok(conn) => {
+                conn.close();
+                (None, 0)
+            }
+            Err(c) => (Some(c), 0),
+        };
+    }
+    match client
+        .post(addr, None, mcp::initialize_body(), deadline)
+        .await
+    {
+        Err((class, status)) => (Some(class), status),
+        Ok(r) => {
+            if let Some(id) = &r.session {
+                client.delete_session(addr, id).await;
+            }
+            (
+                mcp::classify(r.status, r.retry_after, &r.body, true),
+                r.status,
+            )
+        }
+    }
 }
