@@ -329,6 +329,9 @@ impl Reconciler {
                 Ok(s) => {
                     self.written = Some((s.clone(), now_ms));
                     self.state = s;
+                    // Which of the window's recommendations were the sessions forecaster's
+                    // is not kept across a restart: a refutation then withdraws nothing.
+                    self.state.down_window_without_sessions = self.state.down_window.clone();
                     return Restored::Label;
                 }
                 Err(e) => Restored::Unreadable(e.to_string()),

@@ -114,7 +114,7 @@ fn prediction_side_by_side_with_the_reactive_path() {
         );
         assert!(s.direction_changes <= t.direction_changes, "{name}");
     }
-    for name in ["diurnal", "message-bombing", "baseline"] {
+    for name in ["diurnal", "message-bombing", "baseline", "idle-sessions"] {
         let (a, b) = row(name);
         assert!(
             a.summary.replica_seconds <= 1.05 * b.summary.replica_seconds,

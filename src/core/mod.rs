@@ -10,6 +10,7 @@
 //! 5. The tier's floor, panic mode, the flap guard, and the min/max bounds, last.
 
 pub mod capacity;
+mod forecaster;
 pub mod jidoka;
 pub mod observation;
 pub mod placement;
@@ -210,6 +211,8 @@ pub fn decide_in_place(
     let mut rec = capacity::recommend(&policy.capacity, &q, current, action.headroom, &mut reasons);
     // Heijunka's prediction: a forecast may ask for more than the reading, never less.
     let mut forecasts = Vec::new();
+    // The recommendation without the sessions forecaster's vote (with `sessions: on`).
+    let mut without_sessions = None;
     if let Some(p) = &policy.behavior.predict {
         let (vote, outlooks) = predict::recommend(
             policy,
@@ -223,15 +226,33 @@ pub fn decide_in_place(
             &mut reasons,
         );
         forecasts = outlooks;
-        if let (Some(r), Some((f, reason))) = (rec.replicas, vote) {
-            if f > r {
+        if let Some(r) = rec.replicas {
+            if p.sessions {
+                without_sessions = Some(vote.without_sessions.map_or(r, |v| v.max(r)));
+            }
+            if let Some((f, reason)) = vote.best.filter(|(f, _)| *f > r) {
                 reasons.push(reason);
                 rec.replicas = Some(f);
             }
         }
+        // A refuted premise is no demand to hold replicas for: the window becomes what it
+        // would be had the sessions forecaster never voted (the readings' and the other
+        // forecasts' recommendations stay).
+        if vote.refuted && !state.down_window_without_sessions.is_empty() {
+            state.down_window = state.down_window_without_sessions.clone();
+        }
     }
     // What the signals and forecasts ask for, before windows and step limits: panic's jump.
     let needed = rec.replicas.map(|r| r.max(window_floor).clamp(min, max));
+    if let Some(r) = without_sessions {
+        smoothing::push_window(
+            &mut state.down_window_without_sessions,
+            now_ms,
+            r.max(window_floor).clamp(min, max) as f64,
+            policy.behavior.scale_down.stabilization,
+            false,
+        );
+    }
     let mut desired = match rec.replicas {
         // A progressing update holds the replicas; the windows still see the wish.
         Some(r) if holding_for_update => {
@@ -445,6 +466,9 @@ pub fn seed_scale_down_window(policy: &Policy, state: &mut CoreState, current: u
         b.scale_down.stabilization,
         false,
     );
+    if b.predict.as_ref().is_some_and(|p| p.sessions) {
+        state.down_window_without_sessions = state.down_window.clone();
+    }
 }
 
 /// What a step's rollback needs: the step history and the flap guard's memory, saved

@@ -36,221 +36,13 @@
 //! - a reading that falls to zero from a level restarts the trend (a reset, or the
 //!   service emptied: either way the old slope means nothing).
 
+use super::forecaster::MIN_SAMPLES;
+pub use super::forecaster::{Score, SessionsForecast, SignalForecast};
 use super::observation::{Quality, Reading};
 use super::reason::Reason;
 use super::tier::Qualities;
 use crate::policy::{Policy, Predict, SignalKind};
 use serde::{Deserialize, Serialize};
-
-/// How much each scored forecast weighs in the error (about the last ten).
-const SCORE_WEIGHT: f64 = 0.2;
-/// Forecasts scored before the error may rule a forecaster out.
-const MIN_SCORED: u32 = 2;
-/// Readings before the trend forecasts.
-const MIN_SAMPLES: u32 = 3;
-/// Forecasts waiting for their time, per forecaster (a 1 h horizon at 1 m scrapes).
-const MAX_PENDING: usize = 64;
-/// The sessions forecaster's connections have held while they stay within this share of
-/// where they were (a few clients coming and going is not a new population).
-const SESSIONS_BAND: f64 = 0.1;
-
-/// A forecaster's record: forecasts waiting for their time, and the error so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    /// (due ms, forecast value).
-    pub pending: Vec<(u64, f64)>,
-    pub abs_error: f64,
-    /// The part of the error where the forecast ran above what happened.
-    #[serde(default)]
-    pub overshoot: f64,
-    pub demand: f64,
-    pub scored: u32,
-}
-
-impl Score {
-    /// Keeps a forecast to score when it is due. At most [`MAX_PENDING`] wait, spaced
-    /// evenly over the horizon: a long horizon keeps a sample of its forecasts, and the
-    /// next one due is never the one dropped (it would never be scored).
-    fn expect(&mut self, due_ms: u64, value: f64, horizon_ms: u64) {
-        let spacing = horizon_ms / MAX_PENDING as u64;
-        if self
-            .pending
-            .last()
-            .is_some_and(|(last, _)| due_ms < last.saturating_add(spacing))
-            || self.pending.len() >= MAX_PENDING
-        {
-            return;
-        }
-        self.pending.push((due_ms, value));
-    }
-
-    /// Scores every forecast due by `at_ms` against the reading then.
-    fn settle(&mut self, at_ms: u64, actual: f64, floor: f64) {
-        while let Some(&(_, f)) = self.pending.first().filter(|(due, _)| *due <= at_ms) {
-            self.pending.remove(0);
-            let (e, over, d) = ((f - actual).abs(), (f - actual).max(0.0), actual.max(floor));
-            if self.scored == 0 {
-                (self.abs_error, self.overshoot, self.demand) = (e, over, d);
-            } else {
-                self.abs_error += SCORE_WEIGHT * (e - self.abs_error);
-                self.overshoot += SCORE_WEIGHT * (over - self.overshoot);
-                self.demand += SCORE_WEIGHT * (d - self.demand);
-            }
-            self.scored = self.scored.saturating_add(1);
-        }
-    }
-
-    /// The error over demand, once enough forecasts were scored.
-    pub fn error(&self) -> Option<f64> {
-        (self.scored >= MIN_SCORED && self.demand > 0.0).then(|| self.abs_error / self.demand)
-    }
-
-    /// The overshoot over demand, once enough forecasts were scored.
-    pub fn overshoot(&self) -> Option<f64> {
-        (self.scored >= MIN_SCORED && self.demand > 0.0).then(|| self.overshoot / self.demand)
-    }
-}
-
-/// One demand signal's forecasters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SignalForecast {
-    pub signal: Option<SignalKind>,
-    pub level: f64,
-    /// Per second.
-    pub slope: f64,
-    /// The reading last used.
-    pub at_ms: u64,
-    pub samples: u32,
-    /// The typical one-step miss (what a trend must exceed to be more than noise).
-    pub noise: f64,
-    /// Since when every reading has been above the one before (the rise's start).
-    #[serde(default)]
-    pub rising_since_ms: Option<u64>,
-    /// The last reading.
-    #[serde(default)]
-    pub last: f64,
-    pub trend: Score,
-    pub seasonal: Score,
-    /// Throughput only, with `sessions: on`.
-    #[serde(default)]
-    pub sessions: SessionsForecast,
-}
-
-/// The sessions forecaster's state: the connections reading held within
-/// [`SESSIONS_BAND`] of `held` since `since_ms`, the throughput per session measured
-/// while they had held for a whole rate window and a scrape, and its record.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SessionsForecast {
-    pub held: f64,
-    pub since_ms: Option<u64>,
-    pub per_session: Option<f64>,
-    pub score: Score,
-}
-
-impl SessionsForecast {
-    /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
-    /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
-    /// reading is theirs, and its share per session is kept; when they move, the share
-    /// measured before stands until they hold again. Returns the forecast: the reading
-    /// itself while they hold (so it never votes then, not even by a rounding), the
-    /// share measured before times `c` once they moved.
-    fn follow(&mut self, c: f64, throughput: f64, now_ms: u64, settle_ms: u64) -> Option<f64> {
-        let held = (c - self.held).abs() <= SESSIONS_BAND * self.held.max(1.0);
-        match self.since_ms {
-            Some(since) if held => {
-                if now_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
-                    self.per_session = Some(throughput.max(0.0) / c);
-                    return Some(throughput.max(0.0));
-                }
-            }
-            _ => (self.held, self.since_ms) = (c, Some(now_ms)),
-        }
-        Some(self.per_session? * c)
-    }
-
-    /// After a gap in the connections (missing, or a restart of the trend for a gap),
-    /// they must hold again before their share is measured, and forecasts made before
-    /// the gap are not scored against what came after it.
-    fn gap(&mut self) {
-        self.since_ms = None;
-        self.score.pending.clear();
-    }
-}
-
-impl SignalForecast {
-    /// Holt's update on a new reading, after scoring what was due. A reading after a gap
-    /// longer than `max_gap_ms` (a restart, an outage) starts the trend over: the old slope
-    /// says nothing about the time not seen.
-    fn observe(
-        &mut self,
-        value: f64,
-        at_ms: u64,
-        (alpha, beta): (f64, f64),
-        max_gap_ms: u64,
-    ) -> Option<f64> {
-        if self.samples > 0 && at_ms.saturating_sub(self.at_ms) > max_gap_ms {
-            self.restart(0);
-        }
-        if self.samples >= MIN_SAMPLES && value <= 0.0 && self.level > 0.0 {
-            let from = self.level;
-            // The zero is where the old series ended, not where the new one starts: the
-            // climb back from it is no slope.
-            self.restart(at_ms);
-            return Some(from);
-        }
-        if self.samples == 0 {
-            (self.level, self.slope) = (value, 0.0);
-            self.rising_since_ms = None;
-        } else {
-            // A level reading ends a rise as a fall does (a scrape read again within its
-            // interval never gets here: see `repeat` in `recommend`).
-            if value > self.last {
-                self.rising_since_ms.get_or_insert(at_ms);
-            } else {
-                self.rising_since_ms = None;
-            }
-            let dt = (at_ms.saturating_sub(self.at_ms) as f64 / 1000.0).max(1e-3);
-            let expected = self.level + self.slope * dt;
-            if self.samples >= 2 {
-                let miss = (value - expected).abs();
-                self.noise += SCORE_WEIGHT * (miss - self.noise);
-            }
-            let level = alpha * value + (1.0 - alpha) * expected;
-            let slope = (level - self.level) / dt;
-            self.slope = if self.samples == 1 {
-                slope
-            } else {
-                beta * slope + (1.0 - beta) * self.slope
-            };
-            self.level = level;
-        }
-        self.at_ms = at_ms;
-        self.last = value;
-        self.samples = self.samples.saturating_add(1);
-        None
-    }
-
-    /// Forgets the trend and its record (the seasonal record stays: the season did not
-    /// break), as of `at_ms`.
-    fn restart(&mut self, at_ms: u64) {
-        *self = SignalForecast {
-            signal: self.signal,
-            seasonal: std::mem::take(&mut self.seasonal),
-            // The sessions forecaster follows the connections, not the trend (a gap is
-            // dealt with where the connections are read).
-            sessions: std::mem::take(&mut self.sessions),
-            at_ms,
-            ..Default::default()
-        };
-    }
-
-    /// The trend's forecast for `at_ms`.
-    fn trend_at(&self, at_ms: u64) -> f64 {
-        let dt = at_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
-        (self.level + self.slope * dt).max(0.0)
-    }
-}
 
 /// A seasonal forecast the shell read from its profile, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,6 +150,20 @@ impl Outlook {
     }
 }
 
+/// What the forecasts ask for this tick.
+#[derive(Debug, Default)]
+pub struct Votes {
+    /// The most replicas a forecast asks for past the reading, with its reason.
+    pub best: Option<(u32, Reason)>,
+    /// The same without the sessions forecaster: what the scale-down window would hold
+    /// had it never voted (see `refuted`).
+    pub without_sessions: Option<u32>,
+    /// The sessions forecaster's premise failed this tick: the share per session its
+    /// forecasts used was not what the same connections sent once counted. Its votes
+    /// are withdrawn from the scale-down window.
+    pub refuted: bool,
+}
+
 /// The proactive recommendation: replicas for the forecast demand, when it asks for more
 /// than `current` past the tolerance band, with its reason (the caller adds the reason
 /// when the forecast decides). Updates the forecasters on new readings.
@@ -372,10 +178,10 @@ pub fn recommend(
     headroom: f64,
     now_ms: u64,
     reasons: &mut Vec<Reason>,
-) -> (Option<(u32, Reason)>, Vec<Outlook>) {
+) -> (Votes, Vec<Outlook>) {
     let (q, raw) = readings;
     let cap = &policy.capacity;
-    let mut best: Option<(u32, Reason)> = None;
+    let mut votes = Votes::default();
     let mut outlooks = Vec::new();
     for &(signal, per_replica) in &cap.per_replica {
         let h = predict.horizon_ms(signal);
@@ -440,10 +246,19 @@ pub fn recommend(
                 f.sessions.gap();
             }
         }
-        let sessions_forecast = sessions_now.and_then(|c| {
-            f.sessions
-                .follow(c, value, now_ms, predict.persist_ms(signal))
+        let followed = sessions_now.map_or_else(Default::default, |c| {
+            let settle = (now_ms, predict.persist_ms(signal));
+            f.sessions.follow(c, value, settle, predict.max_error)
         });
+        if let Some((used, measured)) = followed.refuted {
+            reasons.push(Reason::ForecastRefuted {
+                signal,
+                used,
+                measured,
+            });
+            votes.refuted = true;
+        }
+        let sessions_forecast = followed.forecast;
         if at_ms > f.at_ms && !repeat {
             f.trend.settle(at_ms, value, per_replica);
             f.seasonal.settle(at_ms, value, per_replica);
@@ -572,41 +387,55 @@ pub fn recommend(
                 }
             }
         }
-        if let Some((source, forecast, ahead_ms)) =
-            candidates.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
-        {
+        // Target tracking on the forecast, with the same tolerance band as on the
+        // reading: a forecast the current replicas already serve asks to keep them (a
+        // scale-down in the middle of a rise the forecast sees is the flap the band
+        // exists to prevent), and only a rise past the band asks for more.
+        let replicas_for = |forecast: f64| {
             let per = per_replica * cap.target_utilization;
             let demand = forecast * (1.0 + headroom);
-            // Target tracking on the forecast, with the same tolerance band as on the
-            // reading: a forecast the current replicas already serve asks to keep them
-            // (a scale-down in the middle of a rise the forecast sees is the flap the
-            // band exists to prevent), and only a rise past the band asks for more.
             let within_band =
                 current > 0 && (demand / (current as f64 * per) - 1.0).abs() <= cap.tolerance;
-            if forecast > value {
-                let r = if within_band {
-                    current
-                } else {
-                    (demand / per).ceil().min(u32::MAX as f64) as u32
-                };
-                if best.as_ref().is_none_or(|(b, _)| r > *b) {
-                    best = Some((
-                        r,
-                        Reason::Forecast {
-                            signal,
-                            forecaster: source,
-                            value: forecast,
-                            horizon_s: ahead_ms as f64 / 1000.0,
-                            replicas: r,
-                        },
-                    ));
-                }
-                o.votes = Some(source.to_string());
+            if within_band {
+                current
+            } else {
+                (demand / per).ceil().min(u32::MAX as f64) as u32
             }
+        };
+        let top = |c: &[(&'static str, f64, u64)]| {
+            c.iter()
+                .copied()
+                .filter(|(_, forecast, _)| *forecast > value)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        if let Some((_, forecast, _)) = top(&candidates
+            .iter()
+            .copied()
+            .filter(|c| c.0 != "sessions")
+            .collect::<Vec<_>>())
+        {
+            let r = replicas_for(forecast);
+            votes.without_sessions = Some(votes.without_sessions.map_or(r, |b| b.max(r)));
+        }
+        if let Some((source, forecast, ahead_ms)) = top(&candidates) {
+            let r = replicas_for(forecast);
+            if votes.best.as_ref().is_none_or(|(b, _)| r > *b) {
+                votes.best = Some((
+                    r,
+                    Reason::Forecast {
+                        signal,
+                        forecaster: source,
+                        value: forecast,
+                        horizon_s: ahead_ms as f64 / 1000.0,
+                        replicas: r,
+                    },
+                ));
+            }
+            o.votes = Some(source.to_string());
         }
         outlooks.push(o);
     }
-    (best, outlooks)
+    (votes, outlooks)
 }
 
 #[cfg(test)]

@@ -481,6 +481,48 @@ fn sessions_that_send_nothing_are_ignored_once_scored() {
     assert!(o.sessions_overshoot.unwrap() > 0.25, "{o:?}");
 }
 
+/// New sessions that send little: once the connections have held for the rate window
+/// and a scrape, the share they show (6/s each, not 20) refutes every forecast made
+/// since they came, and what those asked for leaves the scale-down window at once; the
+/// readings' own recommendations stay. A share within `max_error` of the one used
+/// (16/s against 20) refutes nothing, and the window holds what the forecast asked.
+/// Before, the 5-minute window held the forecast's 20 replicas (`last.desired` 20).
+#[test]
+fn a_refuted_sessions_forecast_is_withdrawn_from_the_window() {
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let refuted = |d: &Decision| {
+        d.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::ForecastRefuted { .. }))
+    };
+    for (sends, withdrawn) in [(600.0, true), (1600.0, false)] {
+        let mut series = vec![(20.0, 400.0); 8];
+        // Twelve scrapes (3 minutes, inside the 5-minute window) at the new share.
+        series.extend(vec![(100.0, sends); 12]);
+        let ds = run_sessions(&p, &series);
+        assert_eq!(sessions_vote(&ds[8 * 3]), Some((2000.0, 20)), "{sends}");
+        assert_eq!(ds[8 * 3].desired, 20, "{sends}");
+        let last = ds.last().unwrap();
+        assert_eq!(
+            ds.iter().filter(|d| refuted(d)).count(),
+            usize::from(withdrawn)
+        );
+        if withdrawn {
+            let at = ds.iter().position(refuted).unwrap();
+            // The connections held from the step's first scrape: 75 s = 5 scrapes on.
+            assert_eq!(at / 3, 8 + 5, "{}", ds[at].summary());
+            assert!(
+                ds[at].summary().contains("send 6/s each, not the 20/s"),
+                "{}",
+                ds[at].summary()
+            );
+            assert_eq!(last.desired, reactive(sends), "{}", last.summary());
+        } else {
+            assert_eq!(last.desired, 20, "{}", last.summary());
+        }
+    }
+}
+
 #[test]
 fn sessions_need_both_signals_in_the_capacity() {
     let text = POLICY.replace(

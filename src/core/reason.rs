@@ -205,6 +205,14 @@ pub enum Reason {
         forecaster: &'static str,
         why: String,
     },
+    /// The sessions forecaster's share per session, measured once the connections held,
+    /// is below the one its forecasts used: what they asked for is withdrawn from the
+    /// scale-down window.
+    ForecastRefuted {
+        signal: SignalKind,
+        used: f64,
+        measured: f64,
+    },
     /// A reading fell to zero from a level: the trend starts over.
     ForecastReset {
         signal: SignalKind,
@@ -309,6 +317,7 @@ impl Reason {
             Reason::Capacity { .. } => "capacity",
             Reason::Forecast { .. } => "forecast",
             Reason::ForecastIgnored { .. } => "forecast_ignored",
+            Reason::ForecastRefuted { .. } => "forecast_refuted",
             Reason::ForecastReset { .. } => "forecast_reset",
             Reason::WithinTolerance { .. } => "within_tolerance",
             Reason::Stabilized { .. } => "stabilized",
@@ -373,6 +382,17 @@ impl fmt::Display for Reason {
                 forecaster,
                 why,
             } => write!(f, "forecast ({forecaster}) of {signal} ignored: {why}"),
+            Reason::ForecastRefuted {
+                signal,
+                used,
+                measured,
+            } => write!(
+                f,
+                "forecast (sessions) of {signal} refuted: the connections send {} each, \
+                 not the {} its forecasts took; what they asked for leaves the scale-down window",
+                signal.format(*measured),
+                signal.format(*used)
+            ),
             Reason::ForecastReset { signal, from, to } => write!(
                 f,
                 "forecast of {signal} restarts: the reading fell from {} to {}",

@@ -40,6 +40,11 @@ pub struct CoreState {
     pub up_window: Vec<Sample>,
     /// Scale-down window: a monotonic deque whose front is the window's maximum.
     pub down_window: Vec<Sample>,
+    /// The same without the sessions forecaster's votes (`behavior.predict.sessions`):
+    /// the window once its premise is refuted. Not in the state label: a restart starts
+    /// it from the window (`reconcile`'s load).
+    #[serde(skip)]
+    pub down_window_without_sessions: Vec<Sample>,
     /// Demand in replicas at target within the panic window (and the one before it).
     pub panic_samples: Vec<Sample>,
     /// Last time the panic condition held.

@@ -190,3 +190,68 @@ fn nothing_to_write_when_the_service_matches() {
     let plan = r.step(&p, svc, &obs(S, 0.05, 100.0), &v, S, true);
     assert_eq!(plan.write, Desired::default(), "{:?}", plan.write);
 }
+
+/// Which of the scale-down window's recommendations were the sessions forecaster's is not
+/// in the state label: a controller restarted between a forecast and its refutation keeps
+/// what the window held (it cannot tell the forecast's from the readings'), where one
+/// that kept running withdraws it. Without the restore's copy the restarted one had a
+/// window without the sessions forecaster holding only what it saw since the restart.
+#[test]
+fn a_restart_withdraws_no_forecast_it_cannot_attribute() {
+    let p = validate::from_str(
+        "test.yaml",
+        r#"
+services: [{name: svc, min_replicas: 2, max_replicas: 50}]
+signals:
+  throughput: {query: 'rate(rps{service="$service"}[1m])', unit: per_second}
+  connections: {query: 'conns{service="$service"}', unit: count}
+capacity: {per_replica: {throughput: 100, connections: 50}, target_utilization: 1.0}
+tiers:
+  yellow: {enter: {throughput: 1e6}, for: 30s, cooldown: 60s}
+  red: {enter: {throughput: 2e6}, for: 10s, cooldown: 60s}
+  emergency: {enter: {throughput: 3e6}, for: 0s, cooldown: 60s}
+behavior:
+  scale_up: {stabilization: 0s, max_step: {replicas: 100, period: 15s}}
+  scale_down: {stabilization: 5m, max_step: {percent: 100, period: 15s}}
+  predict: {trend: off, seasonal: off, sessions: on}
+"#,
+    )
+    .expect("valid");
+    let svc = &p.services[0];
+    // 20 clients at 20/s each, then 100 that send 6/s each: the forecast asks for 20
+    // replicas at the step, and is refuted 75 s after it.
+    let reading = |t: u64| {
+        let (c, v) = if t < 120 {
+            (20.0, 400.0)
+        } else {
+            (100.0, 600.0)
+        };
+        Observations::values(t * S, &[(Throughput, v), (Connections, c)])
+    };
+    let run = |restart_at: Option<u64>| {
+        let mut r = Reconciler::new();
+        let mut v = view(4);
+        let mut refuted = false;
+        for t in (0..=240).step_by(5) {
+            if restart_at == Some(t) {
+                r = Reconciler::new();
+            }
+            let plan = r.step(&p, svc, &reading(t), &v, t * S, true);
+            refuted |= plan
+                .decision
+                .reasons
+                .iter()
+                .any(|x| x.code() == "forecast_refuted");
+            if let Some(json) = plan.write.labels.get(STATE_LABEL).cloned().flatten() {
+                v.labels.insert(STATE_LABEL.into(), json);
+            }
+            if let Some(n) = plan.write.replicas {
+                (v.replicas, v.running) = (n, n);
+            }
+            r.committed(true);
+        }
+        (v.replicas, refuted)
+    };
+    assert_eq!(run(None), (6, true), "withdrawn once refuted");
+    assert_eq!(run(Some(150)), (20, true), "kept across a restart");
+}
