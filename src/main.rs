@@ -611,6 +611,9 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             };
             simulate::check_options(&sc, &opts)?;
             simulate::check_history(&sc, &pol)?;
+            if let Some(dir) = &report_dir {
+                report::check_report_dir(dir)?;
+            }
             let result = simulate::run_compared(&sc, &pol, svc, opts, baseline.is_some());
             if json {
                 println!("{}", serde_json::to_string(&result)?);

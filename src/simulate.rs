@@ -234,12 +234,19 @@ pub fn hpa_baseline(
 /// expectations keep a sample per tick (~80 bytes), so this bounds memory.
 pub const MAX_TICKS: u64 = 1_000_000;
 
+/// The shortest reconcile interval a run may take. A decision's state (the panic
+/// window's samples, the windows' deques) grows with its windows over the interval, so
+/// a 1 ms interval made a 2-minute scenario take minutes; a controller that reconciles
+/// more often than Prometheus can scrape only reads the same scrape again.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The most timeline rows a run records (a day at 1 s fits): longer runs record every
 /// n-th tick, which bounds `--json` and `--report` output.
 pub const MAX_TIMELINE: u64 = 100_000;
 
 /// Checks the options against the scenario before a run: a model tick of at least 1 ms,
-/// no longer than the reconcile interval, and at most [`MAX_TICKS`] of them.
+/// a reconcile interval of a whole number of ticks and at least [`MIN_INTERVAL`], and at
+/// most [`MAX_TICKS`] ticks.
 pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
     use crate::Error::Config;
     let f = |d: Duration| humantime::format_duration(d).to_string();
@@ -254,6 +261,26 @@ pub fn check_options(scenario: &Scenario, opts: &Options) -> crate::Result<()> {
             "--tick {} is longer than --interval {}; allowed: tick ≤ interval",
             f(opts.tick),
             f(opts.interval)
+        )));
+    }
+    // The model decides every whole number of ticks: another interval would silently be
+    // rounded to one (1.5 s at a 1 s tick decided every 2 s).
+    if !opts
+        .interval
+        .as_nanos()
+        .is_multiple_of(opts.tick.as_nanos().max(1))
+    {
+        return Err(Config(format!(
+            "--interval {} is not a whole number of --tick {}; allowed: a multiple of the tick",
+            f(opts.interval),
+            f(opts.tick)
+        )));
+    }
+    if opts.interval < MIN_INTERVAL {
+        return Err(Config(format!(
+            "--interval {}: allowed: at least {}",
+            f(opts.interval),
+            f(MIN_INTERVAL)
         )));
     }
     if scenario.duration() < opts.tick {

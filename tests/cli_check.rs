@@ -191,6 +191,38 @@ fn missing_file_and_bad_usage_exit_2() {
     assert_eq!(code, 2, "{err}");
 }
 
+/// Simulate's options are checked before the run, not rounded or found wrong after it: an
+/// interval that is no whole number of ticks was rounded to one (1.5 s at a 1 s tick
+/// decided every 2 s), a 1 ms interval took minutes on a 2-minute scenario, and a
+/// `--report` path that cannot take the report failed after the whole run (its timeline
+/// printed, its verdict hidden behind exit 2, a partial report left behind).
+#[test]
+fn simulate_refuses_options_it_cannot_honour_before_the_run() {
+    let sim = |extra: &[&str]| {
+        let mut args = vec!["simulate", "chaos/baseline.yaml"];
+        args.extend_from_slice(extra);
+        andon(&args)
+    };
+    let (code, out, err) = sim(&["--tick", "1s", "--interval", "1500ms"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("not a whole number of --tick 1s; allowed: a multiple of the tick"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+    let (code, _, err) = sim(&["--tick", "1ms", "--interval", "1ms"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("allowed: at least 100ms"), "{err}");
+    let dir = std::env::temp_dir().join(format!("andon-report-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("chart.svg")).unwrap();
+    let (code, out, err) = sim(&["--report", dir.to_str().unwrap()]);
+    let written = dir.join("report.json").exists();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("chart.svg is a directory"), "{err}");
+    assert!(out.is_empty() && !written, "ran before refusing: {out}");
+}
+
 #[test]
 fn rules_have_one_alert_per_service_and_tier_with_the_policy_thresholds() {
     let (code, out, err) = andon(&["rules", "policies/erlmcp-tps.yaml"]);

@@ -262,6 +262,28 @@ pub fn prepare_dir(dir: &Path) -> crate::Result<()> {
     })
 }
 
+/// What `simulate --report` writes into its directory.
+const REPORT_FILES: [&str; 2] = ["report.json", "chart.svg"];
+
+/// Checks (and creates) `simulate --report`'s directory before the run, so a path that
+/// cannot take the report fails at once, not after a long run and with nothing half
+/// written.
+pub fn check_report_dir(dir: &Path) -> crate::Result<()> {
+    prepare_dir(dir)?;
+    for name in REPORT_FILES {
+        let p = dir.join(name);
+        if p.is_dir() {
+            return Err(crate::Error::Config(format!(
+                "--report {}: {} is a directory; allowed: a directory where {} can be written",
+                dir.display(),
+                p.display(),
+                REPORT_FILES.join(" and ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> crate::Result<PathBuf> {
     let fail = |what: &str, p: &Path, e: std::io::Error| {
         crate::Error::Environment(format!(
@@ -270,11 +292,11 @@ pub fn write_dir(r: &SimResult, sc: &Scenario, dir: &Path) -> crate::Result<Path
             p.display()
         ))
     };
-    prepare_dir(dir)?;
+    check_report_dir(dir)?;
     let json = serde_json::to_string_pretty(r).map_err(|e| crate::Error::Runtime(e.to_string()))?;
-    let report = dir.join("report.json");
+    let report = dir.join(REPORT_FILES[0]);
     std::fs::write(&report, json).map_err(|e| fail("write", &report, e))?;
-    let path = dir.join("chart.svg");
+    let path = dir.join(REPORT_FILES[1]);
     std::fs::write(&path, chart(r, sc)).map_err(|e| fail("write", &path, e))?;
     Ok(path)
 }

@@ -137,10 +137,14 @@ pub(super) fn build(
     let phase = |c: &mut Checker, field: &str, name: &str| -> Option<usize> {
         let i = phases.iter().position(|p| p.name == name);
         if i.is_none() {
-            let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+            let names: Vec<String> = phases.iter().map(|p| super::shown(&p.name)).collect();
             c.error(
                 &format!("{path}.{field}"),
-                format!("no phase `{name}`; allowed: {}", names.join(", ")),
+                format!(
+                    "no phase `{}`; allowed: {}",
+                    super::shown(name),
+                    crate::policy::promql::shorten(&names.join(", "), 400)
+                ),
             );
         }
         i
@@ -151,7 +155,17 @@ pub(super) fn build(
     }
     if let Some(q) = &e.p95_below {
         let v = match q {
-            crate::policy::file::Quantity::Number(n) => Some(*n),
+            // As in a policy: a bare 100 is almost surely meant as milliseconds, and would
+            // read as 100 s, an expectation that always holds.
+            crate::policy::file::Quantity::Number(n) => {
+                c.error(
+                    &format!("{path}.p95_below"),
+                    format!(
+                        "{n} has no unit; allowed: a latency with its unit, e.g. 150ms or 0.15s"
+                    ),
+                );
+                None
+            }
             crate::policy::file::Quantity::Text(t) => units::parse_in(units::Unit::Seconds, t)
                 .map_err(|m| c.error(&format!("{path}.p95_below"), m))
                 .ok(),

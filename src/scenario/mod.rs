@@ -386,6 +386,38 @@ fn count_from(c: &mut Checker, path: &str, v: i64, min: i64) -> u32 {
 pub const MAX_RATE_PER_CONNECTION: f64 = 1e6;
 pub const MAX_RATE_TOTAL: f64 = 1e8;
 
+/// The longest scenario or phase name: names are echoed in headers, reasons and errors.
+const MAX_NAME: usize = 100;
+
+/// A name from the file as messages show it: control characters escaped (a name must not
+/// drive the terminal), and cut short.
+pub(super) fn shown(name: &str) -> String {
+    let escaped: String = name
+        .chars()
+        .flat_map(|ch| {
+            let e: Vec<char> = if ch.is_control() {
+                ch.escape_default().collect()
+            } else {
+                vec![ch]
+            };
+            e
+        })
+        .collect();
+    crate::policy::promql::shorten(&escaped, 60)
+}
+
+fn check_name(c: &mut Checker, path: &str, name: &str) {
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        c.error(
+            path,
+            format!(
+                "`{}` is not a name; allowed: at most {MAX_NAME} characters, no control characters",
+                shown(name)
+            ),
+        );
+    }
+}
+
 fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
     if raw.name.trim().is_empty() {
         c.error(
@@ -393,6 +425,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
             "is empty; allowed: a short name such as connection-flood",
         );
     }
+    check_name(c, "name", &raw.name);
     let replicas = count(c, "replicas", raw.replicas);
     if replicas as i64 > crate::policy::validate::MAX_REPLICAS {
         c.error(
@@ -414,10 +447,14 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
     let mut phases: Vec<Phase> = Vec::new();
     for (i, p) in raw.phases.iter().enumerate() {
         let path = format!("phases[{i}]");
+        check_name(c, &format!("{path}.name"), &p.name);
         if phases.iter().any(|q| q.name == p.name) {
             c.error(
                 &format!("{path}.name"),
-                format!("phase `{}` is named twice; names must be unique", p.name),
+                format!(
+                    "phase `{}` is named twice; allowed: a name no other phase has",
+                    shown(&p.name)
+                ),
             );
         }
         let duration = c.positive_duration(&format!("{path}.duration"), &p.duration);
