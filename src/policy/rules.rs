@@ -73,13 +73,17 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// `v` to 15 significant digits (PromQL reads both forms), so that an alert fires where
+/// the core's tier does: nine decimals made 1.23456789e-9 `0.000000001` and 1e-12 `0`.
+/// Fifteen, not all seventeen: an exit level of 0.7 × 80 is 56 to a reader, not
+/// 55.99999999999999.
 fn fmt_num(v: f64) -> String {
-    let s = format!("{v:.9}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".into()
+    let v: f64 = format!("{v:.14e}").parse().unwrap_or(v);
+    let plain = format!("{v}");
+    if plain.len() <= 20 {
+        plain
     } else {
-        s.to_string()
+        format!("{v:e}")
     }
 }
 
@@ -193,6 +197,20 @@ mod tests {
     fn numbers_and_durations_print_as_prometheus_reads_them() {
         assert_eq!(fmt_num(0.0005), "0.0005");
         assert_eq!(fmt_num(50.0), "50");
+        for v in [
+            1.23456789e-9,
+            1e-12,
+            1e-300,
+            0.15,
+            37.5e6,
+            45_875_200.0,
+            1e300,
+        ] {
+            assert_eq!(fmt_num(v).parse::<f64>(), Ok(v), "{v}: {}", fmt_num(v));
+        }
+        assert_eq!(fmt_num(1e-300), "1e-300");
+        assert_eq!(fmt_num(0.7 * 80.0), "56");
+        assert_eq!(fmt_num(0.25), "0.25");
         assert_eq!(prom_duration(std::time::Duration::from_secs(120)), "2m");
         assert_eq!(prom_duration(std::time::Duration::from_secs(90)), "90s");
         assert_eq!(alert_name(super::super::Tier::Emergency), "AndonEmergency");
