@@ -149,7 +149,7 @@ pub fn parse_duration(t: &str) -> Result<Duration, InvalidValue> {
     let d = if let Ok(secs) = t.parse::<f64>() {
         if secs < 0.0 {
             return Err(bad(format!(
-                "`{t}` is not a duration: it must not be negative"
+                "`{t}` is not a duration: it is negative; allowed: 0 to 366d"
             )));
         }
         Duration::try_from_secs_f64(secs)

@@ -62,7 +62,10 @@ impl Checker<'_> {
     pub fn positive_duration(&mut self, path: &str, text: &str) -> Duration {
         let d = self.duration(path, text);
         if d < Duration::from_millis(1) && parse_duration(text).is_ok() {
-            self.error(path, "must be at least 1ms");
+            self.error(
+                path,
+                format!("`{}` is too short; allowed: at least 1ms", text.trim()),
+            );
         }
         d
     }

@@ -213,7 +213,7 @@ pub(super) fn build(
             None => {
                 c.error(
                     &format!("{path}.after"),
-                    "replicas_back_to needs `after: PHASE`",
+                    "missing; allowed: `after: PHASE`, the phase after which replicas_back_to counts",
                 );
                 None
             }

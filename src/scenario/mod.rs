@@ -511,7 +511,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                 _ => {
                     c.error(
                         &format!("{path}.rate"),
-                        "set exactly one of per_connection and total (messages per second)",
+                        "both or neither set; allowed: exactly one of per_connection and total (messages per second)",
                     );
                     Rate::PerConnection(0.0)
                 }
@@ -527,7 +527,7 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
             } else if !(w.is_finite() && *w > 0.0) {
                 c.error(
                     &format!("{path}.mix.{method}"),
-                    format!("weight {w} is not positive"),
+                    format!("weight {w}; allowed: a finite number above 0"),
                 );
             } else {
                 mix.push((method.clone(), *w));
