@@ -66,7 +66,11 @@ fn request(
     for (k, v) in headers {
         head += &format!("{k}: {v}\r\n");
     }
-    write!(s, "{head}\r\n{body}").unwrap();
+    // A reset while the stand-in starts (its port is bound before it serves) is no
+    // answer, as a refused connection is: the start loop asks again.
+    if write!(s, "{head}\r\n{body}").is_err() {
+        return (0, String::new(), String::new());
+    }
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).to_string();

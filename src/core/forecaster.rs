@@ -110,8 +110,16 @@ pub struct SessionsForecast {
     pub per_session: Option<f64>,
     /// The share the forecasts used since the connections moved, until they hold long
     /// enough for their own share to be measured and compared with it.
-    pub share_on_trial: Option<f64>,
+    pub trial: Option<Trial>,
     pub score: Score,
+}
+
+/// A share on trial: the one the forecasts used since the connections first moved, and
+/// the most connections they were made for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub share: f64,
+    pub peak: f64,
 }
 
 /// What the sessions forecaster makes of this tick's connections.
@@ -127,30 +135,40 @@ pub struct Followed {
 
 impl SessionsForecast {
     /// Follows the connections (`c`): while they hold within [`SESSIONS_BAND`] for a
-    /// whole `settle_ms` (the throughput's rate window and a scrape), the throughput
-    /// reading is theirs, and its share per session is kept; when they move, the share
-    /// measured before stands until they hold again. The forecast: the reading itself
-    /// while they hold (so it never votes then, not even by a rounding), the share
-    /// measured before times `c` once they moved. The first share measured after a move
-    /// tries the one the forecasts used meanwhile (see [`Followed::refuted`]).
+    /// whole `settle_ms` (the throughput's rate window and a scrape) up to the throughput
+    /// reading's own date `reading_ms`, the reading is theirs, and its share per session
+    /// is kept; when they move, the share measured before stands until they hold again.
+    /// The forecast: the reading itself while they hold (so it never votes then, not
+    /// even by a rounding), the share measured before times `c` once they moved. The
+    /// first share measured after a move tries the one the forecasts used meanwhile (see
+    /// [`Followed::refuted`]), if the clients they were made for are still there.
+    ///
+    /// Dated by the reading, not the clock: a scrape that stopped coming (Prometheus
+    /// stale, a missed rule) is a rate window that counted only part of the new clients,
+    /// and a review's busy step read 7/s each where they sent 20, refuted the right
+    /// forecast and scaled 20 -> 15 -> 20.
     pub(super) fn follow(
         &mut self,
         c: f64,
         throughput: f64,
-        (now_ms, settle_ms): (u64, u64),
+        (now_ms, reading_ms, settle_ms): (u64, u64, u64),
         max_error: f64,
     ) -> Followed {
         let held = (c - self.held).abs() <= SESSIONS_BAND * self.held.max(1.0);
         match self.since_ms {
             Some(since) if held => {
-                if now_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
+                if reading_ms.saturating_sub(since) >= settle_ms && c >= 1.0 {
                     let share = throughput.max(0.0) / c;
                     self.per_session = Some(share);
+                    // Only the clients the forecasts counted can refute them: after a
+                    // burst that left, those who stayed (a review's 50 light clients
+                    // after 200 heavy ones) say nothing about the burst's share.
                     let refuted = self
-                        .share_on_trial
+                        .trial
                         .take()
-                        .filter(|used| share < used * (1.0 - max_error))
-                        .map(|used| (used, share));
+                        .filter(|t| c >= t.peak * (1.0 - SESSIONS_BAND))
+                        .filter(|t| share < t.share * (1.0 - max_error))
+                        .map(|t| (t.share, share));
                     return Followed {
                         forecast: Some(throughput.max(0.0)),
                         refuted,
@@ -160,8 +178,15 @@ impl SessionsForecast {
             _ => {
                 (self.held, self.since_ms) = (c, Some(now_ms));
                 // A ramp moves them several times: the trial is of the share its first
-                // move's forecasts used.
-                self.share_on_trial = self.share_on_trial.or(self.per_session);
+                // move's forecasts used, for the most connections they reached.
+                self.trial = match (self.trial, self.per_session) {
+                    (Some(t), _) => Some(Trial {
+                        peak: t.peak.max(c),
+                        ..t
+                    }),
+                    (None, Some(share)) => Some(Trial { share, peak: c }),
+                    (None, None) => None,
+                };
             }
         }
         Followed {
@@ -175,7 +200,7 @@ impl SessionsForecast {
     /// the gap are not scored against what came after it.
     pub(super) fn gap(&mut self) {
         self.since_ms = None;
-        self.share_on_trial = None;
+        self.trial = None;
         self.score.pending.clear();
     }
 }

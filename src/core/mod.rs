@@ -220,7 +220,7 @@ pub fn decide_in_place(
             &mut state.predict,
             (&q, &obs.readings),
             &obs.seasonal,
-            current,
+            (current, replicas.ready, tier == Tier::Green),
             action.headroom,
             now_ms,
             &mut reasons,

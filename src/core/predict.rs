@@ -37,7 +37,7 @@
 //!   service emptied: either way the old slope means nothing).
 
 use super::forecaster::MIN_SAMPLES;
-pub use super::forecaster::{Score, SessionsForecast, SignalForecast};
+pub use super::forecaster::{Score, SessionsForecast, SignalForecast, Trial};
 use super::observation::{Quality, Reading};
 use super::reason::Reason;
 use super::tier::Qualities;
@@ -166,7 +166,8 @@ pub struct Votes {
 
 /// The proactive recommendation: replicas for the forecast demand, when it asks for more
 /// than `current` past the tolerance band, with its reason (the caller adds the reason
-/// when the forecast decides). Updates the forecasters on new readings.
+/// when the forecast decides). Updates the forecasters on new readings. `ready` and
+/// `calm` (the tier is green) say whether a share measured now can refute a forecast.
 #[allow(clippy::too_many_arguments)]
 pub fn recommend(
     policy: &Policy,
@@ -174,7 +175,7 @@ pub fn recommend(
     state: &mut Vec<SignalForecast>,
     readings: (&Qualities, &[(SignalKind, Reading)]),
     seasonal: &[(SignalKind, SeasonalReading)],
-    current: u32,
+    (current, ready, calm): (u32, u32, bool),
     headroom: f64,
     now_ms: u64,
     reasons: &mut Vec<Reason>,
@@ -247,10 +248,16 @@ pub fn recommend(
             }
         }
         let followed = sessions_now.map_or_else(Default::default, |c| {
-            let settle = (now_ms, predict.persist_ms(signal));
+            let settle = (now_ms, at_ms, predict.persist_ms(signal));
             f.sessions.follow(c, value, settle, predict.max_error)
         });
-        if let Some((used, measured)) = followed.refuted {
+        // A share measured while the ready replicas ran at or past their target, or while
+        // the tier was past green, may be what the service could serve, not what the
+        // clients want (closed-loop clients slow down with it; sessions stuck on the
+        // replicas that were ready saturate them with room elsewhere, which the p95 and
+        // the tier see): no evidence against the forecast then.
+        let had_room = calm && value < ready as f64 * per_replica * cap.target_utilization;
+        if let Some((used, measured)) = followed.refuted.filter(|_| had_room) {
             reasons.push(Reason::ForecastRefuted {
                 signal,
                 used,

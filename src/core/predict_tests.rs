@@ -364,14 +364,17 @@ fn a_scrape_read_three_times_is_one_sample() {
 /// throughput is a `[1m]` rate, as shipped: the connections must hold 75 s (the window
 /// and a scrape) before their share is measured, and forecasts are scored 75 s on.
 fn sessions_policy(predict: &str) -> Policy {
-    let text = POLICY
+    validate::from_str("p.yaml", &sessions_policy_text(predict)).expect("valid")
+}
+
+fn sessions_policy_text(predict: &str) -> String {
+    POLICY
         .replace(
             "  throughput: {query: 'rps{service=\"$service\"}', unit: per_second}\n",
             "  throughput: {query: 'rate(rps{service=\"$service\"}[1m])', unit: per_second}\n  connections: {query: 'conns{service=\"$service\"}', unit: count}\n",
         )
         .replace("per_replica: {throughput: 100}", "per_replica: {throughput: 100, connections: 50}")
-        .replace("predict: {horizon: 60s, seasonal: off}", predict);
-    validate::from_str("p.yaml", &text).expect("valid")
+        .replace("predict: {horizon: 60s, seasonal: off}", predict)
 }
 
 /// Like `run`, with (connections, throughput) per scrape.
@@ -521,6 +524,120 @@ fn a_refuted_sessions_forecast_is_withdrawn_from_the_window() {
             assert_eq!(last.desired, 20, "{}", last.summary());
         }
     }
+}
+
+/// A share measured while the ready replicas ran at their capacity at target, or while the
+/// tier was past green, may be what the service could serve (closed-loop clients slow
+/// down with it): it refutes nothing. The same readings (100 clients, 500/s) refute the
+/// forecast when 20 replicas are ready and the tier is green; not when 5 are (tasks that
+/// never start: 5 × 100/s at target is all they serve), nor at yellow.
+#[test]
+fn a_share_read_at_capacity_refutes_nothing() {
+    let predict = "predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}";
+    let green = sessions_policy(predict);
+    let text = sessions_policy_text(predict).replace(
+        "yellow: {enter: {throughput: 1e6}",
+        "yellow: {enter: {connections: 90}",
+    );
+    let yellow = validate::from_str("p.yaml", &text).expect("valid");
+    for (p, ready_at_most, refutes) in
+        [(&green, 50, true), (&green, 5, false), (&yellow, 50, false)]
+    {
+        let svc = p.services[0].clone();
+        let mut state = CoreState::default();
+        let mut current = 4;
+        let mut refuted = false;
+        for i in 0..20u64 {
+            let (c, v) = if i < 8 { (20.0, 400.0) } else { (100.0, 500.0) };
+            let at = 1_000 * S + i * 15 * S;
+            for k in 0..3 {
+                let obs = Observations::values(
+                    at,
+                    &[(SignalKind::Throughput, v), (SignalKind::Connections, c)],
+                );
+                let replicas = Replicas {
+                    ready: current.min(ready_at_most),
+                    ..Replicas::steady(current)
+                };
+                let d = decide_in_place(p, &svc, &obs, replicas, &mut state, at + k * 5 * S);
+                if i == 19 && ready_at_most == 50 {
+                    use crate::policy::Tier;
+                    let want = if refutes { Tier::Green } else { Tier::Yellow };
+                    assert_eq!(d.tier, want, "{}", d.summary());
+                }
+                refuted |= d
+                    .reasons
+                    .iter()
+                    .any(|r| matches!(r, Reason::ForecastRefuted { .. }));
+                current = d.desired;
+            }
+        }
+        assert_eq!(refuted, refutes, "ready at most {ready_at_most}");
+    }
+}
+
+fn refutes(d: &Decision) -> bool {
+    d.reasons
+        .iter()
+        .any(|r| matches!(r, Reason::ForecastRefuted { .. }))
+}
+
+/// The share is measured by the throughput reading's date, not the clock: a reading that
+/// stopped coming a scrape after a busy step (Prometheus stale) counted 15 s of the new
+/// clients (800/s, 8 each), and the clock's 75 s measured that as their share, refuted
+/// the right forecast and withdrew the replicas the 2,000/s needed (a review's run:
+/// 20 -> 15 -> 20). Dated by the reading, the share waits for a fresh one.
+#[test]
+fn a_stale_reading_refutes_nothing() {
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let svc = p.services[0].clone();
+    let mut state = CoreState::default();
+    let mut current = 4;
+    let scrape = |i: u64| 1_000 * S + i * 15 * S;
+    for i in 0..16u64 {
+        // Connections fresh every scrape; the throughput fresh but for scrapes 10 to 13,
+        // which read scrape 9's again (under a minute old: still good).
+        let (c, v, v_at) = match i {
+            0..=7 => (20.0, 400.0, scrape(i)),
+            8 => (100.0, 400.0, scrape(i)),
+            9..=13 => (100.0, 800.0, scrape(9)),
+            _ => (100.0, 2000.0, scrape(i)),
+        };
+        for k in 0..3 {
+            let now = scrape(i) + k * 5 * S;
+            let mut obs = Observations::values(scrape(i), &[(SignalKind::Connections, c)]);
+            obs.readings.push((
+                SignalKind::Throughput,
+                Reading::Value {
+                    value: v,
+                    at_ms: v_at,
+                },
+            ));
+            let d = decide_in_place(&p, &svc, &obs, Replicas::steady(current), &mut state, now);
+            assert!(!refutes(&d), "scrape {i}: {}", d.summary());
+            current = d.desired;
+        }
+    }
+    assert_eq!(current, 20);
+}
+
+/// Only the clients the forecasts counted can refute them: 80 heavy clients that came
+/// for a burst and left say nothing of the share of the 20 that stayed and then sent less
+/// (a review's burst, lull and burst again: 20 -> 11 -> 19 where it held 20).
+#[test]
+fn clients_who_stayed_refute_nothing_about_those_who_left() {
+    let p = sessions_policy("predict: {horizon: 60s, trend: off, seasonal: off, sessions: on}");
+    let mut series = vec![(20.0, 800.0); 8];
+    series.extend([(100.0, 2000.0), (100.0, 3200.0)]);
+    series.extend(vec![(20.0, 200.0); 10]);
+    let ds = run_sessions(&p, &series);
+    assert_eq!(
+        sessions_vote(&ds[8 * 3]),
+        Some((4000.0, 40)),
+        "{}",
+        ds[8 * 3].summary()
+    );
+    assert!(ds.iter().all(|d| !refutes(d)));
 }
 
 #[test]

@@ -389,7 +389,8 @@ impl fmt::Display for Reason {
             } => write!(
                 f,
                 "forecast (sessions) of {signal} refuted: the connections send {} each, \
-                 not the {} its forecasts took; what they asked for leaves the scale-down window",
+                 not the {} its forecasts took; what they asked for since this controller started \
+                 leaves the scale-down window",
                 signal.format(*measured),
                 signal.format(*used)
             ),
