@@ -386,6 +386,9 @@ fn count_from(c: &mut Checker, path: &str, v: i64, min: i64) -> u32 {
 pub const MAX_RATE_PER_CONNECTION: f64 = 1e6;
 pub const MAX_RATE_TOTAL: f64 = 1e8;
 
+/// The largest weight in a phase's `mix` (weights are relative).
+const MAX_MIX_WEIGHT: f64 = 1e6;
+
 /// The longest scenario or phase name: names are echoed in headers, reasons and errors.
 const MAX_NAME: usize = 100;
 
@@ -507,6 +510,16 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                     Rate::PerConnection(0.0)
                 }
                 (Some(v), None) => Rate::PerConnection(v),
+                // A total is shared among the connections: with none it would vanish.
+                (None, Some(v)) if v > 0.0 && matches!(connections, Connections::Constant(0)) => {
+                    c.error(
+                        &format!("{path}.rate.total"),
+                        format!(
+                            "{v} with no connections; allowed: 0, or connections ≥ 1 to share it"
+                        ),
+                    );
+                    Rate::PerConnection(0.0)
+                }
                 (None, Some(v)) => Rate::Total(v),
                 _ => {
                     c.error(
@@ -524,10 +537,19 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
                     &format!("{path}.mix.{method}"),
                     format!("unknown method `{method}`; allowed: {}", METHODS.join(", ")),
                 );
-            } else if !(w.is_finite() && *w > 0.0) {
+            } else if !(w.is_finite() && *w > 0.0 && *w <= MAX_MIX_WEIGHT) {
+                // Bounded, so that the weights' sum stays finite (two of 1e308 made it
+                // infinite and every share 0).
                 c.error(
                     &format!("{path}.mix.{method}"),
-                    format!("weight {w}; allowed: a finite number above 0"),
+                    format!(
+                        "weight {}; allowed: a number above 0, at most {MAX_MIX_WEIGHT:e}",
+                        if w.abs() < 1e6 {
+                            format!("{w}")
+                        } else {
+                            format!("{w:e}")
+                        }
+                    ),
                 );
             } else {
                 mix.push((method.clone(), *w));
@@ -581,11 +603,12 @@ fn build(c: &mut Checker, raw: ScenarioFile) -> Scenario {
     for (i, f) in raw.faults.iter().enumerate() {
         let path = format!("faults[{i}]");
         let at = c.duration(&format!("{path}.at"), &f.at);
-        if at > total {
+        // A fault at the very end would never fire: the run stops there.
+        if at >= total {
             c.error(
                 &format!("{path}.at"),
                 format!(
-                    "{} is after the scenario ends ({}); allowed: within the phases",
+                    "{} is not before the scenario ends ({}); allowed: within the phases",
                     f.at,
                     humantime::format_duration(total)
                 ),
