@@ -6,16 +6,16 @@ use crate::policy::SignalKind;
 use serde::{Deserialize, Serialize};
 
 /// How much each scored forecast weighs in the error (about the last ten).
-pub(super) const SCORE_WEIGHT: f64 = 0.2;
+const SCORE_WEIGHT: f64 = 0.2;
 /// Forecasts scored before the error may rule a forecaster out.
-pub(super) const MIN_SCORED: u32 = 2;
+const MIN_SCORED: u32 = 2;
 /// Readings before the trend forecasts.
 pub(super) const MIN_SAMPLES: u32 = 3;
 /// Forecasts waiting for their time, per forecaster (a 1 h horizon at 1 m scrapes).
-pub(super) const MAX_PENDING: usize = 64;
+const MAX_PENDING: usize = 64;
 /// The sessions forecaster's connections have held while they stay within this share of
 /// where they were (a few clients coming and going is not a new population).
-pub(super) const SESSIONS_BAND: f64 = 0.1;
+const SESSIONS_BAND: f64 = 0.1;
 
 /// A forecaster's record: forecasts waiting for their time, and the error so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

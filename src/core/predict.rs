@@ -409,22 +409,19 @@ pub fn recommend(
                 (demand / per).ceil().min(u32::MAX as f64) as u32
             }
         };
-        let top = |c: &[(&'static str, f64, u64)]| {
-            c.iter()
+        // The highest forecast above the reading, leaving out one forecaster's.
+        let top = |skip: Option<&str>| {
+            candidates
+                .iter()
                 .copied()
-                .filter(|(_, forecast, _)| *forecast > value)
+                .filter(|(source, forecast, _)| Some(*source) != skip && *forecast > value)
                 .max_by(|a, b| a.1.total_cmp(&b.1))
         };
-        if let Some((_, forecast, _)) = top(&candidates
-            .iter()
-            .copied()
-            .filter(|c| c.0 != "sessions")
-            .collect::<Vec<_>>())
-        {
+        if let Some((_, forecast, _)) = top(Some("sessions")) {
             let r = replicas_for(forecast);
             votes.without_sessions = Some(votes.without_sessions.map_or(r, |b| b.max(r)));
         }
-        if let Some((source, forecast, ahead_ms)) = top(&candidates) {
+        if let Some((source, forecast, ahead_ms)) = top(None) {
             let r = replicas_for(forecast);
             if votes.best.as_ref().is_none_or(|(b, _)| r > *b) {
                 votes.best = Some((

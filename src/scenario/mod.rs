@@ -395,17 +395,14 @@ const MAX_NAME: usize = 100;
 /// A name from the file as messages show it: control characters escaped (a name must not
 /// drive the terminal), and cut short.
 pub(super) fn shown(name: &str) -> String {
-    let escaped: String = name
-        .chars()
-        .flat_map(|ch| {
-            let e: Vec<char> = if ch.is_control() {
-                ch.escape_default().collect()
-            } else {
-                vec![ch]
-            };
-            e
-        })
-        .collect();
+    let mut escaped = String::with_capacity(name.len());
+    for ch in name.chars() {
+        if ch.is_control() {
+            escaped.extend(ch.escape_default());
+        } else {
+            escaped.push(ch);
+        }
+    }
     crate::policy::promql::shorten(&escaped, 60)
 }
 
