@@ -96,7 +96,7 @@ invalid or a query failed."
         #[arg(required = true)]
         policies: Vec<PathBuf>,
         /// Also run each query against this Prometheus (plain http)
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", value_parser = prometheus_url)]
         prometheus: Option<String>,
         /// Check the queries for this Swarm service instead of the policy's services
         #[arg(long, value_name = "NAME", requires = "prometheus")]
@@ -124,7 +124,7 @@ The Docker endpoint comes from DOCKER_HOST (default the local socket); RUST_LOG 
         #[arg(long, short)]
         policy: PathBuf,
         /// Prometheus base URL (plain http)
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        #[arg(long, default_value = "http://127.0.0.1:9090", value_parser = prometheus_url)]
         prometheus: String,
         /// Reconcile interval
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -307,6 +307,35 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(d)
+}
+
+/// A Prometheus base URL this build can reach: plain http to a host. Checked at the
+/// start: `ftp://x` or `https://…` were accepted and then failed every query, a `run`
+/// that never decided anything and a `check` that blamed each query in turn.
+fn prometheus_url(s: &str) -> Result<String, String> {
+    const ALLOWED: &str = "allowed: http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:9090";
+    if !s.contains("://") {
+        return Err(format!("no scheme; {ALLOWED}"));
+    }
+    let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL ({e}); {ALLOWED}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "https is not built in (no TLS: the image carries no CA files; put a TLS-terminating proxy in between); {ALLOWED}"
+            ))
+        }
+        other => return Err(format!("the scheme is `{other}`; {ALLOWED}")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("no host; {ALLOWED}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "a base URL has no query or fragment (andon adds /api/v1/query?…); {ALLOWED}"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Failures that end the command. The library's errors know their exit code (2 for what

@@ -196,6 +196,44 @@ fn missing_file_and_bad_usage_exit_2() {
 /// decided every 2 s), a 1 ms interval took minutes on a 2-minute scenario, and a
 /// `--report` path that cannot take the report failed after the whole run (its timeline
 /// printed, its verdict hidden behind exit 2, a partial report left behind).
+/// A Prometheus URL this build cannot reach is refused at the start (exit 2, what is
+/// allowed): `ftp://x` and `https://…` (no TLS here) were taken, and every query failed in
+/// turn, or a `run` went on deciding nothing, tick after tick.
+#[test]
+fn a_prometheus_url_that_cannot_work_is_refused_at_the_start() {
+    for (url, says) in [
+        ("ftp://127.0.0.1:9090", "the scheme is `ftp`"),
+        ("https://127.0.0.1:9090", "https is not built in"),
+        ("127.0.0.1:9090", "no scheme"),
+        ("http://", "not a URL"),
+        ("http://127.0.0.1:9090/?a=1", "no query or fragment"),
+        ("not a url", "no scheme"),
+    ] {
+        let (code, out, err) = andon(&["check", "policies/erlmcp-tps.yaml", "--prometheus", url]);
+        assert_eq!(code, 2, "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(err.contains("allowed: http://HOST"), "{url}: {err}");
+        assert!(out.is_empty(), "{url}: queried anyway: {out}");
+    }
+    // `run` too, before it touches Docker or listens (bounded: the old code ran on).
+    let out = Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_andon"), "run", "--dry-run"])
+        .args([
+            "--policy",
+            "policies/erlmcp-tps.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--prometheus", "https://127.0.0.1:9090"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("andon runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("https is not built in"), "{err}");
+}
+
 #[test]
 fn simulate_refuses_options_it_cannot_honour_before_the_run() {
     let sim = |extra: &[&str]| {
