@@ -412,6 +412,7 @@ pub fn run_judged(
         sessions_refused: 0.0,
     };
     let (mut offered, mut timeouts, mut last_dir) = (0.0, 0.0, 0i8);
+    let mut not_injected = Vec::new();
 
     for k in 0..ticks {
         let t = Duration::from_secs_f64(k as f64 * dt);
@@ -422,7 +423,19 @@ pub fn run_judged(
         let phase = &scenario.phases[pi];
         while let Some(f) = scenario.faults.get(next_fault).filter(|f| f.at <= t) {
             let until = |d: &Duration| (t + *d).as_millis() as u64;
+            let mut injected = true;
             match &f.kind {
+                // All or none, as a drill kills them: fewer running than asked is a fault
+                // not injected, and the run deviates (it killed what there was, silently,
+                // where the drill of the same scenario refused and deviated).
+                FaultKind::KillTasks(n) if cluster.ready() < *n => {
+                    injected = false;
+                    not_injected.push(Outcome {
+                        text: format!("fault injected: {}", f.describe()),
+                        held: false,
+                        observed: format!("only {} running task(s) to kill", cluster.ready()),
+                    });
+                }
                 FaultKind::KillTasks(n) => cluster.kill(*n, opts.restart_delay.as_secs_f64()),
                 FaultKind::NodeDown { node, duration }
                 | FaultKind::NodeDrain { node, duration } => {
@@ -455,7 +468,11 @@ pub fn run_judged(
                 events.push(Event {
                     t_s: t.as_secs_f64(),
                     kind: "fault",
-                    text: f.describe(),
+                    text: if injected {
+                        f.describe()
+                    } else {
+                        format!("NOT INJECTED: {}", f.describe())
+                    },
                 });
             }
             next_fault += 1;
@@ -619,10 +636,12 @@ pub fn run_judged(
         summary.shed_fraction = summary.shed_requests / offered;
         summary.timeout_rate = timeouts / offered;
     }
+    // The scenario's own first, in its order (`judge_against` pairs them with it).
     let expectations: Vec<Outcome> = scenario
         .expect
         .iter()
         .map(|e| e.check(&points, |i| scenario.phase_bounds(i)))
+        .chain(not_injected)
         .collect();
     SimResult {
         scenario: scenario.name.clone(),

@@ -337,6 +337,39 @@ fn fault_scenarios_pass() {
     }
 }
 
+/// A kill of more tasks than run is a fault not injected, as a drill reports it (all or
+/// none), and the run deviates; the simulator killed what there was and passed.
+#[test]
+fn killing_more_tasks_than_run_is_a_fault_not_injected() {
+    let text = |n: u32| {
+        format!(
+            "name: kill\nreplicas: 8\nphases:\n  - {{name: calm, duration: 2m, connections: 10, rate: {{per_connection: 5}}}}\nfaults:\n  - {{at: 30s, kill_tasks: {n}}}\nexpect:\n  - replicas_at_most: 20\n"
+        )
+    };
+    let r = sim_text(&text(9), &shipped(), true);
+    assert_eq!(r.verdict, andon::scenario::Verdict::Deviated);
+    let o = r.expectations.last().unwrap();
+    assert!(
+        !o.held
+            && o.text.contains("fault injected: ")
+            && o.observed == "only 8 running task(s) to kill",
+        "{o:?}"
+    );
+    assert!(r
+        .events
+        .iter()
+        .any(|e| e.text.starts_with("NOT INJECTED: ")));
+    // Eight of eight is a kill like any other.
+    let r = sim_text(&text(8), &shipped(), true);
+    assert_eq!(
+        r.verdict,
+        andon::scenario::Verdict::Pass,
+        "{:?}",
+        r.expectations
+    );
+    assert_eq!(r.expectations.len(), 1);
+}
+
 /// Writes that keep failing: no replica changes, but tiers still escalate and shedding
 /// still reaches the replicas.
 #[test]
