@@ -1,6 +1,6 @@
 //! The corpus of malformed policies and scenarios (tests/malformed/): every file has one
 //! defect and says, on its first line, where it must be reported (`# expect: LINE FIELD`).
-//! Each must be refused with exit 2 and a `file:LINE:col: FIELD: …` line, within bounded
+//! Each must be refused with exit 2 and a `file:LINE:col: FIELD: …; allowed: …` line, within bounded
 //! memory, and no message line may run past a screenful (a huge value is never repeated
 //! whole).
 
@@ -71,6 +71,11 @@ fn check_corpus(dir: &str, args: impl Fn(&str) -> Vec<String>) -> Vec<String> {
                 "{name}: want exit 2 and `{at}…{field}`, got exit {code}:\n{}",
                 err.chars().take(600).collect::<String>()
             ));
+        }
+        // Every refusal says what would be accepted (the README's promise), not only
+        // what is wrong: serde's "expected one of", "write e.g." and others did not.
+        if let Some(l) = hit.filter(|l| !l.contains("; allowed: ")) {
+            failures.push(format!("{name}: no `; allowed: ` in `{l}`"));
         }
         if let Some(long) = err.lines().find(|l| l.len() > 1000) {
             failures.push(format!("{name}: a {}-byte message line", long.len()));

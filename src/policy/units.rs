@@ -157,7 +157,7 @@ pub fn parse_duration(t: &str) -> Result<Duration, InvalidValue> {
     } else {
         humantime::parse_duration(t).map_err(|e| {
             bad(format!(
-                "`{t}` is not a duration ({e}); write e.g. 30s, 5m, 150ms"
+                "`{t}` is not a duration ({e}); allowed: a number and a unit, e.g. 30s, 5m, 150ms"
             ))
         })?
     };

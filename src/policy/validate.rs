@@ -560,7 +560,7 @@ impl Checker<'_> {
         if kind == SignalKind::ErrorRate && v > 1.0 {
             self.error(
                 path,
-                format!("{v} is above 1; {kind} is a fraction (0.005 or 0.5%)"),
+                format!("{v} is above 1; allowed: {kind} is a fraction, 0 to 1 (0.005 or 0.5%)"),
             );
             return None;
         }

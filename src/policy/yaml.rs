@@ -388,6 +388,25 @@ fn clean_message(msg: &str) -> String {
             "a map or a single value where a list belongs; allowed: `- item` entries or [a, b]"
                 .into()
         }
+        m if m.starts_with("unknown field") || m.starts_with("unknown variant") => {
+            // "unknown field `flor`, expected one of headroom, floor, shed"
+            match m.split_once(", expected ") {
+                Some((what, names)) => {
+                    let names = names.strip_prefix("one of ").unwrap_or(names);
+                    format!("{what}; allowed: {names}")
+                }
+                None => match m.split_once(", there are no ") {
+                    Some((what, _)) => format!("{what}; allowed: no keys here"),
+                    None => m.to_string(),
+                },
+            }
+        }
+        m if m.contains("expected string scalar") || m.contains("expected a scalar") => {
+            "a list or a map where one value belongs; allowed: a single value".into()
+        }
+        m if m.contains("unclosed quote") => {
+            "unclosed quote; allowed: a value closed by the quote it opens with (' or \")".into()
+        }
         other => other.to_string(),
     }
 }

@@ -314,7 +314,9 @@ fn needs_during(c: &mut Checker, path: &str, e: &ExpectFile, form: &str, what: &
     if e.during.is_none() {
         c.error(
             &format!("{path}.during"),
-            format!("{form} needs `during: PHASE` ({what})"),
+            format!(
+                "{form} needs `during: PHASE` ({what}); allowed: add `during:` with a phase's name"
+            ),
         );
     }
 }

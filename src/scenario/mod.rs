@@ -358,7 +358,12 @@ fn node_name(c: &mut Checker, path: &str, name: &str, nodes: Option<Nodes>) -> S
         );
         return name.to_string();
     };
-    let index = name.strip_prefix('n').and_then(|i| i.parse::<u32>().ok());
+    // Spelt as the drill's node labels are (`n01` or `n+1` parsed as 1: the simulator
+    // took them for n1 where a drill looks for a node labelled `n01`).
+    let index = name
+        .strip_prefix('n')
+        .and_then(|i| i.parse::<u32>().ok())
+        .filter(|i| name == format!("n{i}"));
     if !index.is_some_and(|i| (1..=n.count).contains(&i)) {
         c.error(
             path,
