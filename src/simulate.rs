@@ -146,6 +146,10 @@ pub struct Baseline {
     /// policy's timeline is the one to read).
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
+    /// The faults its run could not inject: a comparison with a run that was spared a
+    /// fault is no comparison, so the policy's verdict carries them.
+    #[serde(skip)]
+    pub not_injected: Vec<Outcome>,
 }
 
 impl Summary {
@@ -197,6 +201,12 @@ pub fn judge_against(result: &mut SimResult, scenario: &Scenario, baseline: Base
             *o = checked;
         }
     }
+    result
+        .expectations
+        .extend(baseline.not_injected.iter().map(|o| Outcome {
+            text: format!("{} baseline: {}", baseline.name, o.text),
+            ..o.clone()
+        }));
     result.verdict = Verdict::of(&result.expectations);
     result.baseline = Some(baseline);
 }
@@ -227,6 +237,7 @@ pub fn hpa_baseline(
         name: "hpa",
         summary: r.summary,
         timeline: r.timeline,
+        not_injected: r.expectations[scenario.expect.len()..].to_vec(),
     }
 }
 
@@ -413,9 +424,11 @@ pub fn run_judged(
     };
     let (mut offered, mut timeouts, mut last_dir) = (0.0, 0.0, 0i8);
     let mut not_injected = Vec::new();
+    let mut last_tick = Duration::ZERO;
 
     for k in 0..ticks {
         let t = Duration::from_secs_f64(k as f64 * dt);
+        last_tick = t;
         let now_ms = t.as_millis() as u64;
         let Some((pi, into)) = scenario.phase_at(t) else {
             break;
@@ -433,7 +446,7 @@ pub fn run_judged(
                     not_injected.push(Outcome {
                         text: format!("fault injected: {}", f.describe()),
                         held: false,
-                        observed: format!("only {} running task(s) to kill", cluster.ready()),
+                        observed: format!("only {} ready task(s) to kill", cluster.ready()),
                     });
                 }
                 FaultKind::KillTasks(n) => cluster.kill(*n, opts.restart_delay.as_secs_f64()),
@@ -635,6 +648,17 @@ pub fn run_judged(
     if offered > 0.0 {
         summary.shed_fraction = summary.shed_requests / offered;
         summary.timeout_rate = timeouts / offered;
+    }
+    // A fault between the last tick and the end never fired (a drill's would have).
+    for f in &scenario.faults[next_fault.min(scenario.faults.len())..] {
+        not_injected.push(Outcome {
+            text: format!("fault injected: {}", f.describe()),
+            held: false,
+            observed: format!(
+                "the run's last tick was at {} (--tick)",
+                humantime::format_duration(last_tick)
+            ),
+        });
     }
     // The scenario's own first, in its order (`judge_against` pairs them with it).
     let expectations: Vec<Outcome> = scenario

@@ -352,7 +352,7 @@ fn killing_more_tasks_than_run_is_a_fault_not_injected() {
     assert!(
         !o.held
             && o.text.contains("fault injected: ")
-            && o.observed == "only 8 running task(s) to kill",
+            && o.observed == "only 8 ready task(s) to kill",
         "{o:?}"
     );
     assert!(r
@@ -368,6 +368,37 @@ fn killing_more_tasks_than_run_is_a_fault_not_injected() {
         r.expectations
     );
     assert_eq!(r.expectations.len(), 1);
+}
+
+/// The faults a run could not inject are the verdict's, whichever run missed them: the HPA
+/// baseline's (a review's pause drove andon to 20 replicas where HPA stayed at 8, then a
+/// kill of 15: the baseline was spared it, and `better_than` compared a run that was hit
+/// with one that was not), and one after the model's last tick (at 89.5 s of 90 s, at a
+/// 1 s tick). Both passed unsaid.
+#[test]
+fn faults_the_baseline_or_the_last_tick_missed_are_not_injected() {
+    let both = "name: p\nreplicas: 8\nclient_timeout: 2s\nphases:\n  - {name: run, duration: 2m, connections: 20, rate: {per_connection: 5}, mix: {ping: 1}}\nfaults:\n  - {at: 10s, pause_tasks: {count: 4, for: 20s}}\n  - {at: 70s, kill_tasks: 15}\nexpect:\n  - better_than: hpa\n    on: [seconds_red_or_worse]\n";
+    let sc = scenario::from_str("inline.yaml", both).expect("valid scenario");
+    let p = shipped();
+    let r = simulate::run_compared(&sc, &p, &p.services[0], Options::default(), true);
+    let missed: Vec<&str> = r
+        .expectations
+        .iter()
+        .filter(|o| !o.held)
+        .map(|o| o.text.as_str())
+        .collect();
+    assert_eq!(
+        missed,
+        ["hpa baseline: fault injected: 1m 10s: kill 15 task(s)"]
+    );
+    assert_eq!(r.verdict, andon::scenario::Verdict::Deviated);
+    let late = "name: l\nreplicas: 4\nphases:\n  - {name: run, duration: 90s, connections: 20, rate: {per_connection: 5}}\nfaults:\n  - {at: 89500ms, kill_tasks: 1}\nexpect:\n  - replicas_at_most: 20\n";
+    let r = sim_text(late, &p, true);
+    let o = r.expectations.last().unwrap();
+    assert!(
+        !o.held && o.observed.contains("last tick was at 1m 29s"),
+        "{o:?}"
+    );
 }
 
 /// Writes that keep failing: no replica changes, but tiers still escalate and shedding
