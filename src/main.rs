@@ -330,12 +330,18 @@ fn prometheus_url(s: &str) -> Result<String, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("no host; {ALLOWED}"));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "credentials in the URL would be shown in messages, logs and /status (give them with --prometheus-basic-auth-file or --prometheus-bearer-token-file); {ALLOWED}"
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "a base URL has no query or fragment (andon adds /api/v1/query?…); {ALLOWED}"
         ));
     }
-    Ok(s.to_string())
+    // The client appends /api/v1/…: a base ending in / asked for /prom//api/v1/query.
+    Ok(s.trim().trim_end_matches('/').to_string())
 }
 
 /// Failures that end the command. The library's errors know their exit code (2 for what

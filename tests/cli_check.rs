@@ -208,6 +208,7 @@ fn a_prometheus_url_that_cannot_work_is_refused_at_the_start() {
         ("http://", "not a URL"),
         ("http://127.0.0.1:9090/?a=1", "no query or fragment"),
         ("not a url", "no scheme"),
+        ("http://user:pw@127.0.0.1:9090", "credentials in the URL"),
     ] {
         let (code, out, err) = andon(&["check", "policies/erlmcp-tps.yaml", "--prometheus", url]);
         assert_eq!(code, 2, "{url}: {err}");
