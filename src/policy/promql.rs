@@ -194,13 +194,23 @@ fn nesting(query: &str) -> usize {
     max
 }
 
-/// A long text cut to `max` characters, so that a message never repeats a megabyte.
+/// A long text cut to `max` characters, so that a message never repeats a megabyte, with
+/// its control characters escaped, so that it stays on its line (a name from a YAML block
+/// scalar ended in a newline, and broke the `file:line:col: field: message` line in two).
 pub fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
+    let mut out = String::new();
+    for c in s.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    let head: String = s.chars().take(max).collect();
-    format!("{head}… ({} characters)", s.chars().count())
+    let n = s.chars().count();
+    if n > max {
+        out.push_str(&format!("… ({n} characters)"));
+    }
+    out
 }
 
 #[cfg(test)]

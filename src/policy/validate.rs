@@ -228,7 +228,7 @@ impl Checker<'_> {
                 self.error(
                     &format!("{p}.name"),
                     format!(
-                        "service `{}` is named twice; each service appears once",
+                        "service `{}` is named twice; allowed: each service once",
                         promql::shorten(&s.name, 63)
                     ),
                 );
@@ -350,7 +350,7 @@ impl Checker<'_> {
             Some(k) => {
                 self.error(
                     path,
-                    format!("signal `{k}` is not defined under signals; define it there first"),
+                    format!("signal `{k}` is not defined under signals; allowed: a signal defined there"),
                 );
                 None
             }
@@ -500,7 +500,7 @@ impl Checker<'_> {
             match enter.iter().find(|(k, _)| *k == kind) {
                 None => self.error(
                     &fp,
-                    format!("`{kind}` has an exit level but no entry threshold in {tier}"),
+                    format!("`{kind}` has an exit level but no entry threshold in {tier}; allowed: an exit level beside an entry threshold"),
                 ),
                 Some((_, e)) if v > *e => self.error(
                     &fp,

@@ -404,6 +404,39 @@ fn clean_message(msg: &str) -> String {
         m if m.contains("expected string scalar") || m.contains("expected a scalar") => {
             "a list or a map where one value belongs; allowed: a single value".into()
         }
+        m if m.starts_with("invalid type: ") => match m.split_once(", expected ") {
+            // "invalid type: boolean `true`, expected a number or a string with a unit"
+            Some((what, wanted)) => format!(
+                "{}; allowed: {wanted}",
+                what.strip_prefix("invalid type: ").unwrap_or(what)
+            ),
+            None => m.to_string(),
+        },
+        m if m.contains("cannot deserialize null") || m.contains("unit value") => {
+            "no value; allowed: a value after the key (or no key where it may be left out)".into()
+        }
+        m if m.contains("invalid boolean") => "not a boolean; allowed: true or false".into(),
+        m if m.contains("non-finite float") => {
+            let v = m.split('`').nth(1).unwrap_or("it");
+            format!("`{v}` is not a finite number; allowed: a finite number")
+        }
+        m if m.contains("expected scalar or mapping") => {
+            "a list where a name or a map belongs; allowed: one name, or a map".into()
+        }
+        m if m.contains("mapping values are not allowed")
+            || m.contains("while parsing")
+            || m.contains("did not find expected")
+            || m.contains("unexpected EOF")
+            || m.contains("unexpected character")
+            || m.contains("did not find expected key")
+            || m.contains("simple key expected")
+            || m.contains("misplaced bracket") =>
+        {
+            format!("YAML syntax: {m}; allowed: `key: value`, quoting a value that holds `: `, `#`, `@` or a bracket")
+        }
+        m if m.contains("unknown anchor") || m.contains("wasn't declared") => format!(
+            "{m}; allowed: an alias (*name) to an anchor (&name) defined above it, and no tags"
+        ),
         m if m.contains("unclosed quote") => {
             "unclosed quote; allowed: a value closed by the quote it opens with (' or \")".into()
         }
@@ -414,6 +447,30 @@ fn clean_message(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// serde-saphyr's own words, as they came through before (a review found each
+    /// without the `; allowed:` every refusal gives).
+    #[test]
+    fn every_parser_message_says_what_is_allowed() {
+        for m in [
+            "unknown field `flor`, expected one of headroom, floor, shed",
+            "unknown variant `sse`, expected one of http, ws, tcp",
+            "invalid type: boolean `true`, expected a number or a string with a unit",
+            "cannot deserialize null into string; use Option<String>",
+            "invalid boolean",
+            "non-finite float `.nan` rejected by the configured policy",
+            "externally tagged enum expected scalar or mapping",
+            "mapping values are not allowed in this context",
+            "simple key expected ':'",
+            "alias references unknown anchor",
+            "unclosed quote",
+            "expected string scalar",
+        ] {
+            let c = clean_message(m);
+            assert!(c.contains("; allowed: "), "{m} -> {c}");
+            assert!(!c.contains("Option<"), "{m} -> {c}");
+        }
+    }
 
     #[test]
     fn index_finds_nested_keys_and_sequence_items() {

@@ -223,7 +223,7 @@ pub(super) fn build(
             None => {
                 c.error(
                     &format!("{path}.within"),
-                    "replicas_back_to needs `within: DURATION`",
+                    "replicas_back_to needs `within: DURATION`; allowed: add `within:`, e.g. 2m",
                 );
                 None
             }
@@ -285,7 +285,13 @@ pub(super) fn build(
         );
     }
     if metrics.len() != 1 {
-        c.error(path, format!("name exactly one of {}", FORMS.join(", ")));
+        c.error(
+            path,
+            format!(
+                "no form or more than one; allowed: exactly one of {}",
+                FORMS.join(", ")
+            ),
+        );
         return None;
     }
     let metric = metrics.pop().flatten()?;
@@ -394,7 +400,13 @@ fn better_than(c: &mut Checker, path: &str, baseline: &str, e: &ExpectFile) -> O
         return None;
     };
     if on.is_empty() {
-        c.error(&format!("{path}.on"), "is empty; name at least one field");
+        c.error(
+            &format!("{path}.on"),
+            format!(
+                "is empty; allowed: one or more of {}",
+                COMPARABLE.join(", ")
+            ),
+        );
         return None;
     }
     for (i, f) in on.iter().enumerate() {

@@ -368,7 +368,8 @@ fn node_name(c: &mut Checker, path: &str, name: &str, nodes: Option<Nodes>) -> S
         c.error(
             path,
             format!(
-                "`{name}` is not a node of the scenario; allowed: n1 to n{}",
+                "`{}` is not a node of the scenario; allowed: n1 to n{}",
+                shown(name),
                 n.count
             ),
         );
@@ -400,15 +401,7 @@ const MAX_NAME: usize = 100;
 /// A name from the file as messages show it: control characters escaped (a name must not
 /// drive the terminal), and cut short.
 pub(super) fn shown(name: &str) -> String {
-    let mut escaped = String::with_capacity(name.len());
-    for ch in name.chars() {
-        if ch.is_control() {
-            escaped.extend(ch.escape_default());
-        } else {
-            escaped.push(ch);
-        }
-    }
-    crate::policy::promql::shorten(&escaped, 60)
+    crate::policy::promql::shorten(name, 60)
 }
 
 fn check_name(c: &mut Checker, path: &str, name: &str) {
