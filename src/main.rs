@@ -314,6 +314,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// that never decided anything and a `check` that blamed each query in turn.
 fn prometheus_url(s: &str) -> Result<String, String> {
     const ALLOWED: &str = "allowed: http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:9090";
+    let s = s.trim();
     if !s.contains("://") {
         return Err(format!("no scheme; {ALLOWED}"));
     }
@@ -341,7 +342,7 @@ fn prometheus_url(s: &str) -> Result<String, String> {
         ));
     }
     // The client appends /api/v1/…: a base ending in / asked for /prom//api/v1/query.
-    Ok(s.trim().trim_end_matches('/').to_string())
+    Ok(s.trim_end_matches('/').to_string())
 }
 
 /// Failures that end the command. The library's errors know their exit code (2 for what

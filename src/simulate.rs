@@ -443,11 +443,10 @@ pub fn run_judged(
                 // where the drill of the same scenario refused and deviated).
                 FaultKind::KillTasks(n) if cluster.ready() < *n => {
                     injected = false;
-                    not_injected.push(Outcome {
-                        text: format!("fault injected: {}", f.describe()),
-                        held: false,
-                        observed: format!("only {} ready task(s) to kill", cluster.ready()),
-                    });
+                    not_injected.push(Outcome::not_injected(
+                        &f.describe(),
+                        format!("only {} ready task(s) to kill", cluster.ready()),
+                    ));
                 }
                 FaultKind::KillTasks(n) => cluster.kill(*n, opts.restart_delay.as_secs_f64()),
                 FaultKind::NodeDown { node, duration }
@@ -650,15 +649,14 @@ pub fn run_judged(
         summary.timeout_rate = timeouts / offered;
     }
     // A fault between the last tick and the end never fired (a drill's would have).
-    for f in &scenario.faults[next_fault.min(scenario.faults.len())..] {
-        not_injected.push(Outcome {
-            text: format!("fault injected: {}", f.describe()),
-            held: false,
-            observed: format!(
+    for f in &scenario.faults[next_fault..] {
+        not_injected.push(Outcome::not_injected(
+            &f.describe(),
+            format!(
                 "the run's last tick was at {} (--tick)",
                 humantime::format_duration(last_tick)
             ),
-        });
+        ));
     }
     // The scenario's own first, in its order (`judge_against` pairs them with it).
     let expectations: Vec<Outcome> = scenario

@@ -381,12 +381,7 @@ fn faults_the_baseline_or_the_last_tick_missed_are_not_injected() {
     let sc = scenario::from_str("inline.yaml", both).expect("valid scenario");
     let p = shipped();
     let r = simulate::run_compared(&sc, &p, &p.services[0], Options::default(), true);
-    let missed: Vec<&str> = r
-        .expectations
-        .iter()
-        .filter(|o| !o.held)
-        .map(|o| o.text.as_str())
-        .collect();
+    let missed = failed(&r);
     assert_eq!(
         missed,
         ["hpa baseline: fault injected: 1m 10s: kill 15 task(s)"]
@@ -1014,15 +1009,19 @@ fn sessions_the_cap_turns_away_count_against_it_on_the_yardstick() {
     );
 }
 
-/// A known limit's run (`chaos/limits/`): of its expectations, only the one on
-/// replica-seconds fails.
-fn deviates_on_replica_seconds_alone(r: &SimResult) {
-    let failed: Vec<&str> = r
-        .expectations
+/// The expectations a run did not hold, by their text.
+fn failed(r: &SimResult) -> Vec<&str> {
+    r.expectations
         .iter()
         .filter(|o| !o.held)
         .map(|o| o.text.as_str())
-        .collect();
+        .collect()
+}
+
+/// A known limit's run (`chaos/limits/`): of its expectations, only the one on
+/// replica-seconds fails.
+fn deviates_on_replica_seconds_alone(r: &SimResult) {
+    let failed = failed(r);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("replica_seconds"), "{failed:?}");
 }

@@ -356,11 +356,7 @@ async fn drill(
         .collect();
     let faults = fault_log.borrow().clone();
     for f in faults.iter().filter(|f| !f.injected) {
-        expectations.push(Outcome {
-            text: format!("fault injected: {}", f.fault),
-            held: false,
-            observed: f.detail.clone(),
-        });
+        expectations.push(Outcome::not_injected(&f.fault, f.detail.clone()));
     }
     let all: Vec<Outcome> = before.iter().chain(expectations.iter()).cloned().collect();
     let phases = st

@@ -428,7 +428,6 @@ fn clean_message(msg: &str) -> String {
             || m.contains("did not find expected")
             || m.contains("unexpected EOF")
             || m.contains("unexpected character")
-            || m.contains("did not find expected key")
             || m.contains("simple key expected")
             || m.contains("misplaced bracket") =>
         {

@@ -111,6 +111,18 @@ pub struct Outcome {
     pub observed: String,
 }
 
+impl Outcome {
+    /// A fault the run could not inject (`fault` as `Fault::describe` gives it): the run
+    /// deviates, in a drill as in `simulate`.
+    pub fn not_injected(fault: &str, why: String) -> Outcome {
+        Outcome {
+            text: format!("fault injected: {fault}"),
+            held: false,
+            observed: why,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
