@@ -6,6 +6,7 @@
 #                         scratch image andon:dev, start Prometheus; writes $DIR/env
 #   scripts/env.sh down   stop and remove all of it (by pid), even after a failed test
 #   scripts/env.sh status
+#   scripts/env.sh install  only install what is missing (docker.io, prometheus, haproxy)
 #
 # DIR is $ANDON_ENV_DIR or /tmp/andon-env. Nothing here touches a system dockerd: the
 # daemon has its own socket, data root, exec root and pidfile under DIR.
@@ -159,10 +160,12 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  # What `up` needs from Debian, alone: scripts/test.sh installs it while it compiles.
+  install) install_missing ;;
   status)
     alive "$DIR/dockerd.pid" && echo "dockerd: running" || echo "dockerd: stopped"
     alive "$DIR/prometheus.pid" && echo "prometheus: running ($PROM_ADDR)" || echo "prometheus: stopped"
     alive "$DIR/haproxy.pid" && echo "haproxy: running ($HAPROXY_HTTP, $HAPROXY_TCP)" || echo "haproxy: stopped"
     ;;
-  *) echo "usage: scripts/env.sh up|down|status" >&2; exit 2 ;;
+  *) echo "usage: scripts/env.sh up|down|status|install" >&2; exit 2 ;;
 esac

@@ -7,10 +7,9 @@
 mod support;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use support::*;
-
-const SERVICE: &str = "erlmcp";
 
 /// The stand-in service as the drills expect it: opted in, scraped, capacity 400 msg/s,
 /// 50 msg/s per session,
@@ -20,37 +19,50 @@ fn stand_ins(replicas: u32) -> Service {
     stand_ins_with(replicas, &[])
 }
 
-/// Waits until Prometheus holds no sample of the service within the drill policy's rate
-/// window (15 s) and a scrape: the series of an earlier test's service of the same name
-/// (its errors, its sheds) would be read as this one's. A CI run failed on that: the
-/// fault drill's errors read 40% at the next test's first tick, the tier went to
-/// emergency before any load, and its own sheds held it there for the whole drill.
-fn prometheus_forgot_the_last_service() {
+/// A service name of each test's own. The policy's queries select by service, so an
+/// earlier test's series (its errors, its sheds, its latency) are never read as this
+/// one's, and no test waits for Prometheus to forget them (they used to share `erlmcp`
+/// and waited about 20 s each). The process id keeps two runs against one long-lived
+/// Prometheus (scripts/env.sh by hand) apart.
+fn fresh_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("erlmcp-{}-{n}", std::process::id())
+}
+
+/// Waits until Prometheus holds no shed of the edge within the drill policy's rate window
+/// (15 s) and a scrape. HAProxy's sheds are not per service: the policy adds them to every
+/// service's errors and demand. A CI run failed on an earlier test's errors: they read 40%
+/// at the next test's first tick, the tier went to emergency before any load, and its own
+/// sheds held it there for the whole drill.
+fn prometheus_forgot_the_edge_sheds() {
     let prom = std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL");
     let addr = prom
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    // count_over_time(erlmcp_requests_total{service="erlmcp"}[20s])
-    let q =
-        format!("count_over_time(erlmcp_requests_total%7Bservice%3D%22{SERVICE}%22%7D%5B20s%5D)");
+    // sum(increase(haproxy_frontend_intercepted_requests_total{proxy="mcp"}[20s]))
+    let q = "sum(increase(haproxy_frontend_intercepted_requests_total%7Bproxy%3D%22mcp%22%7D%5B20s%5D))";
     let start = std::time::Instant::now();
     wait_for(
         Duration::from_secs(90),
-        "Prometheus to hold no sample of the last test's service",
+        "Prometheus to hold no shed of the edge",
         || {
             let (code, body) = http_get(&addr, &format!("/api/v1/query?query={q}"))?;
-            (code == 200 && body.contains("\"result\":[]")).then_some(())
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let result = v["data"]["result"].as_array()?;
+            let none = result.iter().all(|r| r["value"][1] == "0");
+            (code == 200 && none).then_some(())
         },
     );
     eprintln!(
-        "waited {:.1} s for Prometheus to forget the last {SERVICE}",
+        "waited {:.1} s for Prometheus to forget the edge's sheds",
         start.elapsed().as_secs_f64()
     );
 }
 
 fn stand_ins_with(replicas: u32, extra: &[&str]) -> Service {
-    prometheus_forgot_the_last_service();
+    prometheus_forgot_the_edge_sheds();
     let mut args = vec![
         "--capacity",
         "400",
@@ -61,7 +73,7 @@ fn stand_ins_with(replicas: u32, extra: &[&str]) -> Service {
     ];
     args.extend_from_slice(extra);
     let s = Service::create_with(
-        SERVICE,
+        &fresh_name(),
         replicas,
         &["andon.enable=true", "prometheus.io/scrape=true"],
         &args,
@@ -71,22 +83,47 @@ fn stand_ins_with(replicas: u32, extra: &[&str]) -> Service {
     s
 }
 
-fn controller(dir: &std::path::Path, extra: &[&str]) -> Controller {
+fn controller(svc: &Service, dir: &std::path::Path, extra: &[&str]) -> Controller {
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/drill-fast.yaml");
-    controller_with(&policy, dir, extra)
+    controller_with(&policy, svc, dir, extra)
 }
 
-fn controller_with(policy: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Controller {
+/// `andon run` with `policy`, its service renamed to the test's own.
+fn controller_with(
+    policy: &std::path::Path,
+    svc: &Service,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Controller {
     let prom =
         std::env::var("ANDON_PROMETHEUS_URL").expect("ANDON_PROMETHEUS_URL (scripts/env.sh)");
+    let text = std::fs::read_to_string(policy).unwrap();
+    let named = "\n  - name: erlmcp\n";
+    assert_eq!(
+        text.matches(named).count(),
+        1,
+        "{} names one service erlmcp: mend this test",
+        policy.display()
+    );
+    let renamed = dir.join("policy.yaml");
+    std::fs::write(
+        &renamed,
+        text.replace(named, &format!("\n  - name: {}\n", svc.name)),
+    )
+    .unwrap();
     let mut args = vec!["--interval", "2s"];
     args.extend_from_slice(extra);
-    Controller::start(policy, &prom, &args, dir.join("andon.log"))
+    Controller::start(&renamed, &prom, &args, dir.join("andon.log"))
 }
 
 /// Runs a drill against the stand-ins; returns its exit code and its JSON result.
-fn drill(scenario: &str, ctl: &Controller, extra: &[&str]) -> (i32, serde_json::Value) {
-    drill_at(&format!("swarm:{SERVICE}"), scenario, ctl, extra)
+fn drill(
+    svc: &Service,
+    scenario: &str,
+    ctl: &Controller,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
+    drill_at(&format!("swarm:{}", svc.name), scenario, ctl, extra)
 }
 
 fn drill_at(
@@ -181,12 +218,12 @@ fn ci_flood_passes_over_tcp() {
 
 fn flood_passes(wire: &str, extra: &[&str]) {
     let dir = tmpdir(&format!("e2e-flood-{wire}"));
-    let _svc = stand_ins(2);
-    let ctl = controller(&dir, &[]);
+    let svc = stand_ins(2);
+    let ctl = controller(&svc, &dir, &[]);
     let report = dir.join("report");
     let mut args = vec!["--report", report.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let (code, v) = drill("chaos/ci-flood.yaml", &ctl, &args);
+    let (code, v) = drill(&svc, "chaos/ci-flood.yaml", &ctl, &args);
     eprintln!("ci-flood over {wire} with andon:\n{}", summary(&v));
     assert_eq!(v["transport"], wire);
     assert!(
@@ -219,9 +256,9 @@ fn the_same_drill_with_the_controller_in_dry_run_deviates() {
     // Proof that the verification can fail: nothing scales, so the flood's peak breaks
     // the hypothesis.
     let dir = tmpdir("e2e-dry");
-    let _svc = stand_ins(2);
-    let ctl = controller(&dir, &["--dry-run"]);
-    let (code, v) = drill("chaos/ci-flood.yaml", &ctl, &["--speed", "1.5"]);
+    let svc = stand_ins(2);
+    let ctl = controller(&svc, &dir, &["--dry-run"]);
+    let (code, v) = drill(&svc, "chaos/ci-flood.yaml", &ctl, &["--speed", "1.5"]);
     eprintln!("ci-flood with andon --dry-run:\n{}", summary(&v));
     assert_eq!(v["verdict"], "deviated", "{}", summary(&v));
     assert_eq!(code, 1, "deviated exits 1");
@@ -232,13 +269,14 @@ fn the_same_drill_with_the_controller_in_dry_run_deviates() {
 #[ignore = "needs the local Swarm and Prometheus: scripts/test.sh runs it"]
 fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
     let dir = tmpdir("e2e-faults");
-    let _svc = stand_ins(4);
-    let ctl = controller(&dir, &[]);
+    let svc = stand_ins(4);
+    let ctl = controller(&svc, &dir, &[]);
     let pidfile = format!(
         "{}/prometheus.pid",
         std::env::var("ANDON_ENV_DIR").expect("ANDON_ENV_DIR")
     );
     let (code, v) = drill(
+        &svc,
         "chaos/ci-faults.yaml",
         &ctl,
         &["--prometheus-pidfile", &pidfile],
@@ -266,10 +304,11 @@ fn a_fault_drill_kills_a_task_and_stops_prometheus_without_a_scale_down() {
 #[ignore = "needs the local Swarm, Prometheus and HAProxy: scripts/test.sh runs it"]
 fn a_bombing_through_haproxy_is_shed_at_the_edge() {
     let dir = tmpdir("e2e-edge");
-    let _svc = stand_ins_with(2, &["--no-admission"]);
+    let svc = stand_ins_with(2, &["--no-admission"]);
     let (socket, map) = (env("ANDON_HAPROXY_SOCKET"), env("ANDON_HAPROXY_MAP"));
-    let http_backend = format!("erlmcp={SERVICE}:8080");
+    let http_backend = format!("erlmcp={}:8080", svc.name);
     let ctl = controller(
+        &svc,
         &dir,
         &[
             "--haproxy-socket",
@@ -381,9 +420,9 @@ fn drill_fast_with_session_cap(dir: &std::path::Path, cap: u32) -> std::path::Pa
 fn a_step_reaches_max_replicas_fast_with_the_session_cap_refusing_sessions_at_once() {
     let dir = tmpdir("e2e-step");
     let policy = drill_fast_with_session_cap(&dir, 10);
-    let _svc = stand_ins(2);
-    let ctl = controller_with(&policy, &dir, &[]);
-    let (code, v) = drill("chaos/ci-step.yaml", &ctl, &[]);
+    let svc = stand_ins(2);
+    let ctl = controller_with(&policy, &svc, &dir, &[]);
+    let (code, v) = drill(&svc, "chaos/ci-step.yaml", &ctl, &[]);
     eprintln!("ci-step with a session cap of 10:\n{}", summary(&v));
     let tl = v["timeline"].as_array().unwrap();
     for s in tl
